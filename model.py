@@ -1,0 +1,211 @@
+"""Evaluation networks built from a genotype, as in DARTS: `NetworkCIFAR` and `NetworkImageNet`.
+
+For genotypes without attention the module tree and parameter names equal the DARTS reference
+(`stem.0.weight`, `cells.3._ops.5.op.2.weight`, `auxiliary_head.features.2.weight`, ...), so weights
+released by DARTS, PC-DARTS and alpha-DARTS load unchanged. An edge's attention sits in
+`_attentions` (Att-DARTS calls it `_second_layers`) and the cell-output attention in `_bottleneck`.
+"""
+import torch
+import torch.nn as nn
+
+from operations import OPS, FactorizedReduce, Identity, ReLUConvBN
+
+
+def drop_path(x, drop_prob):
+    """Zero whole samples with probability drop_prob and rescale the rest (DARTS's drop path)."""
+    keep_prob = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep_prob)
+    return x * mask / keep_prob
+
+
+class Cell(nn.Module):
+
+    def __init__(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, spatial_size=None):
+        super().__init__()
+        self.reduction = reduction
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+
+        entries = genotype.reduce if reduction else genotype.normal
+        concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        bottleneck = genotype.reduce_bottleneck if reduction else genotype.normal_bottleneck
+        self._steps = len(entries) // 2
+        self._concat = list(concat)
+        self.multiplier = len(concat)
+        self._indices = [entry[1] for entry in entries]
+
+        self._ops = nn.ModuleList()
+        for name, index, *_ in entries:
+            stride = 2 if reduction and index < 2 else 1
+            self._ops.append(self._build_op(name, C, stride, reduction, spatial_size))
+
+        attentions = [entry[2] if len(entry) > 2 else '' for entry in entries]
+        self._attentions = None
+        if any(attentions):
+            from attention import build_attention
+            self._attentions = nn.ModuleList(build_attention(name or 'Identity', C, spatial_size)
+                                             for name in attentions)
+        self._bottleneck = None
+        if bottleneck:
+            from attention import build_attention
+            self._bottleneck = build_attention(bottleneck, C * self.multiplier, spatial_size)
+        # Drop path skips identity edges, as in DARTS: dropping a plain skip would only add noise.
+        self._drop_path = [not isinstance(op, Identity) for op in self._ops]
+
+    @staticmethod
+    def _build_op(name, C, stride, reduction, spatial_size):
+        if name in OPS:
+            return OPS[name](C, stride, True)
+        from attention import build_attention
+        attention = build_attention(name, C, spatial_size)
+        # Att-DARTS's `mixed_with_operation`: in a reduction cell an attention follows a skip_connect.
+        return nn.Sequential(OPS['skip_connect'](C, stride, False), attention) if reduction else attention
+
+    def forward(self, s0, s1, drop_prob=0.0):
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in range(self._steps):
+            total = 0
+            for edge in (2 * node, 2 * node + 1):
+                h = self._ops[edge](states[self._indices[edge]])
+                if self._attentions is not None:
+                    h = self._attentions[edge](h)
+                if self.training and drop_prob > 0.0 and self._drop_path[edge]:
+                    h = drop_path(h, drop_prob)
+                total = total + h
+            states.append(total)
+        out = torch.cat([states[i] for i in self._concat], dim=1)
+        if self._bottleneck is not None:
+            out = self._bottleneck(out)
+        return out
+
+
+class AuxiliaryHead(nn.Module):
+    """The auxiliary classifier after the second reduction cell. DARTS pools 8x8 (CIFAR) or 7x7 (ImageNet)
+    maps down to 2x2; other map sizes pool adaptively to 2x2 (pooling has no weights, so names match)."""
+
+    def __init__(self, C, num_classes, spatial_size, imagenet=False):
+        super().__init__()
+        darts_size, stride = (7, 2) if imagenet else (8, 3)
+        pool = nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False) \
+            if spatial_size == darts_size else nn.AdaptiveAvgPool2d(2)
+        layers = [nn.ReLU(inplace=True), pool,
+                  nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+                  nn.Conv2d(128, 768, 2, bias=False)]
+        # DARTS's ImageNet head has no BatchNorm after its last conv (a typo the paper's runs kept).
+        layers += [nn.ReLU(inplace=True)] if imagenet else [nn.BatchNorm2d(768), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
+def _halve(size):
+    return (size + 1) // 2
+
+
+class _Network(nn.Module):
+    """The cell stack shared by both networks; subclasses build the stem."""
+
+    def _build_cells(self, genotype, C, layers, C_prev_prev, C_prev, reduction_prev, spatial_size):
+        self.cells = nn.ModuleList()
+        C_curr = C
+        self._aux_channels = self._aux_spatial = None
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+                spatial_size = _halve(spatial_size)
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, spatial_size)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
+            if i == 2 * layers // 3:
+                self._aux_channels, self._aux_spatial = C_prev, spatial_size
+        return C_prev
+
+    def _forward_cells(self, s0, s1):
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        out = self.global_pooling(s1)
+        return self.classifier(out.flatten(1)), logits_aux
+
+
+class NetworkCIFAR(_Network):
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=32):
+        super().__init__()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+        stem_multiplier = 3
+        C_stem = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_stem),
+        )
+        C_prev = self._build_cells(genotype, C, layers, C_stem, C_stem, False, image_size)
+        if auxiliary:
+            self.auxiliary_head = AuxiliaryHead(self._aux_channels, num_classes, self._aux_spatial)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x):
+        s = self.stem(x)
+        return self._forward_cells(s, s)
+
+
+class NetworkImageNet(_Network):
+
+    def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=224):
+        super().__init__()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        spatial_size = _halve(_halve(_halve(image_size)))
+        C_prev = self._build_cells(genotype, C, layers, C, C, True, spatial_size)
+        if auxiliary:
+            self.auxiliary_head = AuxiliaryHead(self._aux_channels, num_classes, self._aux_spatial, imagenet=True)
+        # DARTS pools 7x7 with AvgPool2d(7); adaptive pooling gives the same there and works at any size.
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+    def forward(self, x):
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        return self._forward_cells(s0, s1)
+
+
+NETWORKS = {'cifar': NetworkCIFAR, 'imagenet': NetworkImageNet}
+
+
+def network_kind(dataset, image_size):
+    """ImageNet's strided stem for ImageNet and for large images of a user's own; CIFAR's otherwise."""
+    return 'imagenet' if dataset == 'imagenet' or image_size >= 128 else 'cifar'
+
+
+def build_network(config, genotype):
+    """A network from a config dict (as stored in checkpoints): kind, C, num_classes, layers, auxiliary,
+    in_channels, image_size."""
+    network = NETWORKS[config['kind']]
+    return network(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
+                   in_channels=config['in_channels'], image_size=config['image_size'])

@@ -1,0 +1,166 @@
+"""Candidate operations of the DARTS cell search space.
+
+`OPS` maps an op name to a constructor `(C, stride, affine) -> nn.Module`. Layer layouts and
+attribute names follow the DARTS reference (layers inside an `nn.Sequential` named `op`;
+`FactorizedReduce` with `conv_1`, `conv_2`, `bn`) so that released weights load unchanged.
+"""
+import torch
+import torch.nn as nn
+
+from utils import UserError
+
+
+class ReLUConvBN(nn.Module):
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """ReLU, dilated depthwise conv, pointwise conv, BN."""
+
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, dilation, affine=True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                      groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class SepConv(nn.Module):
+    """Two stacked ReLU-depthwise-pointwise-BN blocks; only the first one strides."""
+
+    def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_in, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Conv7x1_1x7(nn.Module):
+    """The factorised 7x7 convolution of NASNet and AmoebaNet."""
+
+    def __init__(self, C, stride, affine=True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Zero(nn.Module):
+    """The `none` op. Mixed edges never call it (its contribution is exactly zero); evaluation cells may."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return x[:, :, ::self.stride, ::self.stride].mul(0.)
+
+
+class FactorizedReduce(nn.Module):
+    """Halves the resolution with two 1x1 stride-2 convs offset by one pixel, concatenated."""
+
+    def __init__(self, C_in, C_out, affine=True):
+        super().__init__()
+        if C_out % 2:
+            raise ValueError(f'FactorizedReduce needs an even number of output channels, got {C_out}')
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x):
+        x = self.relu(x)
+        # Odd sizes: the shifted branch is one pixel smaller, so pad it back before concatenating.
+        shifted = x[:, :, 1:, 1:]
+        if x.shape[-1] % 2 or x.shape[-2] % 2:
+            shifted = nn.functional.pad(shifted, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+
+
+def _pool(kind, size):
+    def build(C, stride, affine):
+        if kind == 'max':
+            return nn.MaxPool2d(size, stride=stride, padding=size // 2)
+        return nn.AvgPool2d(size, stride=stride, padding=size // 2, count_include_pad=False)
+    return build
+
+
+OPS = {
+    'none': lambda C, stride, affine: Zero(stride),
+    'avg_pool_3x3': _pool('avg', 3),
+    'max_pool_3x3': _pool('max', 3),
+    'avg_pool_5x5': _pool('avg', 5),
+    'max_pool_5x5': _pool('max', 5),
+    'skip_connect': lambda C, stride, affine: Identity() if stride == 1 else FactorizedReduce(C, C, affine),
+    'sep_conv_3x3': lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine),
+    'sep_conv_5x5': lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine),
+    'sep_conv_7x7': lambda C, stride, affine: SepConv(C, C, 7, stride, 3, affine),
+    'dil_conv_3x3': lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine),
+    'dil_conv_5x5': lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine),
+    'conv_7x1_1x7': lambda C, stride, affine: Conv7x1_1x7(C, stride, affine),
+}
+
+POOLING_OPS = frozenset(name for name in OPS if 'pool' in name)
+
+# Named search spaces (`--primitives`). The order fixes the columns of the architecture weights.
+DARTS_PRIMITIVES = ['none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
+                    'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5']
+SEARCH_SPACES = {
+    'darts': DARTS_PRIMITIVES,
+    'alpha_darts': DARTS_PRIMITIVES + ['max_pool_5x5', 'avg_pool_5x5'],
+}
+
+
+def resolve_primitives(spec):
+    """A search-space name or a comma-separated list of op names -> list of op names."""
+    if isinstance(spec, (list, tuple)):
+        names = list(spec)
+    elif spec in SEARCH_SPACES:
+        names = list(SEARCH_SPACES[spec])
+    else:
+        names = [name.strip() for name in spec.split(',') if name.strip()]
+    unknown = [name for name in names if name not in OPS]
+    if unknown:
+        raise UserError(f'unknown primitive {unknown[0]!r} in --primitives {spec!r}; use a search space '
+                        f'({", ".join(SEARCH_SPACES)}) or op names from: {", ".join(OPS)}')
+    if not names:
+        raise UserError('--primitives is empty')
+    if len(set(names)) != len(names):
+        raise UserError(f'--primitives {spec!r} names an op twice')
+    return names

@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+import genotypes
+import model
+import utils
+from model import NetworkCIFAR, NetworkImageNet
+
+
+def test_darts_v2_sizes_match_the_paper_to_the_parameter():
+    cifar = NetworkCIFAR(36, 10, 20, True, genotypes.DARTS_V2)
+    imagenet = NetworkImageNet(48, 1000, 14, True, genotypes.DARTS_V2)
+    assert utils.count_parameters_in_MB(cifar) == pytest.approx(3.349342, abs=5e-7)
+    assert utils.count_parameters_in_MB(imagenet) == pytest.approx(4.718752, abs=5e-7)
+
+
+@pytest.mark.parametrize('name, expected', [('PC_DARTS_cifar', 3.6), ('ALPHA_DARTS', 3.3), ('DARTS_V1', 3.2)])
+def test_other_published_cells_have_their_reported_size(name, expected):
+    params = utils.count_parameters_in_MB(NetworkCIFAR(36, 10, 20, True, genotypes.GENOTYPES[name]))
+    print(f'{name}: {params:.6f} M parameters')
+    assert params == pytest.approx(expected, abs=0.06)
+
+
+def test_state_dict_names_are_those_of_the_darts_reference():
+    keys = set(NetworkCIFAR(36, 10, 20, True, genotypes.DARTS_V2).state_dict())
+    for key in ('stem.0.weight', 'stem.1.running_mean', 'cells.3.preprocess0.op.1.weight',
+                'cells.3._ops.4.op.2.weight', 'cells.6.preprocess1.op.2.weight', 'cells.7.preprocess0.conv_1.weight',
+                'cells.7.preprocess0.bn.weight', 'auxiliary_head.features.2.weight',
+                'auxiliary_head.features.6.running_var', 'auxiliary_head.classifier.weight', 'classifier.weight'):
+        assert key in keys, key
+    # SPEC's own example edge, whose op is a separable conv in PC-DARTS's normal cell.
+    assert 'cells.3._ops.5.op.2.weight' in NetworkCIFAR(36, 10, 20, True, genotypes.PC_DARTS_cifar).state_dict()
+    imagenet_keys = set(NetworkImageNet(48, 1000, 14, True, genotypes.DARTS_V2).state_dict())
+    for key in ('stem0.0.weight', 'stem0.3.weight', 'stem1.1.weight', 'auxiliary_head.features.5.weight'):
+        assert key in imagenet_keys, key
+    # DARTS's ImageNet auxiliary head has no BatchNorm after its last conv.
+    assert 'auxiliary_head.features.6.running_var' not in imagenet_keys
+
+
+@pytest.mark.parametrize('name', ['DARTS_V2', 'NASNet', 'AmoebaNet', 'PC_DARTS_image'])
+def test_forward_shapes_in_training_and_evaluation(name):
+    net = NetworkCIFAR(8, 10, 5, True, genotypes.GENOTYPES[name])
+    net.drop_path_prob = 0.3
+    x = torch.randn(3, 3, 32, 32)
+    logits, logits_aux = net.train()(x)
+    assert logits.shape == (3, 10) and logits_aux.shape == (3, 10)
+    logits, logits_aux = net.eval()(x)
+    assert logits.shape == (3, 10) and logits_aux is None
+
+
+def test_imagenet_network_forward():
+    net = NetworkImageNet(8, 7, 5, True, genotypes.DARTS_V2, image_size=64).train()
+    logits, logits_aux = net(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 7) and logits_aux.shape == (2, 7)
+
+
+def test_other_channels_and_small_images_work_with_the_auxiliary_head():
+    net = NetworkCIFAR(8, 4, 5, True, genotypes.DARTS_V2, in_channels=1, image_size=16).train()
+    logits, logits_aux = net(torch.randn(2, 1, 16, 16))
+    assert logits.shape == (2, 4) and logits_aux.shape == (2, 4)
+
+
+def test_drop_path_zeroes_whole_samples_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x = torch.ones(4000, 2, 3, 3)
+    out = model.drop_path(x, 0.25)
+    per_sample = out.flatten(1)
+    kept = torch.tensor(1 / 0.75)
+    assert ((per_sample == 0) | (per_sample == kept)).all()
+    assert (per_sample == per_sample[:, :1]).all()
+    assert out.mean().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_drop_path_is_off_in_evaluation_and_skips_identity_edges():
+    net = NetworkCIFAR(8, 10, 3, False, genotypes.DARTS_V2)
+    net.drop_path_prob = 0.5
+    x = torch.randn(2, 3, 16, 16)
+    net.eval()
+    assert torch.equal(net(x)[0], net(x)[0])
+    cell = net.cells[0]
+    skips = [isinstance(op, model.Identity) for op in cell._ops]
+    assert any(skips) and cell._drop_path == [not s for s in skips]
+
+
+def test_darts_style_release_loads(tmp_path):
+    """A bare state_dict saved from DataParallel by PyTorch < 0.4.1 (no BatchNorm counters) loads unchanged."""
+    net = NetworkCIFAR(8, 10, 5, True, genotypes.DARTS_V2)
+    released = {f'module.{key}': value for key, value in net.state_dict().items()
+                if not key.endswith('num_batches_tracked')}
+    path = tmp_path / 'cifar10_model.pt'
+    torch.save(released, path)
+    fresh = NetworkCIFAR(8, 10, 5, True, genotypes.DARTS_V2)
+    utils.load_weights(fresh, str(path))
+    for key, value in net.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+def test_build_network_from_a_config():
+    config = dict(kind='cifar', C=8, num_classes=3, layers=4, auxiliary=False, in_channels=3, image_size=32)
+    assert isinstance(model.build_network(config, genotypes.DARTS_V2), NetworkCIFAR)
+    assert model.network_kind('imagenet', 224) == 'imagenet'
+    assert model.network_kind('folder', 160) == 'imagenet'
+    assert model.network_kind('cifar10', 32) == 'cifar'

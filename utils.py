@@ -1,0 +1,393 @@
+"""Shared small pieces: user errors, meters, accuracy, counting, seeding, devices, logging,
+experiment folders, and safe checkpoint saving and loading."""
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import os
+import pickle
+import random
+import signal
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+class UserError(ValueError):
+    """A mistake in what the user asked for. Scripts print its message as one sentence and exit 2."""
+
+
+def run_cli(main):
+    """Run a script's `main()`: a UserError becomes one line on stderr and exit status 2, no traceback."""
+    try:
+        main()
+    except UserError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        sys.exit(130)
+
+
+class AverageMeter:
+    """Weighted running mean. Values may stay tensors on the device, so updating never waits for it."""
+
+    def __init__(self):
+        self.sum = 0.0
+        self.count = 0
+
+    def update(self, value, n=1):
+        if torch.is_tensor(value):
+            value = value.detach().float()
+        self.sum = self.sum + value * n
+        self.count += n
+
+    @property
+    def avg(self):
+        return float(self.sum) / max(self.count, 1)
+
+
+def accuracy(logits, target, topk=(1,)):
+    """Top-k accuracies in percent, as 0-dim tensors. Soft (mixed) targets count their largest class."""
+    if target.dim() == 2:
+        target = target.argmax(dim=1)
+    maxk = min(max(topk), logits.size(1))
+    pred = logits.topk(maxk, dim=1).indices
+    correct = pred.eq(target.unsqueeze(1))
+    return [correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
+
+
+def count_parameters_in_MB(model):
+    """Parameters in millions, auxiliary head excluded: the figure DARTS papers report."""
+    return sum(p.numel() for name, p in model.named_parameters() if 'auxiliary' not in name) / 1e6
+
+
+def count_flops(model, input_shape):
+    """FLOPs of one inference pass, counted by torch's own flop counter (a multiply-add counts as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    parameter = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(input_shape, device=parameter.device, dtype=parameter.dtype))
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def get_device(device='auto', gpu=0):
+    """`--device cpu|cuda|cuda:N|auto` with DARTS's `--gpu N` choosing the CUDA device."""
+    if device == 'cpu':
+        return torch.device('cpu')
+    if device == 'auto':
+        return torch.device('cuda', gpu) if torch.cuda.is_available() else torch.device('cpu')
+    if not device.startswith('cuda'):
+        raise UserError(f'unknown --device {device!r}; use cpu, cuda, cuda:N or auto')
+    if not torch.cuda.is_available():
+        raise UserError(f'--device {device} was asked for, but this machine has no usable CUDA device; '
+                        f'use --device cpu')
+    index = int(device.split(':')[1]) if ':' in device else gpu
+    if index >= torch.cuda.device_count():
+        raise UserError(f'CUDA device {index} does not exist; this machine has '
+                        f'{torch.cuda.device_count()} (--gpu counts from 0)')
+    return torch.device('cuda', index)
+
+
+def get_logger(exp_dir=None, enabled=True):
+    """The 'darts' logger: stdout plus EXP/log.txt. Disabled loggers (non-zero ranks) stay silent."""
+    logger = logging.getLogger('darts')
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if enabled else logging.CRITICAL + 1)
+    logger.propagate = False
+    if enabled:
+        formatter = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
+        handlers = [logging.StreamHandler(sys.stdout)]
+        if exp_dir is not None:
+            handlers.append(logging.FileHandler(os.path.join(exp_dir, 'log.txt')))
+        for handler in handlers:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+    return logger
+
+
+def create_exp_dir(kind, save, exp_path=None):
+    """`{kind}-{save}-YYYYMMDD-HHMMSS/` in the current folder, or exactly `exp_path` when given."""
+    path = exp_path or f'{kind}-{save}-{time.strftime("%Y%m%d-%H%M%S")}'
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, '.write-test')
+        with open(probe, 'w'):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise UserError(f'cannot write the experiment folder {path} ({error.strerror})') from None
+    return path
+
+
+def write_json(path, obj):
+    """Write JSON through a temporary file so that readers never see half a file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def append_jsonl(path, row):
+    with open(path, 'a') as f:
+        f.write(json.dumps(row) + '\n')
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_checkpoint(state, path):
+    """Save atomically: write a temporary file, flush it to disk, then rename it over the old one."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """`torch.load(weights_only=True)`: tensors and plain data only, so a hostile pickle cannot run code."""
+    if not os.path.isfile(path):
+        raise UserError(f'{path} does not exist')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()
+        detail = next((line.strip() for line in reason if 'global' in line.lower()), '')
+        raise UserError(f'{path} was refused because it holds Python objects other than tensors and plain '
+                        f'data, and loading it could run code{f" ({detail})" if detail else ""}') from None
+    except Exception as error:  # torch.load fails in many ways on damaged files; all mean the same here
+        raise UserError(f'{path} is not a readable PyTorch checkpoint; it may be truncated or damaged '
+                        f'({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})') from None
+
+
+def _strip_prefixes(state_dict):
+    """Keys saved from DataParallel/DDP (`module.`) or a compiled model (`_orig_mod.`) lose the prefix."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key.replace('._orig_mod.', '.')] = value
+    return cleaned
+
+
+def extract_state_dict(source):
+    """The model state_dict inside any accepted form: our checkpoint, `{'state_dict': ...}`, or a bare one."""
+    if isinstance(source, dict):
+        for key in ('model', 'state_dict'):
+            if key in source and isinstance(source[key], dict):
+                return source[key]
+        if all(torch.is_tensor(value) for value in source.values()):
+            return source
+    raise UserError('the file holds no model weights (expected a checkpoint from this toolkit or a state_dict)')
+
+
+def _name_keys(keys, limit=6):
+    keys = sorted(keys)
+    more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
+    return ', '.join(keys[:limit]) + more
+
+
+def load_weights(model, source, origin=None):
+    """Load weights into `model` from a path or a dict: our checkpoints, bare state_dicts (the form DARTS,
+    PC-DARTS and alpha-DARTS release), and `module.`-prefixed ones. Mismatches are named in the error."""
+    if isinstance(source, (str, os.PathLike)):
+        origin = origin or str(source)
+        source = load_checkpoint(source)
+    origin = origin or 'the given weights'
+    state_dict = _strip_prefixes(extract_state_dict(source))
+    expected = model.state_dict()
+    # Weights saved by PyTorch < 0.4.1 (the DARTS release) have no BatchNorm step counters.
+    for key, value in expected.items():
+        if key.endswith('num_batches_tracked') and key not in state_dict:
+            state_dict[key] = value
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f'missing keys: {_name_keys(missing)}')
+        if unexpected:
+            parts.append(f'unexpected keys: {_name_keys(unexpected)}')
+        raise UserError(f'{origin} does not fit this model (another genotype or size?); ' + '; '.join(parts))
+    mismatched = [f'{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}'
+                  for key, value in expected.items() if tuple(state_dict[key].shape) != tuple(value.shape)]
+    if mismatched:
+        raise UserError(f'{origin} does not fit this model (another genotype or size?); shapes differ for '
+                        + ', '.join(mismatched[:6]) + (f' and {len(mismatched) - 6} more' if len(mismatched) > 6 else ''))
+    model.load_state_dict(state_dict)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: arguments, random state, interruption, progress, evaluation.
+
+def given_arguments(parser, argv):
+    """The flags present on the command line (defaults left out), so that presets, dataset defaults
+    and resumed arguments yield to what the user typed."""
+    shadow = copy.deepcopy(parser)
+    for action in shadow._actions:
+        action.default = argparse.SUPPRESS
+    return vars(shadow.parse_args(argv))
+
+
+def rng_state():
+    state = {'torch': torch.get_rng_state(), 'python': random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    random.setstate(_as_tuples(state['python']))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class GracefulStop:
+    """SIGTERM and SIGINT set `requested` instead of killing the run, so the loop can save and exit."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the run stops and the last good checkpoint stays."""
+
+
+class FiniteLossGuard:
+    """Remembers the first step whose loss was not finite without waiting for the device every step;
+    `check()` (at report time) raises with the epoch and step."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+        self.first_bad = None
+
+    def update(self, loss, step):
+        bad = ~torch.isfinite(loss.detach())
+        step_tensor = torch.full_like(bad, step, dtype=torch.long)
+        if self.first_bad is None:
+            self.first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
+        else:
+            self.first_bad = torch.where((self.first_bad < 0) & bad, step_tensor, self.first_bad)
+
+    def check(self, what='loss'):
+        if self.first_bad is not None and int(self.first_bad) >= 0:
+            raise NonFiniteLoss(f'the {what} became non-finite at epoch {self.epoch}, step {int(self.first_bad)}; '
+                                f'the run stopped and the last good checkpoint was kept (lower the learning rate?)')
+
+
+def progress(iterable, total, desc, logger, report_freq, enabled=True):
+    """A tqdm bar on a terminal; otherwise every `report_freq` steps a plain log line from the caller."""
+    if enabled and sys.stdout.isatty():
+        from tqdm import tqdm
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return iterable
+
+
+def evaluate(model, loader, criterion, amp_context=None, start_step=0):
+    """Loss and top-1/top-5 accuracy of `model` over `loader` (no augmentation, no gradients)."""
+    model.eval()
+    loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    with torch.no_grad():
+        for images, targets in loader.iterate(0, start_step):
+            with amp_context() if amp_context else contextlib.nullcontext():
+                logits = model(images)
+                logits = logits[0] if isinstance(logits, tuple) else logits
+            loss = criterion(logits.float(), targets)
+            acc1, acc5 = accuracy(logits, targets, topk=(1, 5))
+            n = images.size(0)
+            loss_meter.update(loss, n)
+            top1.update(acc1, n)
+            top5.update(acc5, n)
+    return {'loss': loss_meter.avg, 'top1': top1.avg, 'top5': top5.avg, 'images': top1.count}
+
+
+def add_run_arguments(parser, default_seed):
+    run = parser.add_argument_group('run')
+    run.add_argument('--save', default='EXP', help='experiment name; the folder is {search,eval}-NAME-YYYYMMDD-HHMMSS')
+    run.add_argument('--exp_path', help='use exactly this experiment folder instead')
+    run.add_argument('--resume', nargs='?', const='', metavar='PATH',
+                     help='continue from a checkpoint file or experiment folder (alone: the --exp_path folder)')
+    run.add_argument('--seed', type=int, default=default_seed, help='random seed')
+    run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto (CUDA when there is one)')
+    run.add_argument('--gpu', type=int, default=0, help='CUDA device index, as in DARTS')
+    run.add_argument('--report_freq', type=int, default=50, help='log a line every N steps')
+    return run
+
+
+def find_checkpoint(resume, exp_path):
+    """`--resume PATH` names a checkpoint file or an experiment folder; bare `--resume` uses --exp_path."""
+    path = resume or exp_path
+    if not path:
+        raise UserError('--resume needs a checkpoint file or an experiment folder (or give --exp_path)')
+    if os.path.isdir(path):
+        path = os.path.join(path, 'checkpoint.pt')
+    if not os.path.isfile(path):
+        raise UserError(f'there is no checkpoint at {path}')
+    return path
+
+
+def meter_state(meters):
+    return {name: {'sum': float(meter.sum), 'count': meter.count} for name, meter in meters.items()}
+
+
+def load_meters(meters, state):
+    for name, saved in state.items():
+        meters[name].sum, meters[name].count = saved['sum'], saved['count']
+
+
+def reset_peak_memory(device):
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device):
+    """CUDA: peak allocated since the last reset. CPU: the process's peak resident set size."""
+    if device.type == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
