@@ -178,7 +178,8 @@ GENOTYPES = {
 def _flatten_cell(cell, entries):
     """Accept the flat DARTS list or the nested per-node list of DADARTS and pt.darts."""
     if not isinstance(entries, (list, tuple)):
-        raise GenotypeError(f'genotype field {cell!r} must be a list of (op, input) pairs, got {type(entries).__name__}')
+        raise GenotypeError(f'genotype field {cell!r} must be a list of (op, input) pairs, '
+                            f'got {type(entries).__name__}')
     if entries and all(isinstance(node, (list, tuple)) and node and isinstance(node[0], (list, tuple))
                        for node in entries):
         for position, node in enumerate(entries):
@@ -225,7 +226,7 @@ def _literal(node):
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'range' \
             and not node.keywords and 1 <= len(node.args) <= 2:
         bounds = [_literal(arg) for arg in node.args]
-        if not all(_is_int(bound) for bound in bounds) or abs(bounds[-1]) > MAX_NODES + 2 or abs(bounds[0]) > MAX_NODES + 2:
+        if not all(_is_int(bound) and abs(bound) <= MAX_NODES + 2 for bound in bounds):
             raise GenotypeError(f'range{tuple(bounds)} in genotype text must have small integer bounds')
         return list(range(*bounds))
     what = type(node).__name__

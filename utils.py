@@ -1,7 +1,6 @@
 """Shared small pieces: user errors, meters, accuracy, counting, seeding, devices, logging,
 experiment folders, and safe checkpoint saving and loading."""
 import argparse
-import contextlib
 import copy
 import json
 import logging
@@ -233,7 +232,7 @@ def load_weights(model, source, origin=None):
                   for key, value in expected.items() if tuple(state_dict[key].shape) != tuple(value.shape)]
     if mismatched:
         raise UserError(f'{origin} does not fit this model (another genotype or size?); shapes differ for '
-                        + ', '.join(mismatched[:6]) + (f' and {len(mismatched) - 6} more' if len(mismatched) > 6 else ''))
+                        f'{_name_keys(mismatched)}')
     model.load_state_dict(state_dict)
     return model
 
@@ -320,30 +319,63 @@ class FiniteLossGuard:
                                 f'the run stopped and the last good checkpoint was kept (lower the learning rate?)')
 
 
-def progress(iterable, total, desc, logger, report_freq, enabled=True):
-    """A tqdm bar on a terminal; otherwise every `report_freq` steps a plain log line from the caller."""
-    if enabled and sys.stdout.isatty():
+class StepMonitor:
+    """The bookkeeping after each step of a loop: loss and accuracy meters, the non-finite loss guard,
+    a log line every `report_freq` steps, and whether a stop was requested."""
+
+    def __init__(self, epoch, meters, stop, logger, report_freq, label):
+        self.guard = FiniteLossGuard(epoch)
+        self.meters, self.stop, self.logger, self.report_freq, self.label = meters, stop, logger, report_freq, label
+
+    def after_step(self, step, loss, logits, targets):
+        """Record the step; True when the loop should stop and save."""
+        self.guard.update(loss, step)
+        n = logits.size(0)
+        self.meters['loss'].update(loss, n)
+        self.meters['top1'].update(accuracy(logits, targets)[0], n)
+        if step % self.report_freq == 0:
+            self.guard.check()
+            self.logger.info('%s %03d loss %.4f top1 %.2f', self.label, step, self.meters['loss'].avg,
+                             self.meters['top1'].avg)
+        if self.stop.requested:
+            self.guard.check()
+            return True
+        return False
+
+    def log_interruption(self, epoch, step, exp_dir):
+        self.logger.info('%s received: saved a checkpoint at epoch %d, step %d; continue with --resume %s',
+                         self.stop.requested, epoch, step, exp_dir)
+
+
+def progress(iterable, total, desc):
+    """A tqdm bar on a terminal; elsewhere the loop's own log lines every --report_freq steps suffice."""
+    if sys.stdout.isatty():
         from tqdm import tqdm
         return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
     return iterable
 
 
-def evaluate(model, loader, criterion, amp_context=None, start_step=0):
-    """Loss and top-1/top-5 accuracy of `model` over `loader` (no augmentation, no gradients)."""
+def evaluate(model, loader, criterion, forward=None):
+    """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`."""
+    forward = forward or model
     model.eval()
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     with torch.no_grad():
-        for images, targets in loader.iterate(0, start_step):
-            with amp_context() if amp_context else contextlib.nullcontext():
-                logits = model(images)
-                logits = logits[0] if isinstance(logits, tuple) else logits
-            loss = criterion(logits.float(), targets)
+        for images, targets in loader.iterate(0):
+            logits = forward(images)
+            logits = logits[0] if isinstance(logits, tuple) else logits
             acc1, acc5 = accuracy(logits, targets, topk=(1, 5))
             n = images.size(0)
-            loss_meter.update(loss, n)
+            loss_meter.update(criterion(logits.float(), targets), n)
             top1.update(acc1, n)
             top5.update(acc5, n)
     return {'loss': loss_meter.avg, 'top1': top1.avg, 'top5': top5.avg, 'images': top1.count}
+
+
+def format_matrix(rows):
+    """A vector or matrix of weights as aligned text, three decimals (for logs)."""
+    rows = rows if rows and isinstance(rows[0], list) else [rows]
+    return '\n'.join(' '.join(f'{value:.3f}' for value in row) for row in rows)
 
 
 def add_run_arguments(parser, default_seed):
@@ -357,6 +389,42 @@ def add_run_arguments(parser, default_seed):
     run.add_argument('--gpu', type=int, default=0, help='CUDA device index, as in DARTS')
     run.add_argument('--report_freq', type=int, default=50, help='log a line every N steps')
     return run
+
+
+def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
+    """(args, checkpoint or None). On --resume the saved arguments return, with what the command line
+    gives on top; otherwise `presets(args)` (a method's or a dataset's defaults) fill what it leaves out."""
+    args = parser.parse_args(argv)
+    given = given_arguments(parser, argv)
+    if args.resume is not None:
+        path = find_checkpoint(args.resume, args.exp_path)
+        checkpoint = load_checkpoint(path)
+        if not isinstance(checkpoint, dict) or checkpoint.get('kind') != kind:
+            raise UserError(f'{path} is not a checkpoint of {"train.py" if kind == "train" else "train_search.py"}')
+        return argparse.Namespace(**{**checkpoint['args'], **given, 'exp_path': os.path.dirname(path)}), checkpoint
+    for key, value in presets(args).items():
+        if key not in given:
+            setattr(args, key, value)
+    return args, None
+
+
+def training_state(model, optimizers, scheduler, epoch, step, meters, history):
+    """Everything a run needs to continue exactly: weights, optimisers, schedule, position, RNG, history."""
+    return {'model': model.state_dict(), 'optimizers': {name: opt.state_dict() for name, opt in optimizers.items()},
+            'scheduler': scheduler.state_dict(), 'epoch': epoch, 'step': step, 'meters': meter_state(meters),
+            'history': history, 'rng': rng_state()}
+
+
+def restore_training_state(checkpoint, model, optimizers, scheduler, meters):
+    """Load `training_state` back; returns (epoch, step, history)."""
+    load_weights(model, checkpoint['model'], origin='the checkpoint')
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(checkpoint['optimizers'][name])
+    scheduler.load_state_dict(checkpoint['scheduler'])
+    for name, saved in checkpoint['meters'].items():
+        meters[name].sum, meters[name].count = saved['sum'], saved['count']
+    set_rng_state(checkpoint['rng'])
+    return checkpoint['epoch'], checkpoint['step'], checkpoint['history']
 
 
 def find_checkpoint(resume, exp_path):
@@ -373,11 +441,6 @@ def find_checkpoint(resume, exp_path):
 
 def meter_state(meters):
     return {name: {'sum': float(meter.sum), 'count': meter.count} for name, meter in meters.items()}
-
-
-def load_meters(meters, state):
-    for name, saved in state.items():
-        meters[name].sum, meters[name].count = saved['sum'], saved['count']
 
 
 def reset_peak_memory(device):

@@ -83,12 +83,13 @@ def test_drop_path_is_off_in_evaluation_and_skips_identity_edges():
 
 
 def test_darts_style_release_loads(tmp_path):
-    """A bare state_dict saved from DataParallel by PyTorch < 0.4.1 (no BatchNorm counters) loads unchanged."""
+    """A bare state_dict saved from DataParallel by PyTorch < 0.4.1 (no BatchNorm counters, the legacy
+    non-zip file format) loads unchanged."""
     net = NetworkCIFAR(8, 10, 5, True, genotypes.DARTS_V2)
     released = {f'module.{key}': value for key, value in net.state_dict().items()
                 if not key.endswith('num_batches_tracked')}
     path = tmp_path / 'cifar10_model.pt'
-    torch.save(released, path)
+    torch.save(released, path, _use_new_zipfile_serialization=False)
     fresh = NetworkCIFAR(8, 10, 5, True, genotypes.DARTS_V2)
     utils.load_weights(fresh, str(path))
     for key, value in net.state_dict().items():

@@ -1,0 +1,105 @@
+"""Test trained or released weights on a test set: DARTS's test.py and test_imagenet.py in one script.
+
+    python test.py --model_path eval-EXP-.../checkpoint.pt             # everything read from the checkpoint
+    python test.py --model_path cifar10_model.pt --auxiliary --arch DARTS_V2   # DARTS's released weights
+"""
+import argparse
+import json
+import os
+
+import torch.nn as nn
+
+import data
+import genotypes
+import model as model_lib
+import utils
+
+# Defaults for a bare state_dict, as DARTS's test.py and test_imagenet.py had them.
+CIFAR_SIZES = dict(init_channels=36, layers=20)
+IMAGENET_SIZES = dict(init_channels=48, layers=14)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description='Evaluate weights on a test set: top-1, top-5, loss, size.')
+    parser.add_argument('--model_path', required=True,
+                        help="our checkpoint.pt (needs nothing else) or a bare state_dict such as weights.pt or "
+                             "the weights DARTS, PC-DARTS and alpha-DARTS released")
+    data.add_data_arguments(parser)
+    arch = parser.add_argument_group('architecture of a bare state_dict')
+    arch.add_argument('--arch', help='published genotype name (default DARTS)')
+    arch.add_argument('--arch_path', help='genotype.json')
+    arch.add_argument('--genotype', '-genotype', help='genotype text')
+    arch.add_argument('--init_channels', type=int, help='initial channels (default 36; ImageNet 48)')
+    arch.add_argument('--layers', type=int, help='number of cells (default 20; ImageNet 14)')
+    arch.add_argument('--auxiliary', action='store_true',
+                      help='the weights include an auxiliary head (detected automatically)')
+    run = parser.add_argument_group('run')
+    run.add_argument('--batch_size', type=int, default=96, help='batch size')
+    run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
+    run.add_argument('--gpu', type=int, default=0, help='CUDA device index, as in DARTS')
+    run.add_argument('--output', help='where to write the results as JSON (default: test.json beside the weights)')
+    return parser
+
+
+def describe_model(args, given, source):
+    """(network config, genotype, data flags) for the weights: from our checkpoint, from the run folder
+    that holds a bare weights.pt, or from the flags."""
+    if isinstance(source, dict) and source.get('kind') == 'train':
+        saved_args = source['args']
+        return source['network'], genotypes.parse_genotype(json.dumps(source['genotype'])), saved_args
+    run_args_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), 'args.json')
+    saved_args = {}
+    if os.path.isfile(run_args_path):
+        with open(run_args_path) as f:
+            saved_args = json.load(f)
+    merged = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items() if k not in given}})
+    sizes = IMAGENET_SIZES if merged.dataset == 'imagenet' else CIFAR_SIZES
+    for key, value in sizes.items():
+        if getattr(merged, key) is None:
+            setattr(merged, key, value)
+    genotype = genotypes.parse_genotype(merged.genotype or merged.arch_path or merged.arch or 'DARTS')
+    keys = utils.extract_state_dict(source)
+    auxiliary = merged.auxiliary or any('auxiliary_head' in key for key in keys)
+    config = dict(C=merged.init_channels, layers=merged.layers, auxiliary=auxiliary)
+    return config, genotype, vars(merged)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = utils.given_arguments(parser, argv)
+    device = utils.get_device(args.device, args.gpu)
+    logger = utils.get_logger()
+    source = utils.load_checkpoint(args.model_path)
+    config, genotype, saved_args = describe_model(args, given, source)
+
+    # The data flags the weights were trained with, unless the command line says otherwise.
+    data_args = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items()
+                                                        if k not in given and k in vars(args) and k != 'model_path'}})
+    _, test_split, info = data.load_dataset(data_args)
+    config = {**config, 'num_classes': info.num_classes, 'in_channels': info.in_channels,
+              'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size)}
+    net = model_lib.build_network(config, genotype)
+    utils.load_weights(net, source, origin=args.model_path)
+    net.to(device)
+    loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=data_args)
+
+    logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+    result = utils.evaluate(net, loader, nn.CrossEntropyLoss())
+    flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
+    result.update(params_M=utils.count_parameters_in_MB(net), flops=flops, multiply_adds=flops // 2,
+                  dataset=info.name, model_path=args.model_path, genotype=genotypes.genotype_to_dict(genotype))
+    logger.info('test_acc %.4f top5 %.4f loss %.4f | %d images, %.6f M parameters, %.1f M multiply-adds',
+                result['top1'], result['top5'], result['loss'], result['images'], result['params_M'],
+                result['multiply_adds'] / 1e6)
+    output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.model_path)), 'test.json')
+    try:
+        utils.write_json(output, result)
+    except OSError as error:
+        raise utils.UserError(f'cannot write the results to {output} ({error.strerror}); use --output') from None
+    logger.info('results written to %s', output)
+    return result
+
+
+if __name__ == '__main__':
+    utils.run_cli(main)

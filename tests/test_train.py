@@ -1,0 +1,116 @@
+"""End-to-end runs of train.py and test.py on the synthetic dataset (CPU)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, load_script
+
+train = load_script('train')
+test = load_script('test')
+
+SMALL = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '2000',
+         '--synthetic_test_size', '500', '--init_channels', '8', '--layers', '5', '--batch_size', '64',
+         '--device', 'cpu', '--report_freq', '1000']
+TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '768', '--synthetic_test_size',
+        '128', '--init_channels', '4', '--layers', '3', '--batch_size', '32', '--epochs', '3', '--device', 'cpu',
+        '--auxiliary', '--cutout', '--cutout_length', '4']
+
+
+def run_script(name, args, cwd, **kwargs):
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, f'{name}.py'), *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_train_learns_synthetic_data_and_test_reproduces_it(in_tmp):
+    final = train.main(SMALL + ['--epochs', '3', '--auxiliary', '--cutout', '--cutout_length', '4',
+                                '--exp_path', 'run'])
+    assert final['test_top1'] >= 90.0
+    for name in ('log.txt', 'args.json', 'metrics.jsonl', 'checkpoint.pt', 'weights.pt'):
+        assert (in_tmp / 'run' / name).is_file(), name
+    rows = [json.loads(line) for line in (in_tmp / 'run' / 'metrics.jsonl').read_text().splitlines()]
+    assert [row['epoch'] for row in rows] == [0, 1, 2]
+    assert rows[-1]['train_loss'] < rows[0]['train_loss']
+    assert rows[1]['drop_path_prob'] == pytest.approx(0.2 / 3)
+    # A bare state_dict: the architecture comes from the run folder's args.json.
+    result = test.main(['--model_path', 'run/weights.pt', '--device', 'cpu'])
+    assert result['top1'] == final['test_top1'] and result['images'] == 500
+    # Our checkpoint needs nothing else either, and the results land in JSON.
+    result = test.main(['--model_path', 'run/checkpoint.pt', '--device', 'cpu', '--output', 'out.json'])
+    saved = json.loads((in_tmp / 'out.json').read_text())
+    assert saved['top1'] == final['test_top1'] and saved['params_M'] > 0 and saved['flops'] > 0
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_ends_with_the_uninterrupted_weights(in_tmp):
+    whole = run_script('train', TINY + ['--exp_path', 'whole'], in_tmp)
+    interrupted = run_script('train', TINY + ['--exp_path', 'cut'], in_tmp)
+    metrics = in_tmp / 'cut' / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    interrupted.send_signal(signal.SIGTERM)
+    out, err = interrupted.communicate(timeout=300)
+    assert interrupted.returncode == 0, err
+    saved = torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)
+    assert (saved['epoch'], saved['step']) < (3, 0), 'the run ended before the signal arrived'
+    assert 'SIGTERM received' in out
+    resumed = run_script('train', ['--resume', 'cut'], in_tmp)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    expected = torch.load(in_tmp / 'whole' / 'weights.pt', weights_only=True)
+    actual = torch.load(in_tmp / 'cut' / 'weights.pt', weights_only=True)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    rows = (in_tmp / 'cut' / 'metrics.jsonl').read_text().splitlines()
+    assert [json.loads(row)['epoch'] for row in rows] == [0, 1, 2]
+
+
+def test_offline_cifar_gives_one_sentence_and_no_traceback(in_tmp):
+    process = run_script('train', ['--dataset', 'cifar10', '--data', str(in_tmp / 'data'), '--epochs', '1'],
+                         in_tmp, env={**os.environ, 'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9'})
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert 'Traceback' not in err and len(err.strip().splitlines()) == 1
+    assert 'cifar-10-python.tar.gz' in err and str(in_tmp / 'data') in err
+
+
+def test_imagenet_defaults_apply_unless_given():
+    parser = train.build_parser()
+    args, _ = train.resolve_arguments(parser, ['--dataset', 'imagenet', '--layers', '12'])
+    assert (args.init_channels, args.layers, args.batch_size, args.learning_rate) == (48, 12, 128, 0.1)
+    assert (args.weight_decay, args.label_smooth, args.lr_scheduler, args.epochs) == (3e-5, 0.1, 'step', 250)
+    args, _ = train.resolve_arguments(parser, [])
+    assert (args.init_channels, args.layers, args.epochs, args.arch) == (36, 20, 600, 'DARTS')
+
+
+def test_genotype_flags_and_their_errors(in_tmp):
+    parser = train.build_parser()
+    args, _ = train.resolve_arguments(parser, ['-genotype', "Genotype(normal=[('sep_conv_3x3', 0), "
+                                               "('sep_conv_3x3', 1)], normal_concat=[2], reduce=[('max_pool_3x3', 0),"
+                                               " ('max_pool_3x3', 1)], reduce_concat=[2])"])
+    assert train.choose_genotype(args).normal == [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)]
+    with pytest.raises(train.utils.UserError, match='does not exist'):
+        train.main(['--arch_path', 'missing.json', '--dataset', 'synthetic'])
+    with pytest.raises(train.utils.UserError, match='unknown genotype'):
+        train.main(['--arch', 'NoSuchNet', '--dataset', 'synthetic'])
+    with pytest.raises(train.utils.UserError, match='--init_channels must be an even number'):
+        train.main(['--init_channels', '7', '--dataset', 'synthetic'])
+
+
+def test_test_py_names_mismatching_keys(in_tmp):
+    net = train.model_lib.NetworkCIFAR(8, 10, 5, False, train.genotypes.DARTS_V2)
+    torch.save(net.state_dict(), in_tmp / 'released.pt')
+    with pytest.raises(test.utils.UserError, match='missing keys: .*unexpected keys'):
+        test.main(['--model_path', 'released.pt', '--arch', 'PC_DARTS_cifar', '--init_channels', '8',
+                   '--layers', '5', '--dataset', 'synthetic', '--synthetic_train_size', '64',
+                   '--synthetic_test_size', '32', '--device', 'cpu'])

@@ -1,0 +1,162 @@
+"""Retrain a cell from scratch and test it: DARTS's train.py and train_imagenet.py in one script.
+
+    python train.py --auxiliary --cutout --arch DARTS_V2                  # CIFAR-10, as in DARTS
+    python train.py --dataset imagenet --data /imagenet --auxiliary --arch PC_DARTS_image
+    python train.py --dataset synthetic --init_channels 8 --layers 5 --epochs 5   # offline demo
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+
+import data
+import genotypes
+import model as model_lib
+import utils
+
+# DARTS's train_imagenet.py defaults, used with --dataset imagenet unless a flag says otherwise.
+IMAGENET_DEFAULTS = dict(init_channels=48, layers=14, batch_size=128, learning_rate=0.1, weight_decay=3e-5,
+                         label_smooth=0.1, lr_scheduler='step', epochs=250)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description='Retrain a genotype from scratch and report test accuracy.')
+    data.add_data_arguments(parser)
+    data.add_augmentation_arguments(parser, cutmix=True)
+    arch = parser.add_argument_group('architecture')
+    arch.add_argument('--arch', default='DARTS', help='published genotype name (see genotypes.py)')
+    arch.add_argument('--arch_path', help="genotype.json from a search (ours or Att-DARTS's)")
+    arch.add_argument('--genotype', '-genotype', help='genotype text, e.g. the Genotype(...) line a search logs')
+    arch.add_argument('--init_channels', type=int, default=36, help='initial channels C (ImageNet: 48)')
+    arch.add_argument('--layers', type=int, default=20, help='number of cells (ImageNet: 14)')
+    arch.add_argument('--auxiliary', action='store_true', help='use the auxiliary tower')
+    arch.add_argument('--auxiliary_weight', type=float, default=0.4, help='weight of the auxiliary loss')
+    arch.add_argument('--drop_path_prob', type=float, default=0.2, help='final drop path probability')
+    opt = parser.add_argument_group('optimisation')
+    opt.add_argument('--batch_size', type=int, default=96, help='batch size (ImageNet: 128)')
+    opt.add_argument('--learning_rate', type=float, default=0.025, help='initial learning rate (ImageNet: 0.1)')
+    opt.add_argument('--learning_rate_min', type=float, default=0.0, help='final learning rate of the cosine schedule')
+    opt.add_argument('--lr_scheduler', choices=['cosine', 'step'], default='cosine',
+                     help='cosine to learning_rate_min, or multiply by --gamma every --decay_period epochs (ImageNet)')
+    opt.add_argument('--gamma', type=float, default=0.97, help='step schedule: decay factor')
+    opt.add_argument('--decay_period', type=int, default=1, help='step schedule: epochs between decays')
+    opt.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
+    opt.add_argument('--weight_decay', type=float, default=3e-4, help='weight decay (ImageNet: 3e-5)')
+    opt.add_argument('--label_smooth', type=float, default=0.0, help='label smoothing (ImageNet: 0.1)')
+    opt.add_argument('--grad_clip', type=float, default=5, help='gradient norm clipping')
+    opt.add_argument('--epochs', type=int, default=600, help='training epochs (ImageNet: 250)')
+    utils.add_run_arguments(parser, default_seed=0)
+    return parser
+
+
+def resolve_arguments(parser, argv):
+    """Command line over (resumed arguments or DARTS's ImageNet defaults) over parser defaults."""
+    args, checkpoint = utils.resolve_arguments(
+        parser, argv, 'train', lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
+    if args.init_channels < 2 or args.init_channels % 2 or args.layers < 1:
+        raise utils.UserError('--init_channels must be an even number of at least 2 and --layers at least 1')
+    return args, checkpoint
+
+
+def choose_genotype(args):
+    return genotypes.parse_genotype(args.genotype or args.arch_path or args.arch)
+
+
+def train_epoch(net, loader, criterion, optimizer, args, start_step, monitor):
+    """One epoch from `start_step`; returns the step to resume from if a stop was requested, else None."""
+    net.train()
+    batches = utils.progress(loader.iterate(monitor.guard.epoch, start_step), len(loader) - start_step,
+                             f'epoch {monitor.guard.epoch}')
+    for step, (images, targets) in enumerate(batches, start=start_step):
+        logits, logits_aux = net(images)
+        loss = criterion(logits, targets)
+        if logits_aux is not None:
+            loss = loss + args.auxiliary_weight * criterion(logits_aux, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
+        optimizer.step()
+        if monitor.after_step(step, loss, logits, targets):
+            return step + 1
+    monitor.guard.check()
+    return None
+
+
+def main(argv=None):
+    parser = build_parser()
+    args, checkpoint = resolve_arguments(parser, argv)
+    device = utils.get_device(args.device, args.gpu)
+    genotype = choose_genotype(args)
+    train_split, test_split, info = data.load_dataset(args)
+    exp_dir = utils.create_exp_dir('eval', args.save, args.exp_path)
+    logger = utils.get_logger(exp_dir)
+    utils.seed_everything(args.seed)
+    train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args)
+    test_loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=args)
+    config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
+                  num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
+                  in_channels=info.in_channels, image_size=info.image_size)
+    net = model_lib.build_network(config, genotype).to(device)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    if args.lr_scheduler == 'cosine':
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+
+    epoch, start_step, history = 0, 0, []
+    meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
+    if checkpoint is not None:
+        epoch, start_step, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler, meters)
+        logger.info('resumed from epoch %d, step %d', epoch, start_step)
+    else:
+        utils.write_json(os.path.join(exp_dir, 'args.json'), vars(args))
+    logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+    logger.info('param size = %.6f MB', utils.count_parameters_in_MB(net))
+
+    def save(epoch, step):
+        utils.save_checkpoint({
+            'kind': 'train', 'args': vars(args), 'network': config, 'genotype': genotypes.genotype_to_dict(genotype),
+            **utils.training_state(net, {'w': optimizer}, scheduler, epoch, step, meters, history),
+        }, os.path.join(exp_dir, 'checkpoint.pt'))
+
+    with utils.GracefulStop() as stop:
+        while epoch < args.epochs:
+            net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+            lr = scheduler.get_last_lr()[0]
+            started = time.time()
+            utils.reset_peak_memory(device)
+            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'train')
+            resume_step = train_epoch(net, train_loader, criterion, optimizer, args, start_step, monitor)
+            if resume_step is not None:
+                save(epoch, resume_step)
+                monitor.log_interruption(epoch, resume_step, exp_dir)
+                return None
+            seconds = time.time() - started
+            test = utils.evaluate(net, test_loader, criterion)
+            scheduler.step()
+            row = {'epoch': epoch, 'lr': lr, 'drop_path_prob': net.drop_path_prob,
+                   'train_loss': meters['loss'].avg, 'train_top1': meters['top1'].avg,
+                   'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5'],
+                   'time_s': seconds, 'images_per_s': meters['loss'].count / max(seconds, 1e-9),
+                   'peak_memory_mb': utils.peak_memory_mb(device)}
+            history.append(row)
+            utils.append_jsonl(os.path.join(exp_dir, 'metrics.jsonl'), row)
+            logger.info('epoch %d lr %.3e train_acc %.2f test_acc %.2f test_top5 %.2f (%.1fs, %.0f img/s)',
+                        epoch, lr, row['train_top1'], row['test_top1'], row['test_top5'], seconds,
+                        row['images_per_s'])
+            epoch, start_step = epoch + 1, 0
+            meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
+            utils.save_checkpoint(net.state_dict(), os.path.join(exp_dir, 'weights.pt'))
+            save(epoch, 0)
+    final = history[-1] if history else {}
+    if final:
+        logger.info('test_acc %.2f test_top5 %.2f', final['test_top1'], final['test_top5'])
+    return final
+
+
+if __name__ == '__main__':
+    utils.run_cli(main)
