@@ -90,8 +90,6 @@ def main(argv=None):
     device = utils.get_device(args.device, args.gpu)
     genotype = choose_genotype(args)
     train_split, test_split, info = data.load_dataset(args)
-    exp_dir = utils.create_exp_dir('eval', args.save, args.exp_path)
-    logger = utils.get_logger(exp_dir)
     utils.seed_everything(args.seed)
     train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args)
     test_loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=args)
@@ -99,6 +97,8 @@ def main(argv=None):
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
                   in_channels=info.in_channels, image_size=info.image_size)
     net = model_lib.build_network(config, genotype).to(device)
+    exp_dir = utils.create_exp_dir('eval', args.save, args.exp_path)
+    logger = utils.get_logger(exp_dir)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)

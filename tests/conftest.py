@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import subprocess
 import sys
 
 import pytest
@@ -22,6 +23,14 @@ def load_script(name):
         spec.loader.exec_module(module)
         sys.modules[module_name] = module
     return sys.modules[module_name]
+
+
+def run_script(name, args, cwd, **kwargs):
+    """Start a script in its own process (for signals and exit codes); stdout and stderr are captured.
+    One thread each: two processes with two OpenMP threads apiece on two cores slow tiny ops twentyfold."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', **kwargs.pop('env', {})}
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, f'{name}.py'), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 @pytest.fixture

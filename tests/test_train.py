@@ -1,15 +1,12 @@
 """End-to-end runs of train.py and test.py on the synthetic dataset (CPU)."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ROOT, load_script
+from conftest import load_script, run_script
 
 train = load_script('train')
 test = load_script('test')
@@ -20,11 +17,6 @@ SMALL = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size
 TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '768', '--synthetic_test_size',
         '128', '--init_channels', '4', '--layers', '3', '--batch_size', '32', '--epochs', '3', '--device', 'cpu',
         '--auxiliary', '--cutout', '--cutout_length', '4']
-
-
-def run_script(name, args, cwd, **kwargs):
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, f'{name}.py'), *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 @pytest.mark.slow
@@ -77,7 +69,7 @@ def test_sigterm_saves_and_resume_ends_with_the_uninterrupted_weights(in_tmp):
 
 def test_offline_cifar_gives_one_sentence_and_no_traceback(in_tmp):
     process = run_script('train', ['--dataset', 'cifar10', '--data', str(in_tmp / 'data'), '--epochs', '1'],
-                         in_tmp, env={**os.environ, 'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9'})
+                         in_tmp, env={'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9'})
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert 'Traceback' not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,140 @@
+import pytest
+import torch
+
+import operations
+from model_search import MixedOp, Network, channel_shuffle
+from utils import UserError
+
+OPS = operations.DARTS_PRIMITIVES  # none, max, avg, skip, sep3, sep5, dil3, dil5
+
+
+def tiny(**options):
+    torch.manual_seed(0)
+    return Network(8, 5, 3, image_size=16, **options)
+
+
+def set_alphas(net, cell, rows):
+    """Each row: {op name: logit}; unlisted ops get 0, so a larger logit is a larger softmax weight."""
+    values = torch.zeros_like(getattr(net, f'alphas_{cell}'))
+    for edge, row in enumerate(rows):
+        for name, logit in row.items():
+            values[edge, OPS.index(name)] = logit
+    with torch.no_grad():
+        getattr(net, f'alphas_{cell}').copy_(values)
+
+
+def test_shapes_and_parameter_groups():
+    net = tiny()
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    assert net.alphas_normal.shape == (14, 8) and net.alphas_reduce.shape == (14, 8)
+    assert not hasattr(net, 'betas_normal')
+    arch = {id(p) for p in net.arch_parameters()}
+    weights = {id(p) for p in net.weights()}
+    assert arch.isdisjoint(weights) and arch | weights == {id(p) for p in net.parameters()}
+    assert {'alphas_normal', 'alphas_reduce'} <= set(net.state_dict())
+    pc = tiny(partial_channels=4)
+    assert pc.betas_normal.shape == (14,) and len(pc.arch_parameters()) == 4
+
+
+def test_none_is_never_computed(monkeypatch):
+    def refuse(self, x):
+        raise AssertionError('none was computed')
+    monkeypatch.setattr(operations.Zero, 'forward', refuse)
+    tiny()(torch.randn(1, 3, 16, 16)).sum().backward()
+
+
+def test_derivation_excludes_none_and_keeps_the_two_strongest_inputs():
+    net = tiny()
+    # Every edge prefers `none`; after it, edge e's best op and its strength are set by hand.
+    rows = [{'none': 9.0} for _ in range(14)]
+    best = {0: ('sep_conv_3x3', 2.0), 1: ('max_pool_3x3', 1.0),                       # node 0: inputs 0, 1
+            2: ('dil_conv_3x3', 0.5), 3: ('skip_connect', 3.0), 4: ('sep_conv_5x5', 2.5),  # node 1
+            5: ('avg_pool_3x3', 4.0), 6: ('sep_conv_3x3', 0.1), 7: ('dil_conv_5x5', 0.2), 8: ('sep_conv_5x5', 3.5),
+            9: ('skip_connect', 0.3), 10: ('max_pool_3x3', 0.4), 11: ('sep_conv_3x3', 5.0),
+            12: ('dil_conv_3x3', 6.0), 13: ('sep_conv_5x5', 0.6)}
+    for edge, (name, logit) in best.items():
+        rows[edge][name] = logit
+    set_alphas(net, 'normal', rows)
+    genotype = net.genotype()
+    assert genotype.normal == [('sep_conv_3x3', 0), ('max_pool_3x3', 1),
+                               ('skip_connect', 1), ('sep_conv_5x5', 2),
+                               ('avg_pool_3x3', 0), ('sep_conv_5x5', 3),
+                               ('dil_conv_3x3', 3), ('sep_conv_3x3', 2)]
+    assert genotype.normal_concat == [2, 3, 4, 5]
+
+
+def test_edge_weights_multiply_the_strength():
+    net = tiny(partial_channels=2)
+    rows = [{} for _ in range(14)]
+    rows[2], rows[3], rows[4] = {'sep_conv_3x3': 3.0}, {'sep_conv_5x5': 2.0}, {'dil_conv_3x3': 1.0}
+    set_alphas(net, 'normal', rows)
+    assert net.genotype().normal[2:4] == [('sep_conv_3x3', 0), ('sep_conv_5x5', 1)]
+    betas = torch.zeros(14)
+    betas[2], betas[4] = -5.0, 5.0  # node 1: input 0 nearly off, input 2 dominant
+    with torch.no_grad():
+        net.betas_normal.copy_(betas)
+    assert net.genotype().normal[2:4] == [('dil_conv_3x3', 2), ('sep_conv_5x5', 1)]
+
+
+def test_max_skip_replaces_the_weakest_surplus_skips():
+    # skip_connect wins every edge, more weakly on later edges; edge 10's best other op is dil_conv_3x3.
+    rows = [{'skip_connect': 14.0 - edge, 'sep_conv_5x5': 1.0} for edge in range(14)]
+    rows[10]['dil_conv_3x3'] = 2.0
+    for max_skip, expected_skips in ((None, 8), (2, 2), (0, 0)):
+        net = tiny(max_skip=max_skip)
+        set_alphas(net, 'normal', rows)
+        normal = net.genotype().normal
+        assert sum(op == 'skip_connect' for op, _ in normal) == expected_skips
+    net = tiny(max_skip=7)
+    set_alphas(net, 'normal', rows)
+    # Node 3 keeps edges 9 and 10 (inputs 0 and 1); edge 10 holds the weakest kept skip.
+    assert net.genotype().normal[6:8] == [('skip_connect', 0), ('dil_conv_3x3', 1)]
+
+
+def test_channel_shuffle_interleaves_groups():
+    x = torch.arange(8.).view(1, 8, 1, 1)
+    assert channel_shuffle(x, 4).flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_partial_channels_mix_c_over_k_and_pass_the_rest(stride):
+    torch.manual_seed(0)
+    C, K = 16, 4
+    edge = MixedOp(C, stride, OPS, spatial_size=8, partial_channels=K)
+    seen = []
+    for op in edge._ops:
+        op.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[1]))
+    x = torch.randn(2, C, 8, 8)
+    weights = torch.softmax(torch.randn(len(OPS)), 0)
+    out = edge(x, weights)
+    assert out.shape == (2, C, 8 // stride, 8 // stride)
+    assert seen and set(seen) == {C // K}
+    # With every op weight zero only the untouched channels remain: pass-through, pooled, shuffled.
+    out = edge(x, torch.zeros(len(OPS)))
+    rest = x[:, C // K:]
+    if stride == 2:
+        rest = torch.nn.functional.max_pool2d(rest, 2, 2)
+    expected = channel_shuffle(torch.cat([torch.zeros_like(rest[:, :C // K]), rest], 1), K)
+    assert torch.equal(out, expected)
+
+
+def test_partial_channel_ops_have_the_parameters_of_c_over_k_channels():
+    edge = MixedOp(16, 1, OPS, spatial_size=8, partial_channels=4)
+    full = MixedOp(4, 1, OPS, spatial_size=8)
+    assert sum(p.numel() for p in edge.parameters()) == sum(p.numel() for p in full.parameters())
+
+
+def test_edge_norm_weights_are_softmax_per_node():
+    net = tiny(partial_channels=2)
+    with torch.no_grad():
+        net.betas_normal.copy_(torch.randn(14))
+    edges = net.arch_weights()['normal'].edges
+    for start, size in ((0, 2), (2, 3), (5, 4), (9, 5)):
+        assert edges[start:start + size].sum().item() == pytest.approx(1.0)
+
+
+def test_bad_options_give_one_sentence():
+    with pytest.raises(UserError, match='--partial_channels 3 must divide --init_channels 8'):
+        tiny(partial_channels=3)
+    with pytest.raises(UserError, match='unknown --location'):
+        tiny(location='everywhere')

@@ -1,0 +1,107 @@
+"""End-to-end searches with train_search.py on the synthetic dataset (CPU), and retraining their result."""
+import json
+import signal
+import time
+
+import pytest
+import torch
+
+import genotypes
+import utils
+from conftest import load_script, run_script
+
+train_search = load_script('train_search')
+train = load_script('train')
+
+# 4 classes: chance is 25%.
+TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '384', '--synthetic_test_size',
+        '64', '--num_classes', '4', '--init_channels', '4', '--layers', '3', '--batch_size', '32',
+        '--device', 'cpu', '--report_freq', '1000']
+
+
+def metrics(folder):
+    return [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_first_order_search_writes_a_genotype_that_retrains(in_tmp):
+    genotype = train_search.main(TINY + ['--epochs', '3', '--exp_path', 'search'])
+    folder = in_tmp / 'search'
+    for name in ('log.txt', 'args.json', 'metrics.jsonl', 'checkpoint.pt', 'genotype.json'):
+        assert (folder / name).is_file(), name
+    rows = metrics(folder)
+    assert rows[-1]['valid_top1'] > 40.0 and rows[-1]['train_loss'] < rows[0]['train_loss']
+    assert genotypes.parse_genotype(str(folder / 'genotype.json')) == genotype
+    assert rows[-1]['genotype'] == genotypes.genotype_to_dict(genotype)
+    assert rows[-1]['skip_connect'] == genotypes.count_ops(genotype, 'skip_connect')
+    ops = rows[-1]['arch_weights']['normal']['ops']
+    assert len(ops) == 14 and all(sum(row) == pytest.approx(1.0) for row in ops)
+    assert 'genotype = Genotype(normal=' in (folder / 'log.txt').read_text()
+    final = train.main(['--arch_path', str(folder / 'genotype.json'), '--epochs', '1', '--exp_path', 'eval']
+                       + [arg for arg in TINY if arg != '--report_freq' and arg != '1000'])
+    assert final['test_top1'] >= 0
+
+
+@pytest.mark.slow
+def test_second_order_search_learns(in_tmp):
+    train_search.main(TINY + ['--epochs', '2', '--unrolled', '--exp_path', 'search'])
+    assert metrics(in_tmp / 'search')[-1]['valid_top1'] > 40.0
+
+
+@pytest.mark.slow
+def test_pc_darts_preset_with_warmup_and_overrides(in_tmp):
+    args = TINY + ['--method', 'pc_darts', '--init_channels', '8', '--batch_size', '32', '--epochs', '3',
+                   '--warmup_epochs', '1', '--exp_path', 'search']
+    train_search.main(args)
+    saved = json.loads((in_tmp / 'search' / 'args.json').read_text())
+    assert (saved['partial_channels'], saved['edge_norm'], saved['learning_rate'], saved['learning_rate_min'],
+            saved['arch_learning_rate']) == (4, True, 0.1, 0.0, 6e-4)
+    assert (saved['batch_size'], saved['warmup_epochs']) == (32, 1)  # typed flags beat the preset
+    rows = metrics(in_tmp / 'search')
+    assert rows[-1]['valid_top1'] > 40.0
+    # The architecture stays frozen through the warm-up epoch: epoch 0 ends with the initial weights.
+    parser = train_search.build_parser()
+    parsed, _ = train_search.resolve_arguments(parser, args)
+    _, _, info = train_search.data.load_dataset(parsed)
+    utils.seed_everything(parsed.seed)
+    initial = train_search.build_model(parsed, info)
+    assert rows[0]['arch_weights'] == train_search.describe_architecture(initial)
+    assert rows[1]['arch_weights'] != rows[0]['arch_weights']
+    assert 'edges' in rows[0]['arch_weights']['normal']
+
+
+@pytest.mark.slow
+def test_interrupted_search_resumes_to_the_same_genotype_and_weights(in_tmp):
+    args = TINY + ['--epochs', '3', '--partial_channels', '2']
+    whole = run_script('train_search', args + ['--exp_path', 'whole'], in_tmp)
+    cut = run_script('train_search', args + ['--exp_path', 'cut'], in_tmp)
+    progress = in_tmp / 'cut' / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while not (progress.exists() and progress.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    cut.send_signal(signal.SIGTERM)
+    _, err = cut.communicate(timeout=300)
+    assert cut.returncode == 0, err
+    assert torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)['epoch'] < 3
+    resumed = run_script('train_search', ['--resume', str(in_tmp / 'cut' / 'checkpoint.pt')], in_tmp)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    assert (in_tmp / 'cut' / 'genotype.json').read_text() == (in_tmp / 'whole' / 'genotype.json').read_text()
+    expected = torch.load(in_tmp / 'whole' / 'checkpoint.pt', weights_only=True)['model']
+    actual = torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)['model']
+    for name in ('alphas_normal', 'alphas_reduce', 'betas_normal', 'betas_reduce'):
+        assert torch.equal(expected[name], actual[name]), name
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+
+
+def test_bad_search_arguments_give_one_sentence(in_tmp):
+    with pytest.raises(utils.UserError, match='--partial_channels 3 must divide --init_channels 16'):
+        train_search.main(['--dataset', 'synthetic', '--partial_channels', '3', '--epochs', '1'])
+    with pytest.raises(utils.UserError, match="unknown primitive 'conv_9x9'"):
+        train_search.main(['--dataset', 'synthetic', '--primitives', 'none,conv_9x9', '--epochs', '1'])
+    with pytest.raises(utils.UserError, match='--train_portion'):
+        train_search.main(['--dataset', 'synthetic', '--train_portion', '1.5'])
+    with pytest.raises(SystemExit):
+        train_search.main(['--method', 'nas'])

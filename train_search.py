@@ -1,0 +1,196 @@
+"""Search a cell: DARTS (first or second order), PC-DARTS, and the other methods as flags or presets.
+
+    python train_search.py                          # DARTS, first order, CIFAR-10
+    python train_search.py --unrolled               # DARTS, second order
+    python train_search.py --method pc_darts        # PC-DARTS
+    python train_search.py --dataset synthetic --epochs 3 --layers 5 --init_channels 8   # offline demo
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch.nn as nn
+
+import architect as architect_lib
+import data
+import genotypes
+import model_search
+import utils
+
+# The defaults each method's paper used; any flag typed on the command line still wins.
+METHODS = {
+    'darts': {},
+    'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
+                     arch_learning_rate=6e-4, warmup_epochs=15),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description='Search a cell with differentiable architecture search.')
+    parser.add_argument('--method', choices=sorted(METHODS), help='preset of a paper: ' + ', '.join(sorted(METHODS)))
+    data.add_data_arguments(parser)
+    data.add_augmentation_arguments(parser, cutmix=False)
+    parser.add_argument('--train_portion', type=float, default=0.5, help='share of the training set that trains w; '
+                        'the rest trains the architecture')
+    space = parser.add_argument_group('search space')
+    space.add_argument('--init_channels', type=int, default=16, help='initial channels C')
+    space.add_argument('--layers', type=int, default=8, help='number of cells')
+    space.add_argument('--primitives', default='darts', help="'darts', 'alpha_darts' or a comma-separated op list")
+    space.add_argument('--partial_channels', type=int, default=1, help='PC-DARTS: search on 1/K of the channels')
+    space.add_argument('--edge_norm', dest='edge_norm', action='store_const', const=True, default=None,
+                       help='edge normalisation (default: on with partial channels)')
+    space.add_argument('--no_edge_norm', dest='edge_norm', action='store_const', const=False,
+                       help='no edge normalisation')
+    space.add_argument('--max_skip', type=int, help='derive at most this many skip_connect in the normal cell')
+    opt = parser.add_argument_group('optimisation')
+    opt.add_argument('--batch_size', type=int, default=64, help='batch size')
+    opt.add_argument('--learning_rate', type=float, default=0.025, help='initial learning rate of w')
+    opt.add_argument('--learning_rate_min', type=float, default=0.001, help='final learning rate of w (cosine)')
+    opt.add_argument('--momentum', type=float, default=0.9, help='SGD momentum of w')
+    opt.add_argument('--weight_decay', type=float, default=3e-4, help='weight decay of w')
+    opt.add_argument('--grad_clip', type=float, default=5, help='gradient norm clipping of w')
+    opt.add_argument('--epochs', type=int, default=50, help='search epochs')
+    opt.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
+    opt.add_argument('--arch_learning_rate', type=float, default=3e-4, help='Adam learning rate of the architecture')
+    opt.add_argument('--arch_weight_decay', type=float, default=1e-3, help='Adam weight decay of the architecture')
+    opt.add_argument('--warmup_epochs', type=int, default=0, help='epochs with the architecture frozen')
+    utils.add_run_arguments(parser, default_seed=2)
+    return parser
+
+
+def resolve_arguments(parser, argv):
+    """Command line over (resumed arguments or the method preset) over parser defaults."""
+    args, checkpoint = utils.resolve_arguments(parser, argv, 'search', lambda args: METHODS.get(args.method, {}))
+    if not 0 < args.train_portion < 1:
+        raise utils.UserError('--train_portion must lie strictly between 0 and 1')
+    return args, checkpoint
+
+
+def build_model(args, info):
+    return model_search.Network(
+        args.init_channels, info.num_classes, args.layers, nn.CrossEntropyLoss(), primitives=args.primitives,
+        partial_channels=args.partial_channels, edge_norm=args.edge_norm, max_skip=args.max_skip,
+        in_channels=info.in_channels, image_size=info.image_size)
+
+
+def alpha_batches(loader, epoch, start_step):
+    """Batches of the architecture half for step `start_step` onwards, wrapping around if it is shorter."""
+    cycle, step = divmod(start_step, len(loader))
+    while True:
+        yield from loader.iterate(epoch + 1000 * cycle, step)
+        cycle, step = cycle + 1, 0
+
+
+def search_epoch(model, objective, architect, loaders, w_optimizer, lr, args, start_step, monitor):
+    """Each step: the architecture step on a batch of the architecture half, then the weight step."""
+    model.train()
+    epoch = monitor.guard.epoch
+    train_loader, alpha_loader = loaders
+    batches = zip(train_loader.iterate(epoch, start_step), alpha_batches(alpha_loader, epoch, start_step))
+    batches = utils.progress(batches, len(train_loader) - start_step, f'search {epoch}')
+    for step, ((x, y), (x_alpha, y_alpha)) in enumerate(batches, start=start_step):
+        if epoch >= args.warmup_epochs:
+            alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, args.unrolled)
+            monitor.guard.update(alpha_loss, step)
+        loss, logits, _ = objective.loss(x, y, 'weights')
+        w_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.weights(), args.grad_clip)
+        w_optimizer.step()
+        if monitor.after_step(step, loss, logits, y):
+            return step + 1
+    monitor.guard.check()
+    return None
+
+
+def describe_architecture(model):
+    """Softmaxed architecture weights of both cell types, as nested lists (for logs and metrics.jsonl)."""
+    described = {}
+    for cell, weights in model.arch_weights().items():
+        described[cell] = {field: value.detach().float().cpu().tolist() for field, value in vars(weights).items()
+                           if torch.is_tensor(value)}
+    return described
+
+
+def main(argv=None):
+    parser = build_parser()
+    args, checkpoint = resolve_arguments(parser, argv)
+    device = utils.get_device(args.device, args.gpu)
+    train_split, _, info = data.load_dataset(args)
+    utils.seed_everything(args.seed)
+    model = build_model(args, info).to(device)
+    exp_dir = utils.create_exp_dir('search', args.save, args.exp_path)
+    logger = utils.get_logger(exp_dir)
+    first, rest = data.split_indices(len(train_split), args.train_portion)
+    def loader(indices, train):
+        return data.make_loader(train_split, info, args.batch_size, device=device, train=train, args=args,
+                                indices=indices)
+    train_loader, alpha_loader, valid_loader = loader(first, True), loader(rest, True), loader(rest, False)
+    objective = architect_lib.SearchObjective(model)
+    w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
+                                  weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
+    architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
+                                        args.arch_weight_decay)
+
+    epoch, start_step, history = 0, 0, []
+    meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
+    optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
+    if checkpoint is not None:
+        epoch, start_step, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler, meters)
+        logger.info('resumed from epoch %d, step %d', epoch, start_step)
+    else:
+        utils.write_json(os.path.join(exp_dir, 'args.json'), vars(args))
+    logger.info('search space: %s; supernet %.3f M parameters', ', '.join(model.op_names),
+                utils.count_parameters_in_MB(model))
+
+    def save(epoch, step):
+        utils.save_checkpoint({
+            'kind': 'search', 'args': vars(args),
+            **utils.training_state(model, optimizers, scheduler, epoch, step, meters, history),
+        }, os.path.join(exp_dir, 'checkpoint.pt'))
+
+    with utils.GracefulStop() as stop:
+        while epoch < args.epochs:
+            lr = scheduler.get_last_lr()[0]
+            objective.set_epoch(epoch, args.epochs)
+            started = time.time()
+            utils.reset_peak_memory(device)
+            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'search')
+            resume_step = search_epoch(model, objective, architect, (train_loader, alpha_loader), w_optimizer, lr,
+                                       args, start_step, monitor)
+            if resume_step is not None:
+                save(epoch, resume_step)
+                monitor.log_interruption(epoch, resume_step, exp_dir)
+                return None
+            seconds = time.time() - started
+            valid = utils.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
+                                   forward=lambda x: model(x, objective.arch_weights('eval')))
+            scheduler.step()
+            genotype = model.genotype()
+            row = {'epoch': epoch, 'lr': lr, 'train_loss': meters['loss'].avg, 'train_top1': meters['top1'].avg,
+                   'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
+                   'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
+                   'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
+                   'arch_weights': describe_architecture(model), 'time_s': seconds,
+                   'images_per_s': meters['loss'].count / max(seconds, 1e-9),
+                   'peak_memory_mb': utils.peak_memory_mb(device)}
+            history.append(row)
+            utils.append_jsonl(os.path.join(exp_dir, 'metrics.jsonl'), row)
+            logger.info('epoch %d lr %.3e train_acc %.2f valid_acc %.2f skip_connect %d (%.1fs, %.0f img/s)', epoch,
+                        lr, row['train_top1'], row['valid_top1'], row['skip_connect'], seconds, row['images_per_s'])
+            logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+            for cell, fields in row['arch_weights'].items():
+                for field, values in fields.items():
+                    logger.info('%s %s (softmax):\n%s', cell, field, utils.format_matrix(values))
+            genotypes.save_genotype(genotype, os.path.join(exp_dir, 'genotype.json'))
+            epoch, start_step = epoch + 1, 0
+            meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
+            save(epoch, 0)
+    logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
+    return model.genotype()
+
+
+if __name__ == '__main__':
+    utils.run_cli(main)
