@@ -1,8 +1,10 @@
 """The Genotype type, the published cells, and safe conversion to and from every text form.
 
 A cell list holds two entries per intermediate node, `(op, input)` or `(op, input, attention)`;
-input 0 is c_{k-2}, 1 is c_{k-1} and i+2 is node i. Text is parsed by walking its syntax tree,
-never evaluated: only literals, lists, tuples, `range(a, b)` and the `Genotype(...)` call pass.
+input 0 is c_{k-2}, 1 is c_{k-1} and i+2 is node i. As in Att-DARTS, the op may be an attention
+(`mixed_with_operation`) and the third item an op (`double_mixed`, two stacked layers).
+Text is parsed by walking its syntax tree, never evaluated: only literals, lists, tuples,
+`range(a, b)` and the `Genotype(...)` call pass.
 """
 import ast
 import difflib
@@ -68,9 +70,11 @@ def validate_genotype(genotype):
             if not _is_int(index) or not 0 <= index < node + 2:
                 raise GenotypeError(f'{where}: input {index!r} must be an integer from 0 to {node + 1} '
                                     f'(0 and 1 are the cell inputs, i + 2 is node i)')
-            if rest and rest[0] not in ('', None) and rest[0] not in ATTENTION_PRIMITIVES:
-                raise GenotypeError(f'{where}: unknown attention {rest[0]!r}; valid attentions are '
-                                    f'{", ".join(ATTENTION_PRIMITIVES)}'[:400])
+            second = rest[0] if rest else ''
+            if second not in ('', None) and (not isinstance(second, str)
+                                             or (second not in ATTENTION_PRIMITIVES and second not in OPS)):
+                raise GenotypeError(f'{where}: unknown attention {second!r}; valid attentions are '
+                                    f'{", ".join(ATTENTION_PRIMITIVES)} (or an op, after `double_mixed`)'[:400])
         concat = getattr(genotype, f'{cell}_concat')
         states = len(entries) // 2 + 2
         if not isinstance(concat, (list, tuple, range)) or not concat:

@@ -2,12 +2,14 @@
 
 For genotypes without attention the module tree and parameter names equal the DARTS reference
 (`stem.0.weight`, `cells.3._ops.5.op.2.weight`, `auxiliary_head.features.2.weight`, ...), so weights
-released by DARTS, PC-DARTS and alpha-DARTS load unchanged. An edge's attention sits in
-`_attentions` (Att-DARTS calls it `_second_layers`) and the cell-output attention in `_bottleneck`.
+released by DARTS, PC-DARTS and alpha-DARTS load unchanged. An edge's attention (or its second op,
+after Att-DARTS's `double_mixed` search) sits in `_attentions`, which Att-DARTS calls `_second_layers`;
+the cell-output attention sits in `_bottleneck`. `utils.load_weights` renames Att-DARTS's checkpoints.
 """
 import torch
 import torch.nn as nn
 
+from attention import build_attention
 from operations import OPS, FactorizedReduce, Identity, ReLUConvBN
 
 
@@ -42,15 +44,13 @@ class Cell(nn.Module):
             stride = 2 if reduction and index < 2 else 1
             self._ops.append(self._build_op(name, C, stride, reduction, spatial_size))
 
-        attentions = [entry[2] if len(entry) > 2 else '' for entry in entries]
+        second_layers = [entry[2] if len(entry) > 2 else '' for entry in entries]
         self._attentions = None
-        if any(attentions):
-            from attention import build_attention
-            self._attentions = nn.ModuleList(build_attention(name or 'Identity', C, spatial_size)
-                                             for name in attentions)
+        if any(second_layers):
+            self._attentions = nn.ModuleList(self._build_op(name or 'Identity', C, 1, False, spatial_size)
+                                             for name in second_layers)
         self._bottleneck = None
         if bottleneck:
-            from attention import build_attention
             self._bottleneck = build_attention(bottleneck, C * self.multiplier, spatial_size)
         # Drop path skips identity edges, as in DARTS: dropping a plain skip would only add noise.
         self._drop_path = [not isinstance(op, Identity) for op in self._ops]
@@ -59,7 +59,6 @@ class Cell(nn.Module):
     def _build_op(name, C, stride, reduction, spatial_size):
         if name in OPS:
             return OPS[name](C, stride, True)
-        from attention import build_attention
         attention = build_attention(name, C, spatial_size)
         # Att-DARTS's `mixed_with_operation`: in a reduction cell an attention follows a skip_connect.
         return nn.Sequential(OPS['skip_connect'](C, stride, False), attention) if reduction else attention

@@ -23,6 +23,10 @@ METHODS = {
     'darts': {},
     'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
                      arch_learning_rate=6e-4, warmup_epochs=15),
+    'att_darts': dict(location='after_every'),
+    # alpha-DARTS's released search code: PC-DARTS-like, 80 epochs, the architecture frozen for 15.
+    'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
+                        warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80),
 }
 
 
@@ -43,6 +47,11 @@ def build_parser():
     space.add_argument('--no_edge_norm', dest='edge_norm', action='store_const', const=False,
                        help='no edge normalisation')
     space.add_argument('--max_skip', type=int, help='derive at most this many skip_connect in the normal cell')
+    space.add_argument('--location', choices=model_search.LOCATIONS, default='no_attention',
+                       help='Att-DARTS: where attention is searched (after_every edge, at the cell end, both, '
+                            'mixed_with_operation, double_mixed)')
+    space.add_argument('--alpha_attention', action='store_true',
+                       help='alpha-DARTS: channel attention, steered by the architecture, picks the searched channels')
     opt = parser.add_argument_group('optimisation')
     opt.add_argument('--batch_size', type=int, default=64, help='batch size')
     opt.add_argument('--learning_rate', type=float, default=0.025, help='initial learning rate of w')
@@ -71,7 +80,8 @@ def build_model(args, info):
     return model_search.Network(
         args.init_channels, info.num_classes, args.layers, nn.CrossEntropyLoss(), primitives=args.primitives,
         partial_channels=args.partial_channels, edge_norm=args.edge_norm, max_skip=args.max_skip,
-        in_channels=info.in_channels, image_size=info.image_size)
+        location=args.location, alpha_attention=args.alpha_attention, in_channels=info.in_channels,
+        image_size=info.image_size)
 
 
 def alpha_batches(loader, epoch, start_step):

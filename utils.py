@@ -178,14 +178,22 @@ def load_checkpoint(path, map_location='cpu'):
                         f'({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})') from None
 
 
-def _strip_prefixes(state_dict):
-    """Keys saved from DataParallel/DDP (`module.`) or a compiled model (`_orig_mod.`) lose the prefix."""
+# Att-DARTS keeps a cell's ops in `_first_layers` and its attentions in `_second_layers`.
+ATT_DARTS_NAMES = {'._first_layers.': '._ops.', '._second_layers.': '._attentions.'}
+
+
+def _normalise_keys(state_dict):
+    """Keys saved from DataParallel/DDP (`module.`) or a compiled model (`_orig_mod.`) lose the prefix;
+    Att-DARTS's cell attribute names become ours."""
     cleaned = {}
     for key, value in state_dict.items():
         for prefix in ('module.', '_orig_mod.'):
             while key.startswith(prefix):
                 key = key[len(prefix):]
-        cleaned[key.replace('._orig_mod.', '.')] = value
+        key = key.replace('._orig_mod.', '.')
+        for theirs, ours in ATT_DARTS_NAMES.items():
+            key = key.replace(theirs, ours)
+        cleaned[key] = value
     return cleaned
 
 
@@ -208,12 +216,12 @@ def _name_keys(keys, limit=6):
 
 def load_weights(model, source, origin=None):
     """Load weights into `model` from a path or a dict: our checkpoints, bare state_dicts (the form DARTS,
-    PC-DARTS and alpha-DARTS release), and `module.`-prefixed ones. Mismatches are named in the error."""
+    PC-DARTS and alpha-DARTS release), `module.`-prefixed ones, and Att-DARTS's. Mismatches are named."""
     if isinstance(source, (str, os.PathLike)):
         origin = origin or str(source)
         source = load_checkpoint(source)
     origin = origin or 'the given weights'
-    state_dict = _strip_prefixes(extract_state_dict(source))
+    state_dict = _normalise_keys(extract_state_dict(source))
     expected = model.state_dict()
     # Weights saved by PyTorch < 0.4.1 (the DARTS release) have no BatchNorm step counters.
     for key, value in expected.items():

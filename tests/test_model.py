@@ -102,3 +102,51 @@ def test_build_network_from_a_config():
     assert model.network_kind('imagenet', 224) == 'imagenet'
     assert model.network_kind('folder', 160) == 'imagenet'
     assert model.network_kind('cifar10', 32) == 'cifar'
+
+
+def test_attention_cells_have_their_reported_size():
+    att = utils.count_parameters_in_MB(NetworkCIFAR(36, 10, 20, True, genotypes.Att_DARTS))
+    alpha = utils.count_parameters_in_MB(NetworkCIFAR(36, 10, 20, True, genotypes.ALPHA_DARTS))
+    print(f'Att_DARTS: {att:.6f} M parameters, ALPHA_DARTS: {alpha:.6f} M parameters (CIFAR-10, C 36, 20 cells)')
+    assert att == pytest.approx(3.2, abs=0.05) and alpha == pytest.approx(3.3, abs=0.05)
+    imagenet = utils.count_parameters_in_MB(NetworkImageNet(48, 1000, 14, True, genotypes.Att_DARTS))
+    assert imagenet == pytest.approx(4.6, abs=0.05)  # Att-DARTS reports 4.6 M on ImageNet
+
+
+ATTENTION_GENOTYPES = {
+    'after_every': genotypes.Att_DARTS,
+    'end': genotypes.make_genotype(genotypes.DARTS_V2.normal, range(2, 6), genotypes.DARTS_V2.reduce, range(2, 6),
+                                   normal_bottleneck='SE', reduce_bottleneck='GE_theta-plus'),
+    'mixed_with_operation': genotypes.make_genotype(
+        [('BAM', 0), ('sep_conv_3x3', 1), ('GE_theta-plus', 2), ('skip_connect', 0), ('DoubleAttention', 1),
+         ('CBAM', 3), ('SE', 4), ('skip_connect', 2)], range(2, 6),
+        [('SE', 0), ('CBAM', 1), ('max_pool_3x3', 2), ('GE_theta-plus', 0), ('BAM', 3), ('skip_connect', 1),
+         ('DoubleAttention', 4), ('max_pool_3x3', 0)], range(2, 6)),
+    'double_mixed': genotypes.make_genotype(
+        [(op, index, second) for (op, index), second in zip(genotypes.DARTS_V2.normal, ['sep_conv_3x3', 'SE'] * 4)],
+        range(2, 6),
+        [(op, index, second) for (op, index), second in zip(genotypes.DARTS_V2.reduce, ['CBAM', 'avg_pool_3x3'] * 4)],
+        range(2, 6)),
+}
+
+
+@pytest.mark.parametrize('location', sorted(ATTENTION_GENOTYPES))
+def test_attention_genotypes_build_and_run(location):
+    for network, size in ((NetworkCIFAR, 32), (NetworkImageNet, 64)):
+        net = network(16, 5, 5, True, ATTENTION_GENOTYPES[location], image_size=size).train()
+        net.drop_path_prob = 0.2
+        logits, logits_aux = net(torch.randn(2, 3, size, size))
+        assert logits.shape == (2, 5) and logits_aux.shape == (2, 5)
+
+
+def test_att_darts_checkpoints_load_after_renaming(tmp_path):
+    """Att-DARTS keeps ops in `_first_layers` and attentions in `_second_layers`, saved from DataParallel."""
+    net = NetworkCIFAR(16, 10, 5, True, genotypes.Att_DARTS)
+    theirs = {'module.' + key.replace('._ops.', '._first_layers.').replace('._attentions.', '._second_layers.'): value
+              for key, value in net.state_dict().items()}
+    assert any('_second_layers.1._mask.ChannelAttention.mlp.1.weight' in key for key in theirs)
+    torch.save(theirs, tmp_path / 'cifar10_att.pt')
+    fresh = NetworkCIFAR(16, 10, 5, True, genotypes.Att_DARTS)
+    utils.load_weights(fresh, str(tmp_path / 'cifar10_att.pt'))
+    loaded = fresh.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in net.state_dict().items())

@@ -138,3 +138,78 @@ def test_bad_options_give_one_sentence():
         tiny(partial_channels=3)
     with pytest.raises(UserError, match='unknown --location'):
         tiny(location='everywhere')
+
+
+ALPHA_OPS = operations.SEARCH_SPACES['alpha_darts']
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_alpha_attention_searches_the_top_scored_channels_and_scales_the_rest(stride):
+    torch.manual_seed(0)
+    C, K = 16, 4
+    edge = MixedOp(C, stride, ALPHA_OPS, spatial_size=8, partial_channels=K, alpha_attention=True)
+    seen = []
+    for op in edge._ops:
+        op.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    x = torch.randn(3, C, 8, 8)
+    W = torch.softmax(torch.randn(14, len(ALPHA_OPS)), -1)
+    gram = W.t() @ W
+    mask = edge.channel_attention(x, gram)
+    scaled = x * mask[:, :, None, None]
+    chosen = mask.sum(0).topk(C // K).indices.sort().values
+    out = edge(x, torch.zeros(len(ALPHA_OPS)), gram=gram)
+    # Exactly the C/K channels with the highest batch-summed mask enter every op, attention-scaled.
+    assert seen and all(torch.allclose(inputs, scaled[:, chosen]) for inputs in seen)
+    # With every op weight zero, those channels become zero and the others keep their scaled values.
+    rest = scaled if stride == 1 else torch.nn.functional.max_pool2d(scaled, 2, 2)
+    expected = rest.clone()
+    expected[:, chosen] = 0
+    assert torch.allclose(out, expected)
+
+
+def test_alpha_attention_passes_architecture_gradient_through_both_paths():
+    torch.manual_seed(0)
+    edge = MixedOp(16, 1, ALPHA_OPS, spatial_size=8, partial_channels=4, alpha_attention=True)
+    x = torch.randn(4, 16, 8, 8)
+    alphas = torch.randn(14, len(ALPHA_OPS), requires_grad=True)
+    # Through the attention only: the mixture weights are constants.
+    W = torch.softmax(alphas, -1)
+    edge(x, W[0].detach(), gram=W.t() @ W).square().sum().backward()
+    assert alphas.grad.abs().sum() > 0
+    alphas.grad = None
+    # Through the mixture only: the gram matrix is a constant.
+    W = torch.softmax(alphas, -1)
+    edge(x, W[0], gram=(W.t() @ W).detach()).square().sum().backward()
+    assert alphas.grad[0].abs().sum() > 0 and alphas.grad[1:].abs().sum() == 0
+
+
+@pytest.mark.parametrize('location, names', [
+    ('no_attention', []),
+    ('after_every', ['attention_alphas_normal', 'attention_alphas_reduce']),
+    ('end', ['bottleneck_alphas_normal', 'bottleneck_alphas_reduce']),
+    ('after_every_and_end', ['attention_alphas_normal', 'attention_alphas_reduce', 'bottleneck_alphas_normal',
+                             'bottleneck_alphas_reduce']),
+    ('mixed_with_operation', []),
+    ('double_mixed', ['second_alphas_normal', 'second_alphas_reduce']),
+])
+def test_attention_locations_register_their_weights_and_derive_their_genotype(location, names):
+    torch.manual_seed(0)
+    net = Network(16, 3, 3, location=location, image_size=8)
+    assert [name for name, _ in net.named_arch_parameters()] == ['alphas_normal', 'alphas_reduce'] + names
+    assert set(names) <= set(net.state_dict())
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
+    genotype = net.genotype()
+    edges = genotype.normal + genotype.reduce
+    with_attention = location in ('after_every', 'after_every_and_end', 'double_mixed')
+    assert all(len(entry) == (3 if with_attention else 2) for entry in edges)
+    if location in ('mixed_with_operation', 'double_mixed'):
+        assert net.alphas_normal.shape[1] == len(operations.DARTS_PRIMITIVES) + 5
+    if location == 'double_mixed':
+        assert all(entry[2] in net.op_names for entry in edges)
+    if location in ('end', 'after_every_and_end'):
+        with torch.no_grad():
+            net.bottleneck_alphas_normal.copy_(torch.tensor([0., 0., 0., 5., 0., 0.]))
+            net.bottleneck_alphas_reduce.copy_(torch.tensor([5., 0., 0., 0., 0., 0.]))
+        genotype = net.genotype()
+        assert (genotype.normal_bottleneck, genotype.reduce_bottleneck) == ('CBAM', '')

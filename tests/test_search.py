@@ -105,3 +105,31 @@ def test_bad_search_arguments_give_one_sentence(in_tmp):
         train_search.main(['--dataset', 'synthetic', '--train_portion', '1.5'])
     with pytest.raises(SystemExit):
         train_search.main(['--method', 'nas'])
+
+
+# Attention needs 16 channels (reduction ratio 16); one step per epoch keeps these runs short.
+ATTENTION = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '64', '--synthetic_test_size',
+             '32', '--num_classes', '4', '--init_channels', '16', '--layers', '3', '--batch_size', '32',
+             '--epochs', '1', '--device', 'cpu', '--report_freq', '1000']
+RETRAIN = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '32',
+           '--synthetic_test_size', '32', '--num_classes', '4', '--init_channels', '16', '--layers', '3',
+           '--batch_size', '32', '--epochs', '1', '--device', 'cpu', '--auxiliary']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('flags', [
+    ['--location', 'after_every'], ['--location', 'end'], ['--location', 'after_every_and_end'],
+    ['--location', 'mixed_with_operation'], ['--location', 'double_mixed'], ['--method', 'att_darts', '--unrolled'],
+    ['--method', 'alpha_darts', '--init_channels', '8', '--warmup_epochs', '0'],
+], ids=lambda flags: '-'.join(flag.strip('-') for flag in flags[:2]))
+def test_attention_searches_run_and_their_genotypes_retrain(flags, in_tmp):
+    genotype = train_search.main(ATTENTION + flags + ['--exp_path', 'search'])
+    saved = json.loads((in_tmp / 'search' / 'args.json').read_text())
+    if '--method' in flags and flags[1] == 'att_darts':
+        assert saved['location'] == 'after_every'
+    if '--method' in flags and flags[1] == 'alpha_darts':
+        assert (saved['alpha_attention'], saved['partial_channels'], saved['primitives'], saved['edge_norm']) == \
+            (True, 4, 'alpha_darts', True)
+    assert genotypes.parse_genotype(str(in_tmp / 'search' / 'genotype.json')) == genotype
+    final = train.main(RETRAIN + ['--arch_path', 'search/genotype.json', '--exp_path', 'eval'])
+    assert 0 <= final['test_top1'] <= 100
