@@ -5,29 +5,106 @@ mixes with and which extra losses apply: 'alpha' (the architecture step), 'weigh
 and 'eval' (the validation pass). `Architect` updates the architecture parameters with Adam, from
 the first-order gradient or the second-order (unrolled) one.
 """
+from dataclasses import replace
+
 import torch
 from torch.func import functional_call
 
+import discretization
+
 
 class SearchObjective:
-    """Plain DARTS: soft weights in every phase, cross-entropy only."""
+    """Which architecture weights each phase mixes with, and which extra losses apply (SPEC section 5).
 
-    def __init__(self, model):
+    Plain DARTS uses the soft weights everywhere. DADARTS's options: `hd_on_weights` (the weight step
+    and the validation pass run the hard-discretized cell), `topk_on_alphas` / `topk_on_weights` (a
+    differentiable top-k mask whose temperature may rise linearly), `dal_on_alphas` / `dal_on_weights`
+    (a discretization loss). `da2s` adds DA2S's entropy and edge loss."""
+
+    def __init__(self, model, hd_on_weights=False, topk_on_alphas=False, topk_on_weights=False, temperature=1.0,
+                 linear_temperature_increase=False, linear_temperature_max=200.0, dal_on_alphas=False,
+                 dal_on_weights=False, dal_factor=1.0, dal_starting_epoch=0, da2s=False, da2s_weight=0.1,
+                 da2s_edge_factor=4.0, da2s_alpha_start=8):
         self.model = model
-        self.epoch, self.epochs = 0, 1
+        self.hd_on_weights, self.topk_on_alphas, self.topk_on_weights = hd_on_weights, topk_on_alphas, topk_on_weights
+        self.base_temperature, self.linear_temperature_max = temperature, linear_temperature_max
+        self.linear_temperature_increase = linear_temperature_increase
+        self.dal_on = {'alpha': dal_on_alphas, 'weights': dal_on_weights}
+        self.dal_factor, self.dal_starting_epoch = dal_factor, dal_starting_epoch
+        self.da2s, self.da2s_weight, self.da2s_edge_factor = da2s, da2s_weight, da2s_edge_factor
+        self.da2s_alpha_start = da2s_alpha_start
+        self.none_index = model.op_names.index('none') if 'none' in model.op_names else None
+        self.set_epoch(0, 1)
+
+    @classmethod
+    def from_args(cls, model, args):
+        names = ('hd_on_weights', 'topk_on_alphas', 'topk_on_weights', 'temperature', 'linear_temperature_increase',
+                 'linear_temperature_max', 'dal_on_alphas', 'dal_on_weights', 'dal_factor', 'dal_starting_epoch',
+                 'da2s', 'da2s_weight', 'da2s_edge_factor', 'da2s_alpha_start')
+        return cls(model, **{name: getattr(args, name) for name in names})
 
     def set_epoch(self, epoch, epochs):
+        """Epochs count from 0, as the search loop does; DA2S's schedules count from 1."""
         self.epoch, self.epochs = epoch, epochs
+        self.temperature = discretization.linear_temperature(epoch, epochs, self.linear_temperature_max) \
+            if self.linear_temperature_increase else self.base_temperature
+        self.terms = {}
+
+    def frozen_arch_parameters(self):
+        """DA2S keeps the op parameters still until its entropy term starts."""
+        if self.da2s and self.epoch + 1 < self.da2s_alpha_start:
+            return {name for name, _ in self.model.named_arch_parameters() if not name.startswith('betas')}
+        return set()
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _hard(self, weights):
+        ops = discretization.hard_discretize(weights.ops, self.model._steps, self.none_index, weights.edges)
+        kept = ops.sum(dim=1)
+        rows = ops.cpu()  # one transfer per step tells which ops and edges are worth computing
+        active = [row.nonzero().flatten().tolist() for row in rows]
+        return replace(weights, ops=ops, edges=kept, active=active)
+
+    def _topk(self, weights):
+        ops = discretization.differentiable_topk(weights.ops, self.model._steps, self.temperature, self.none_index)
+        return replace(weights, ops=ops)
 
     def arch_weights(self, phase):
         if phase == 'alpha':
-            return self.model.arch_weights()
+            weights = self.model.arch_weights()
+            return {cell: self._topk(w) for cell, w in weights.items()} if self.topk_on_alphas else weights
         with torch.no_grad():  # the weight step and evaluation treat the architecture as constant
-            return self.model.arch_weights()
+            weights = self.model.arch_weights()
+            if self.hd_on_weights:
+                return {cell: self._hard(w) for cell, w in weights.items()}
+            if self.topk_on_weights:
+                return {cell: self._topk(w) for cell, w in weights.items()}
+            return weights
 
     def extra_losses(self, phase):
-        """Named loss terms added to the cross-entropy in `phase` (none for plain DARTS)."""
-        return {}
+        """Named loss terms added to the cross-entropy in `phase`. In the weight step they depend on the
+        architecture only, so they are reported there but move no weight."""
+        terms = {}
+        if phase == 'eval':
+            return terms
+        if self.dal_on[phase] and self.epoch >= self.dal_starting_epoch:
+            total = 0
+            for weights in self.model.arch_weights().values():
+                hard = discretization.hard_discretize(weights.ops, self.model._steps, self.none_index, weights.edges)
+                total = total + discretization.dal_loss(weights.ops, hard, self.model._steps)
+            terms['dal'] = self.dal_factor * total
+        if self.da2s:
+            alphas = [self.model.alphas_normal, self.model.alphas_reduce]
+            betas = [betas[s] for betas in (self.model.betas_normal, self.model.betas_reduce)
+                     for s in self.model.da2s_beta_slices()]
+            loss = discretization.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.da2s_weight,
+                                            self.da2s_edge_factor, self.da2s_alpha_start)
+            scale = self.da2s_weight * loss.ramp
+            terms.update(da2s_ops=scale * loss.entropy_factor * loss.op_entropy,
+                         da2s_edges=scale * self.da2s_edge_factor * loss.edge_loss)
+        if phase == 'weights':
+            terms = {name: value.detach() for name, value in terms.items()}
+        return terms
 
     def loss(self, x, target, phase, params=None):
         """(total loss, logits, {term: value}) for a batch; `params` replaces the weights (unrolled step)."""
@@ -38,9 +115,17 @@ class SearchObjective:
             logits = functional_call(self.model, params, (x,), {'weights': weights})
         loss = self.model._criterion(logits.float(), target)
         terms = self.extra_losses(phase)
-        for value in terms.values():
+        for name, value in terms.items():
             loss = loss + value
+            self.terms.setdefault(f'{phase}_{name}', []).append(value.detach())
         return loss, logits, terms
+
+    def summary(self):
+        """The epoch's temperature and the mean of each loss term (one device sync, at epoch end)."""
+        row = {'temperature': self.temperature}
+        for name, values in self.terms.items():
+            row[name] = torch.stack(values).mean().item()
+        return row
 
 
 class Architect:
@@ -52,8 +137,11 @@ class Architect:
         self.objective = objective
         self.network_momentum = network_momentum
         self.network_weight_decay = network_weight_decay
-        self.optimizer = torch.optim.Adam(model.arch_parameters(), lr=arch_learning_rate, betas=(0.5, 0.999),
-                                          weight_decay=arch_weight_decay)
+        # One group per parameter, so that a method can hold some of them still (DA2S's early epochs).
+        self.optimizer = torch.optim.Adam(
+            [{'params': [p], 'name': name} for name, p in model.named_arch_parameters()],
+            lr=arch_learning_rate, betas=(0.5, 0.999), weight_decay=arch_weight_decay)
+        self.arch_learning_rate = arch_learning_rate
         self._backup = None
 
     def step(self, x_train, y_train, x_valid, y_valid, eta, network_optimizer, unrolled):
@@ -67,6 +155,9 @@ class Architect:
             grads = torch.autograd.grad(loss, arch, allow_unused=True)
         for parameter, grad in zip(arch, grads):
             parameter.grad = torch.zeros_like(parameter) if grad is None else grad
+        frozen = self.objective.frozen_arch_parameters()
+        for group in self.optimizer.param_groups:
+            group['lr'] = 0.0 if group['name'] in frozen else self.arch_learning_rate
         self.optimizer.step()
         return loss.detach()
 

@@ -71,8 +71,8 @@ class ImageData:
 def add_data_arguments(parser):
     """The 'data' argument group: which data set, where it lives, and the sizes of folder and synthetic sets."""
     group = parser.add_argument_group('data')
-    group.add_argument('--dataset', '--set', dest='dataset', choices=DATASETS, default='cifar10',
-                       help='data set to use (--set is the alpha-DARTS spelling)')
+    group.add_argument('--dataset', '--set', '-dataset', dest='dataset', choices=DATASETS, default='cifar10',
+                       help='data set to use (--set is the alpha-DARTS spelling, -dataset the DADARTS one)')
     group.add_argument('--data', default='../data',
                        help='root folder of the data; CIFAR is downloaded there when missing')
     group.add_argument('--image_size', type=int, default=None,
@@ -88,7 +88,8 @@ def add_data_arguments(parser):
                        help='synthetic: seed of the generated images (independent of the training --seed)')
     group.add_argument('--held_out_fraction', type=float, default=0.1,
                        help='folder without a test/ or val/ subfolder: fraction of each class held out for testing')
-    group.add_argument('--workers', type=int, default=4, help='imagenet: DataLoader processes decoding images')
+    group.add_argument('--workers', '-workers', type=int, default=4,
+                       help='imagenet: DataLoader processes decoding images')
     return group
 
 

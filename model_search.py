@@ -256,12 +256,13 @@ class Network(nn.Module):
             return torch.cat([F.softmax(betas[s], dim=-1) for s in discretization.node_slices(self._steps)])
         if self.options['da2s']:
             betas = getattr(self, f'betas_{cell}')
-            parts, start = [betas.new_ones(2)], 0
-            for i in range(1, self._steps):
-                parts.append(discretization.da2s_edge_weights(betas[start:start + i + 2]))
-                start += i + 2
-            return torch.cat(parts)
+            return torch.cat([betas.new_ones(2)] + [discretization.da2s_edge_weights(betas[s])
+                                                    for s in self.da2s_beta_slices()])
         return None
+
+    def da2s_beta_slices(self):
+        """DA2S's betas: one per input of each node with more than two inputs (nodes 1 onwards)."""
+        return [slice(s.start - 2, s.stop - 2) for s in discretization.node_slices(self._steps)[1:]]
 
     def arch_weights(self):
         """Soft weights of both cell types: softmax (DA2S: sharpened softmax) of the op parameters,

@@ -27,6 +27,10 @@ METHODS = {
     # alpha-DARTS's released search code: PC-DARTS-like, 80 epochs, the architecture frozen for 15.
     'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
                         warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80),
+    # The DADARTS seed's last command: all three of its techniques together.
+    'dadarts': dict(dal_on_alphas=True, topk_on_alphas=True, linear_temperature_increase=True,
+                    linear_temperature_max=200.0, hd_on_weights=True),
+    'da2s': dict(da2s=True, edge_norm=False),
 }
 
 
@@ -64,8 +68,35 @@ def build_parser():
     opt.add_argument('--arch_learning_rate', type=float, default=3e-4, help='Adam learning rate of the architecture')
     opt.add_argument('--arch_weight_decay', type=float, default=1e-3, help='Adam weight decay of the architecture')
     opt.add_argument('--warmup_epochs', type=int, default=0, help='epochs with the architecture frozen')
+    add_discretization_arguments(parser)
     utils.add_run_arguments(parser, default_seed=2)
     return parser
+
+
+def add_discretization_arguments(parser):
+    """DADARTS's and DA2S's options; the single-dash spellings of the DADARTS seed work too."""
+    group = parser.add_argument_group('discretization-aware search (DADARTS, DA2S)')
+    flag = lambda name, **kw: group.add_argument(f'--{name}', f'-{name}', **kw)  # noqa: E731
+    flag('hd_on_weights', action='store_true',
+         help='the weight step and the validation pass use the hard-discretized cell (two edges per node, one op each)')
+    flag('topk_on_alphas', action='store_true', help='the architecture step uses differentiable top-k masked weights')
+    flag('topk_on_weights', action='store_true', help='the weight step uses differentiable top-k masked weights')
+    flag('temperature', type=float, default=1.0, help='top-k temperature when it does not increase')
+    flag('linear_temperature_increase', action='store_true',
+         help='raise the top-k temperature linearly: max(1, linear_temperature_max * epoch / epochs)')
+    flag('linear_temperature_max', type=float, default=200.0, help='final top-k temperature')
+    flag('dal_on_alphas', action='store_true',
+         help='add the discretization loss (MSE between soft and hard weights) to the architecture step')
+    flag('dal_on_weights', action='store_true',
+         help='add the discretization loss to the weight step (it depends on the architecture only, so it is '
+              'reported there but moves no weight)')
+    flag('dal_factor', type=float, default=1.0, help='weight of the discretization loss')
+    flag('dal_starting_epoch', type=int, default=0, help='first epoch (from 0) with the discretization loss')
+    flag('da2s', action='store_true', help="DA2S: sharpened op weights, per-node edge parameters and DA2S's loss")
+    flag('da2s_weight', type=float, default=0.1, help='DA2S: weight lambda of its loss')
+    flag('da2s_edge_factor', type=float, default=4.0, help='DA2S: weight of the edge term inside its loss')
+    flag('da2s_alpha_start', type=int, default=8,
+         help='DA2S: epoch (from 1) at which the op parameters start to learn and the entropy term starts')
 
 
 def resolve_arguments(parser, argv):
@@ -80,7 +111,7 @@ def build_model(args, info):
     return model_search.Network(
         args.init_channels, info.num_classes, args.layers, nn.CrossEntropyLoss(), primitives=args.primitives,
         partial_channels=args.partial_channels, edge_norm=args.edge_norm, max_skip=args.max_skip,
-        location=args.location, alpha_attention=args.alpha_attention, in_channels=info.in_channels,
+        location=args.location, alpha_attention=args.alpha_attention, da2s=args.da2s, in_channels=info.in_channels,
         image_size=info.image_size)
 
 
@@ -137,7 +168,7 @@ def main(argv=None):
         return data.make_loader(train_split, info, args.batch_size, device=device, train=train, args=args,
                                 indices=indices)
     train_loader, alpha_loader, valid_loader = loader(first, True), loader(rest, True), loader(rest, False)
-    objective = architect_lib.SearchObjective(model)
+    objective = architect_lib.SearchObjective.from_args(model, args)
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
@@ -179,11 +210,12 @@ def main(argv=None):
                                    forward=lambda x: model(x, objective.arch_weights('eval')))
             scheduler.step()
             genotype = model.genotype()
+            terms = objective.summary()
             row = {'epoch': epoch, 'lr': lr, 'train_loss': meters['loss'].avg, 'train_top1': meters['top1'].avg,
                    'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
                    'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
                    'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
-                   'arch_weights': describe_architecture(model), 'time_s': seconds,
+                   'arch_weights': describe_architecture(model), **terms, 'time_s': seconds,
                    'images_per_s': meters['loss'].count / max(seconds, 1e-9),
                    'peak_memory_mb': utils.peak_memory_mb(device)}
             history.append(row)
@@ -191,6 +223,7 @@ def main(argv=None):
             logger.info('epoch %d lr %.3e train_acc %.2f valid_acc %.2f skip_connect %d (%.1fs, %.0f img/s)', epoch,
                         lr, row['train_top1'], row['valid_top1'], row['skip_connect'], seconds, row['images_per_s'])
             logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+            logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
             for cell, fields in row['arch_weights'].items():
                 for field, values in fields.items():
                     logger.info('%s %s (softmax):\n%s', cell, field, utils.format_matrix(values))

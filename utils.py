@@ -388,7 +388,8 @@ def format_matrix(rows):
 
 def add_run_arguments(parser, default_seed):
     run = parser.add_argument_group('run')
-    run.add_argument('--save', default='EXP', help='experiment name; the folder is {search,eval}-NAME-YYYYMMDD-HHMMSS')
+    run.add_argument('--save', '-name', default='EXP',
+                     help='experiment name; the folder is {search,eval}-NAME-YYYYMMDD-HHMMSS (-name: DADARTS spelling)')
     run.add_argument('--exp_path', help='use exactly this experiment folder instead')
     run.add_argument('--resume', nargs='?', const='', metavar='PATH',
                      help='continue from a checkpoint file or experiment folder (alone: the --exp_path folder)')

@@ -100,3 +100,76 @@ def test_unrolled_steps_do_not_accumulate_tensors():
         del loss
         counts.append(live_tensors())
     assert counts[-1] == counts[1], counts
+
+
+def small_supernet(**options):
+    torch.manual_seed(0)
+    return Network(4, 3, 3, image_size=8, **options)
+
+
+def test_hard_discretization_runs_two_ops_per_node_in_the_weight_step():
+    net = small_supernet(partial_channels=2)
+    objective = SearchObjective(net, hd_on_weights=True)
+    weights = objective.arch_weights('weights')['normal']
+    for start, size in ((0, 2), (2, 3), (5, 4), (9, 5)):
+        kept = weights.ops[start:start + size]
+        assert (kept.sum(1) > 0).sum() == 2 and set(kept.unique().tolist()) <= {0.0, 1.0}
+        assert weights.edges[start:start + size].sum() == 2
+    assert sum(len(active) for active in weights.active) == 8
+    calls = []
+    for cell in net.cells:
+        for edge in cell._ops:
+            for op in edge._ops:
+                op.register_forward_hook(lambda *args: calls.append(1))
+    objective.loss(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), 'weights')
+    assert len(calls) == 8 * len(net.cells)
+    # The architecture step still learns from the soft weights.
+    soft = objective.arch_weights('alpha')['normal']
+    assert soft.active is None and soft.ops.requires_grad and (soft.ops > 0).all()
+
+
+def test_top_k_masks_and_the_temperature_schedule():
+    net = small_supernet()
+    objective = SearchObjective(net, topk_on_alphas=True, linear_temperature_increase=True, linear_temperature_max=200)
+    for epoch, expected in ((0, 1.0), (25, 100.0), (49, 196.0)):
+        objective.set_epoch(epoch, 50)
+        assert objective.temperature == pytest.approx(expected)
+    masked = objective.arch_weights('alpha')['normal'].ops
+    soft = net.arch_weights()['normal'].ops
+    assert masked.requires_grad and not torch.allclose(masked, soft)
+    assert torch.equal(objective.arch_weights('weights')['normal'].ops, soft.detach())
+
+
+def test_discretization_loss_terms_are_reported_and_only_move_the_architecture():
+    net = small_supernet()
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    plain = SearchObjective(net)
+    dal = SearchObjective(net, dal_on_alphas=True, dal_on_weights=True, dal_factor=2.0)
+    loss, _, terms = dal.loss(x, y, 'alpha')
+    assert set(terms) == {'dal'} and terms['dal'] > 0
+    assert torch.autograd.grad(terms['dal'], net.alphas_normal)[0].abs().sum() > 0
+    weights = net.weights()
+    with_term = torch.autograd.grad(dal.loss(x, y, 'weights')[0], weights, allow_unused=True)
+    without = torch.autograd.grad(plain.loss(x, y, 'weights')[0], weights, allow_unused=True)
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(with_term, without))
+    summary = dal.summary()
+    assert summary['temperature'] == 1.0 and summary['alpha_dal'] > 0 and summary['weights_dal'] > 0
+
+
+def test_da2s_holds_the_op_parameters_until_its_start_epoch():
+    net = small_supernet(da2s=True)
+    assert net.betas_normal.shape == (12,)  # nodes with 3, 4 and 5 inputs
+    edges = net.arch_weights()['normal'].edges
+    assert edges[:2].tolist() == [1.0, 1.0] and edges[2:5].sum().item() == pytest.approx(3.0)
+    objective = SearchObjective(net, da2s=True, da2s_alpha_start=3)
+    architect = Architect(net, objective, 0.9, 3e-4, 0.01, 1e-3)
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    optimizer = torch.optim.SGD(net.weights(), 0.1)
+    for epoch, alphas_move in ((1, False), (2, True)):
+        objective.set_epoch(epoch, 5)
+        alphas, betas = net.alphas_normal.detach().clone(), net.betas_normal.detach().clone()
+        architect.step(x, y, x, y, 0.1, optimizer, unrolled=False)
+        assert torch.equal(alphas, net.alphas_normal) != alphas_move
+        assert not torch.equal(betas, net.betas_normal)
+    _, _, terms = objective.loss(x, y, 'alpha')
+    assert set(terms) == {'da2s_ops', 'da2s_edges'}

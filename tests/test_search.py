@@ -133,3 +133,71 @@ def test_attention_searches_run_and_their_genotypes_retrain(flags, in_tmp):
     assert genotypes.parse_genotype(str(in_tmp / 'search' / 'genotype.json')) == genotype
     final = train.main(RETRAIN + ['--arch_path', 'search/genotype.json', '--exp_path', 'eval'])
     assert 0 <= final['test_top1'] <= 100
+
+
+# The DADARTS seed's five search commands, with train_search.py for search.py and our data flags added.
+DADARTS_COMMANDS = [
+    '-name some_name -dataset cifar10 -hd_on_weights -workers 4',
+    '-name some_name -dataset cifar10 -topk_on_alphas -linear_temperature_increase -linear_temperature_max 200 '
+    '-workers 4',
+    '-name some_name -dataset cifar10 -topk_on_alphas -topk_on_weights -linear_temperature_increase '
+    '-linear_temperature_max 200 -workers 4',
+    '-name some_name -dataset cifar10 -dal_on_alphas -workers 4',
+    '-name some_name -dataset cifar10 -dal_on_alphas -topk_on_alphas -linear_temperature_increase '
+    '-linear_temperature_max 200 -hd_on_weights -workers 4',
+]
+ONE_STEP = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '64', '--synthetic_test_size',
+            '32', '--num_classes', '4', '--init_channels', '4', '--layers', '3', '--batch_size', '32', '--epochs', '2',
+            '--device', 'cpu', '--exp_path', 'search']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('command', DADARTS_COMMANDS, ids=['hd', 'topk-alphas', 'topk-both', 'dal', 'dadarts'])
+def test_dadarts_seed_commands_run(command, in_tmp):
+    genotype = train_search.main(command.split() + ONE_STEP)
+    rows = metrics(in_tmp / 'search')
+    flags = set(command.split())
+    if '-linear_temperature_increase' in flags:
+        assert [row['temperature'] for row in rows] == [1.0, 100.0]
+    if '-dal_on_alphas' in flags:
+        assert rows[-1]['alpha_dal'] > 0
+    assert genotypes.parse_genotype(str(in_tmp / 'search' / 'genotype.json')) == genotype
+
+
+@pytest.mark.slow
+def test_dadarts_retraining_command_with_a_nested_genotype(in_tmp):
+    from test_genotypes import DADARTS_TEXT
+    final = train.main(['-name', 'some_name', '-dataset', 'cifar10', '-workers', '4', '-genotype', DADARTS_TEXT]
+                       + RETRAIN[:-1] + ['--init_channels', '4', '--exp_path', 'eval'])
+    assert 0 <= final['test_top1'] <= 100
+    assert "('max_pool_3x3', 0), ('max_pool_3x3', 1), ('max_pool_3x3', 2)" in (in_tmp / 'eval' / 'log.txt').read_text()
+
+
+def test_method_presets_of_the_discretization_papers():
+    parser = train_search.build_parser()
+    args, _ = train_search.resolve_arguments(parser, ['--method', 'dadarts'])
+    assert (args.dal_on_alphas, args.topk_on_alphas, args.linear_temperature_increase, args.linear_temperature_max,
+            args.hd_on_weights) == (True, True, True, 200.0, True)
+    args, _ = train_search.resolve_arguments(parser, ['--method', 'da2s', '--da2s_weight', '0.5'])
+    assert (args.da2s, args.da2s_weight, args.da2s_edge_factor, args.da2s_alpha_start) == (True, 0.5, 4.0, 8)
+
+
+def mean_alpha_entropy(folder):
+    state = torch.load(folder / 'checkpoint.pt', weights_only=True)['model']
+    probabilities = torch.cat([torch.softmax(state[name], -1) for name in ('alphas_normal', 'alphas_reduce')])
+    return -(probabilities * probabilities.log()).sum(-1).mean().item()
+
+
+@pytest.mark.slow
+def test_da2s_and_dal_end_with_sharper_architecture_weights_than_darts(in_tmp):
+    """Same seed, data and epochs; a larger architecture learning rate lets a few tiny epochs show it."""
+    common = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '192', '--synthetic_test_size',
+              '32', '--num_classes', '4', '--init_channels', '4', '--layers', '3', '--batch_size', '32', '--epochs',
+              '3', '--device', 'cpu', '--report_freq', '1000', '--arch_learning_rate', '0.1']
+    entropy = {}
+    for name, flags in (('darts', []), ('dal', ['--dal_on_alphas']), ('da2s', ['--method', 'da2s',
+                                                                             '--da2s_alpha_start', '1'])):
+        train_search.main(common + flags + ['--exp_path', name])
+        entropy[name] = mean_alpha_entropy(in_tmp / name)
+    print('mean entropy of softmax(alpha):', entropy)
+    assert entropy['dal'] < entropy['darts'] and entropy['da2s'] < entropy['darts']
