@@ -10,7 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: several tests start processes of their own, and two OpenMP threads per process on two
+# cores make tiny ops many times slower when anything else runs.
+torch.set_num_threads(1)
 
 
 def load_script(name):
