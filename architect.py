@@ -11,6 +11,33 @@ import torch
 from torch.func import functional_call
 
 import discretization
+import utils
+
+
+def add_discretization_arguments(parser):
+    """DADARTS's and DA2S's options; the single-dash spellings of the DADARTS seed work too."""
+    group = parser.add_argument_group('discretization-aware search (DADARTS, DA2S)')
+    flag = lambda name, **kw: group.add_argument(f'--{name}', f'-{name}', **kw)  # noqa: E731
+    flag('hd_on_weights', action='store_true',
+         help='the weight step and the validation pass use the hard-discretized cell (two edges per node, one op each)')
+    flag('topk_on_alphas', action='store_true', help='the architecture step uses differentiable top-k masked weights')
+    flag('topk_on_weights', action='store_true', help='the weight step uses differentiable top-k masked weights')
+    flag('temperature', type=float, default=1.0, help='top-k temperature when it does not increase')
+    flag('linear_temperature_increase', action='store_true',
+         help='raise the top-k temperature linearly: max(1, linear_temperature_max * epoch / epochs)')
+    flag('linear_temperature_max', type=float, default=200.0, help='final top-k temperature')
+    flag('dal_on_alphas', action='store_true',
+         help='add the discretization loss (MSE between soft and hard weights) to the architecture step')
+    flag('dal_on_weights', action='store_true',
+         help='add the discretization loss to the weight step (it depends on the architecture only, so it is '
+              'reported there but moves no weight)')
+    flag('dal_factor', type=float, default=1.0, help='weight of the discretization loss')
+    flag('dal_starting_epoch', type=int, default=0, help='first epoch (from 0) with the discretization loss')
+    flag('da2s', action='store_true', help="DA2S: sharpened op weights, per-node edge parameters and DA2S's loss")
+    flag('da2s_weight', type=float, default=0.1, help='DA2S: weight lambda of its loss')
+    flag('da2s_edge_factor', type=float, default=4.0, help='DA2S: weight of the edge term inside its loss')
+    flag('da2s_alpha_start', type=int, default=8,
+         help='DA2S: epoch (from 1) at which the op parameters start to learn and the entropy term starts')
 
 
 class SearchObjective:
@@ -24,8 +51,9 @@ class SearchObjective:
     def __init__(self, model, hd_on_weights=False, topk_on_alphas=False, topk_on_weights=False, temperature=1.0,
                  linear_temperature_increase=False, linear_temperature_max=200.0, dal_on_alphas=False,
                  dal_on_weights=False, dal_factor=1.0, dal_starting_epoch=0, da2s=False, da2s_weight=0.1,
-                 da2s_edge_factor=4.0, da2s_alpha_start=8):
+                 da2s_edge_factor=4.0, da2s_alpha_start=8, precision=None):
         self.model = model
+        self.precision = precision or utils.Precision('off', torch.device('cpu'))
         self.hd_on_weights, self.topk_on_alphas, self.topk_on_weights = hd_on_weights, topk_on_alphas, topk_on_weights
         self.base_temperature, self.linear_temperature_max = temperature, linear_temperature_max
         self.linear_temperature_increase = linear_temperature_increase
@@ -37,11 +65,11 @@ class SearchObjective:
         self.set_epoch(0, 1)
 
     @classmethod
-    def from_args(cls, model, args):
+    def from_args(cls, model, args, precision=None):
         names = ('hd_on_weights', 'topk_on_alphas', 'topk_on_weights', 'temperature', 'linear_temperature_increase',
                  'linear_temperature_max', 'dal_on_alphas', 'dal_on_weights', 'dal_factor', 'dal_starting_epoch',
                  'da2s', 'da2s_weight', 'da2s_edge_factor', 'da2s_alpha_start')
-        return cls(model, **{name: getattr(args, name) for name in names})
+        return cls(model, **{name: getattr(args, name) for name in names}, precision=precision)
 
     def set_epoch(self, epoch, epochs):
         """Epochs count from 0, as the search loop does; DA2S's schedules count from 1."""
@@ -108,11 +136,12 @@ class SearchObjective:
 
     def loss(self, x, target, phase, params=None):
         """(total loss, logits, {term: value}) for a batch; `params` replaces the weights (unrolled step)."""
-        weights = self.arch_weights(phase)
-        if params is None:
-            logits = self.model(x, weights)
-        else:
-            logits = functional_call(self.model, params, (x,), {'weights': weights})
+        weights = self.arch_weights(phase)  # float32, outside autocast
+        with self.precision.autocast():
+            if params is None:
+                logits = self.model(x, weights)
+            else:
+                logits = functional_call(self.model, params, (x,), {'weights': weights})
         loss = self.model._criterion(logits.float(), target)
         terms = self.extra_losses(phase)
         for name, value in terms.items():

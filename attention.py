@@ -236,12 +236,15 @@ class AlphaChannelAttention(nn.Module):
         self.fc2 = nn.Conv2d(n_ops, C, 1, bias=False)
 
     def forward(self, x, gram):
-        pooled = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)], dim=1)
-        op_scores = self.fc1(pooled)[:, :, :, 0]  # B x n_ops x 1
-        # Architecture weights stay float32 under autocast, so the product with them does too.
+        # The mask decides which channels are searched, so it is computed in float32 even under autocast:
+        # bf16 would tie near-equal scores and flip the choice. It costs little: all of it acts on pooled
+        # vectors.
+        dtype = torch.promote_types(gram.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            op_scores = gram @ op_scores.to(gram.dtype)
-        return torch.sigmoid(self.fc2(F.relu(op_scores).unsqueeze(-1))).flatten(1)
+            x, gram = x.to(dtype), gram.to(dtype)
+            pooled = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)], dim=1)
+            op_scores = gram @ self.fc1(pooled)[:, :, :, 0]  # (n_ops x n_ops) @ (B x n_ops x 1)
+            return torch.sigmoid(self.fc2(F.relu(op_scores).unsqueeze(-1))).flatten(1)
 
 
 def select_channels(mask, k):

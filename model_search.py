@@ -88,7 +88,7 @@ class MixedOp(nn.Module):
             return self.mix(x, weights, active)
         split = x.size(1) // self.partial_channels
         mixed = self.mix(x[:, :split], weights, active)
-        out = torch.cat([mixed, self._pass_through(x[:, split:])], dim=1)
+        out = torch.cat([mixed, self._pass_through(x[:, split:]).to(mixed.dtype)], dim=1)
         return channel_shuffle(out, self.partial_channels)
 
 
@@ -288,8 +288,9 @@ class Network(nn.Module):
         grams = {}
         if self.options['alpha_attention']:
             # alpha-DARTS: the attention sees W^T W of this cell type's op weights, so the architecture
-            # itself steers which channels are searched.
-            grams = {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
+            # itself steers which channels are searched. Architecture weights stay float32.
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                grams = {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             cell_type = 'reduce' if cell.reduction else 'normal'

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 
+import torch
 import torch.nn as nn
 
 import data
@@ -38,6 +39,7 @@ def build_parser():
     run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
     run.add_argument('--gpu', type=int, default=0, help='CUDA device index, as in DARTS')
     run.add_argument('--output', help='where to write the results as JSON (default: test.json beside the weights)')
+    utils.add_speed_arguments(parser, compile_option=True)
     return parser
 
 
@@ -69,6 +71,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     given = utils.given_arguments(parser, argv)
     device = utils.get_device(args.device, args.gpu)
+    utils.configure_device(device)
+    precision = utils.Precision(args.amp, device, args.channels_last)
     logger = utils.get_logger()
     source = utils.load_checkpoint(args.model_path)
     config, genotype, saved_args = describe_model(args, given, source)
@@ -81,11 +85,12 @@ def main(argv=None):
               'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size)}
     net = model_lib.build_network(config, genotype)
     utils.load_weights(net, source, origin=args.model_path)
-    net.to(device)
+    net.to(device, memory_format=precision.memory_format)
+    data_args.channels_last = precision.channels_last
     loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=data_args)
 
     logger.info('genotype = %s', genotypes.genotype_repr(genotype))
-    result = utils.evaluate(net, loader, nn.CrossEntropyLoss())
+    result = utils.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
     result.update(params_M=utils.count_parameters_in_MB(net), flops=flops, multiply_adds=flops // 2,
                   dataset=info.name, model_path=args.model_path, genotype=genotypes.genotype_to_dict(genotype))

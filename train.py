@@ -47,6 +47,7 @@ def build_parser():
     opt.add_argument('--label_smooth', type=float, default=0.0, help='label smoothing (ImageNet: 0.1)')
     opt.add_argument('--grad_clip', type=float, default=5, help='gradient norm clipping')
     opt.add_argument('--epochs', type=int, default=600, help='training epochs (ImageNet: 250)')
+    utils.add_speed_arguments(parser, compile_option=True)
     utils.add_run_arguments(parser, default_seed=0)
     return parser
 
@@ -64,20 +65,26 @@ def choose_genotype(args):
     return genotypes.parse_genotype(args.genotype or args.arch_path or args.arch)
 
 
-def train_epoch(net, loader, criterion, optimizer, args, start_step, monitor):
+def train_step(net, forward, images, targets, criterion, optimizer, precision, args):
+    """Forward (main and auxiliary loss), backward, clip, step; returns (loss, logits) as device tensors.
+    `forward` is the network itself or its compiled form."""
+    with precision.autocast():
+        logits, logits_aux = forward(images)
+    loss = criterion(logits.float(), targets)
+    if logits_aux is not None:
+        loss = loss + args.auxiliary_weight * criterion(logits_aux.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    precision.step(loss, optimizer, net.parameters(), args.grad_clip)
+    return loss, logits
+
+
+def train_epoch(net, forward, loader, criterion, optimizer, precision, args, start_step, monitor):
     """One epoch from `start_step`; returns the step to resume from if a stop was requested, else None."""
     net.train()
     batches = utils.progress(loader.iterate(monitor.guard.epoch, start_step), len(loader) - start_step,
                              f'epoch {monitor.guard.epoch}')
     for step, (images, targets) in enumerate(batches, start=start_step):
-        logits, logits_aux = net(images)
-        loss = criterion(logits, targets)
-        if logits_aux is not None:
-            loss = loss + args.auxiliary_weight * criterion(logits_aux, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), args.grad_clip)
-        optimizer.step()
+        loss, logits = train_step(net, forward, images, targets, criterion, optimizer, precision, args)
         if monitor.after_step(step, loss, logits, targets):
             return step + 1
     monitor.guard.check()
@@ -88,6 +95,9 @@ def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
     device = utils.get_device(args.device, args.gpu)
+    utils.configure_device(device)
+    precision = utils.Precision(args.amp, device, args.channels_last)
+    args.channels_last = precision.channels_last
     genotype = choose_genotype(args)
     train_split, test_split, info = data.load_dataset(args)
     utils.seed_everything(args.seed)
@@ -96,7 +106,8 @@ def main(argv=None):
     config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
                   in_channels=info.in_channels, image_size=info.image_size)
-    net = model_lib.build_network(config, genotype).to(device)
+    net = model_lib.build_network(config, genotype).to(device, memory_format=precision.memory_format)
+    forward = torch.compile(net) if args.compile else net
     exp_dir = utils.create_exp_dir('eval', args.save, args.exp_path)
     logger = utils.get_logger(exp_dir)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
@@ -110,7 +121,8 @@ def main(argv=None):
     epoch, start_step, history = 0, 0, []
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
     if checkpoint is not None:
-        epoch, start_step, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler, meters)
+        epoch, start_step, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler,
+                                                                  precision, meters)
         logger.info('resumed from epoch %d, step %d', epoch, start_step)
     else:
         utils.write_json(os.path.join(exp_dir, 'args.json'), vars(args))
@@ -120,7 +132,7 @@ def main(argv=None):
     def save(epoch, step):
         utils.save_checkpoint({
             'kind': 'train', 'args': vars(args), 'network': config, 'genotype': genotypes.genotype_to_dict(genotype),
-            **utils.training_state(net, {'w': optimizer}, scheduler, epoch, step, meters, history),
+            **utils.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step, meters, history),
         }, os.path.join(exp_dir, 'checkpoint.pt'))
 
     with utils.GracefulStop() as stop:
@@ -130,13 +142,14 @@ def main(argv=None):
             started = time.time()
             utils.reset_peak_memory(device)
             monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'train')
-            resume_step = train_epoch(net, train_loader, criterion, optimizer, args, start_step, monitor)
+            resume_step = train_epoch(net, forward, train_loader, criterion, optimizer, precision, args, start_step,
+                                      monitor)
             if resume_step is not None:
                 save(epoch, resume_step)
                 monitor.log_interruption(epoch, resume_step, exp_dir)
                 return None
             seconds = time.time() - started
-            test = utils.evaluate(net, test_loader, criterion)
+            test = utils.evaluate(net, test_loader, criterion, forward, precision)
             scheduler.step()
             row = {'epoch': epoch, 'lr': lr, 'drop_path_prob': net.drop_path_prob,
                    'train_loss': meters['loss'].avg, 'train_top1': meters['top1'].avg,

@@ -68,35 +68,10 @@ def build_parser():
     opt.add_argument('--arch_learning_rate', type=float, default=3e-4, help='Adam learning rate of the architecture')
     opt.add_argument('--arch_weight_decay', type=float, default=1e-3, help='Adam weight decay of the architecture')
     opt.add_argument('--warmup_epochs', type=int, default=0, help='epochs with the architecture frozen')
-    add_discretization_arguments(parser)
+    architect_lib.add_discretization_arguments(parser)
+    utils.add_speed_arguments(parser)
     utils.add_run_arguments(parser, default_seed=2)
     return parser
-
-
-def add_discretization_arguments(parser):
-    """DADARTS's and DA2S's options; the single-dash spellings of the DADARTS seed work too."""
-    group = parser.add_argument_group('discretization-aware search (DADARTS, DA2S)')
-    flag = lambda name, **kw: group.add_argument(f'--{name}', f'-{name}', **kw)  # noqa: E731
-    flag('hd_on_weights', action='store_true',
-         help='the weight step and the validation pass use the hard-discretized cell (two edges per node, one op each)')
-    flag('topk_on_alphas', action='store_true', help='the architecture step uses differentiable top-k masked weights')
-    flag('topk_on_weights', action='store_true', help='the weight step uses differentiable top-k masked weights')
-    flag('temperature', type=float, default=1.0, help='top-k temperature when it does not increase')
-    flag('linear_temperature_increase', action='store_true',
-         help='raise the top-k temperature linearly: max(1, linear_temperature_max * epoch / epochs)')
-    flag('linear_temperature_max', type=float, default=200.0, help='final top-k temperature')
-    flag('dal_on_alphas', action='store_true',
-         help='add the discretization loss (MSE between soft and hard weights) to the architecture step')
-    flag('dal_on_weights', action='store_true',
-         help='add the discretization loss to the weight step (it depends on the architecture only, so it is '
-              'reported there but moves no weight)')
-    flag('dal_factor', type=float, default=1.0, help='weight of the discretization loss')
-    flag('dal_starting_epoch', type=int, default=0, help='first epoch (from 0) with the discretization loss')
-    flag('da2s', action='store_true', help="DA2S: sharpened op weights, per-node edge parameters and DA2S's loss")
-    flag('da2s_weight', type=float, default=0.1, help='DA2S: weight lambda of its loss')
-    flag('da2s_edge_factor', type=float, default=4.0, help='DA2S: weight of the edge term inside its loss')
-    flag('da2s_alpha_start', type=int, default=8,
-         help='DA2S: epoch (from 1) at which the op parameters start to learn and the entropy term starts')
 
 
 def resolve_arguments(parser, argv):
@@ -104,6 +79,9 @@ def resolve_arguments(parser, argv):
     args, checkpoint = utils.resolve_arguments(parser, argv, 'search', lambda args: METHODS.get(args.method, {}))
     if not 0 < args.train_portion < 1:
         raise utils.UserError('--train_portion must lie strictly between 0 and 1')
+    if args.amp == 'fp16':
+        # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
+        raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
     return args, checkpoint
 
 
@@ -123,22 +101,31 @@ def alpha_batches(loader, epoch, start_step):
         cycle, step = cycle + 1, 0
 
 
+def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, args, update_architecture):
+    """The architecture step on a batch of the architecture half (unless warming up), then the weight step
+    on a training batch. Returns (loss, logits, architecture loss or None) as device tensors."""
+    (x, y), (x_alpha, y_alpha) = batch, alpha_batch
+    alpha_loss = None
+    if update_architecture:
+        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, args.unrolled)
+    loss, logits, _ = objective.loss(x, y, 'weights')
+    w_optimizer.zero_grad(set_to_none=True)
+    objective.precision.step(loss, w_optimizer, model.weights(), args.grad_clip)
+    return loss, logits, alpha_loss
+
+
 def search_epoch(model, objective, architect, loaders, w_optimizer, lr, args, start_step, monitor):
-    """Each step: the architecture step on a batch of the architecture half, then the weight step."""
+    """One epoch from `start_step`; returns the step to resume from if a stop was requested, else None."""
     model.train()
     epoch = monitor.guard.epoch
     train_loader, alpha_loader = loaders
     batches = zip(train_loader.iterate(epoch, start_step), alpha_batches(alpha_loader, epoch, start_step))
     batches = utils.progress(batches, len(train_loader) - start_step, f'search {epoch}')
     for step, ((x, y), (x_alpha, y_alpha)) in enumerate(batches, start=start_step):
-        if epoch >= args.warmup_epochs:
-            alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, args.unrolled)
+        loss, logits, alpha_loss = search_step(model, objective, architect, (x, y), (x_alpha, y_alpha), w_optimizer,
+                                               lr, args, update_architecture=epoch >= args.warmup_epochs)
+        if alpha_loss is not None:
             monitor.guard.update(alpha_loss, step)
-        loss, logits, _ = objective.loss(x, y, 'weights')
-        w_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.weights(), args.grad_clip)
-        w_optimizer.step()
         if monitor.after_step(step, loss, logits, y):
             return step + 1
     monitor.guard.check()
@@ -158,9 +145,12 @@ def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
     device = utils.get_device(args.device, args.gpu)
+    utils.configure_device(device)
+    precision = utils.Precision(args.amp, device, args.channels_last)
+    args.channels_last = precision.channels_last
     train_split, _, info = data.load_dataset(args)
     utils.seed_everything(args.seed)
-    model = build_model(args, info).to(device)
+    model = build_model(args, info).to(device, memory_format=precision.memory_format)
     exp_dir = utils.create_exp_dir('search', args.save, args.exp_path)
     logger = utils.get_logger(exp_dir)
     first, rest = data.split_indices(len(train_split), args.train_portion)
@@ -168,7 +158,7 @@ def main(argv=None):
         return data.make_loader(train_split, info, args.batch_size, device=device, train=train, args=args,
                                 indices=indices)
     train_loader, alpha_loader, valid_loader = loader(first, True), loader(rest, True), loader(rest, False)
-    objective = architect_lib.SearchObjective.from_args(model, args)
+    objective = architect_lib.SearchObjective.from_args(model, args, precision)
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
@@ -179,7 +169,8 @@ def main(argv=None):
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
     optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
     if checkpoint is not None:
-        epoch, start_step, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler, meters)
+        epoch, start_step, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler,
+                                                                  precision, meters)
         logger.info('resumed from epoch %d, step %d', epoch, start_step)
     else:
         utils.write_json(os.path.join(exp_dir, 'args.json'), vars(args))
@@ -189,7 +180,7 @@ def main(argv=None):
     def save(epoch, step):
         utils.save_checkpoint({
             'kind': 'search', 'args': vars(args),
-            **utils.training_state(model, optimizers, scheduler, epoch, step, meters, history),
+            **utils.training_state(model, optimizers, scheduler, precision, epoch, step, meters, history),
         }, os.path.join(exp_dir, 'checkpoint.pt'))
 
     with utils.GracefulStop() as stop:
@@ -207,7 +198,7 @@ def main(argv=None):
                 return None
             seconds = time.time() - started
             valid = utils.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
-                                   forward=lambda x: model(x, objective.arch_weights('eval')))
+                                   lambda x: model(x, objective.arch_weights('eval')), precision)
             scheduler.step()
             genotype = model.genotype()
             terms = objective.summary()

@@ -1,6 +1,7 @@
 """Shared small pieces: user errors, meters, accuracy, counting, seeding, devices, logging,
 experiment folders, and safe checkpoint saving and loading."""
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -13,6 +14,7 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 
 
 class UserError(ValueError):
@@ -363,14 +365,15 @@ def progress(iterable, total, desc):
     return iterable
 
 
-def evaluate(model, loader, criterion, forward=None):
+def evaluate(model, loader, criterion, forward=None, precision=None):
     """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`."""
     forward = forward or model
     model.eval()
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     with torch.no_grad():
         for images, targets in loader.iterate(0):
-            logits = forward(images)
+            with precision.autocast() if precision else contextlib.nullcontext():
+                logits = forward(images)
             logits = logits[0] if isinstance(logits, tuple) else logits
             acc1, acc5 = accuracy(logits, targets, topk=(1, 5))
             n = images.size(0)
@@ -417,19 +420,21 @@ def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
     return args, None
 
 
-def training_state(model, optimizers, scheduler, epoch, step, meters, history):
-    """Everything a run needs to continue exactly: weights, optimisers, schedule, position, RNG, history."""
+def training_state(model, optimizers, scheduler, precision, epoch, step, meters, history):
+    """Everything a run needs to continue exactly: weights, optimisers, schedule, gradient scaler,
+    position, RNG, history."""
     return {'model': model.state_dict(), 'optimizers': {name: opt.state_dict() for name, opt in optimizers.items()},
-            'scheduler': scheduler.state_dict(), 'epoch': epoch, 'step': step, 'meters': meter_state(meters),
-            'history': history, 'rng': rng_state()}
+            'scheduler': scheduler.state_dict(), 'scaler': precision.state_dict(), 'epoch': epoch, 'step': step,
+            'meters': meter_state(meters), 'history': history, 'rng': rng_state()}
 
 
-def restore_training_state(checkpoint, model, optimizers, scheduler, meters):
+def restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters):
     """Load `training_state` back; returns (epoch, step, history)."""
     load_weights(model, checkpoint['model'], origin='the checkpoint')
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(checkpoint['optimizers'][name])
     scheduler.load_state_dict(checkpoint['scheduler'])
+    precision.load_state_dict(checkpoint['scaler'])
     for name, saved in checkpoint['meters'].items():
         meters[name].sum, meters[name].count = saved['sum'], saved['count']
     set_rng_state(checkpoint['rng'])
@@ -463,3 +468,65 @@ def peak_memory_mb(device):
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed: mixed precision, memory format, compilation.
+
+def add_speed_arguments(parser, compile_option=False):
+    speed = parser.add_argument_group('speed')
+    speed.add_argument('--amp', choices=['auto', 'bf16', 'fp16', 'off'], default='auto',
+                       help='mixed precision; auto: bf16 on CUDA devices that support it, off elsewhere. '
+                            'Architecture weights, their softmax, losses and BatchNorm statistics stay float32')
+    speed.add_argument('--channels_last', dest='channels_last', action='store_const', const=True, default=None,
+                       help='NHWC memory format (default: on with CUDA)')
+    speed.add_argument('--no_channels_last', dest='channels_last', action='store_const', const=False,
+                       help='keep the NCHW memory format')
+    if compile_option:
+        speed.add_argument('--compile', action='store_true', help='torch.compile the network (slow first steps)')
+    return speed
+
+
+class Precision:
+    """A run's numeric settings: the autocast dtype (None: float32), the fp16 gradient scaler, the
+    memory format. `step` does backward, clipping and the optimiser step in the right order for them."""
+
+    def __init__(self, amp, device, channels_last=None):
+        if amp == 'auto':
+            amp = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported() else 'off'
+        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
+        self.device_type = device.type
+        self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
+        self.channels_last = device.type == 'cuda' if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def step(self, loss, optimizer, parameters, grad_clip):
+        if self.scaler is None:
+            loss.backward()
+            nn.utils.clip_grad_norm_(parameters, grad_clip)
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(parameters, grad_clip)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def state_dict(self):
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state):
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
+def configure_device(device):
+    """cudnn picks the fastest convolution algorithms for the fixed shapes of these networks."""
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.set_device(device)

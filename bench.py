@@ -1,0 +1,200 @@
+"""Throughput and peak memory of the search step of every method, of DARTS_V2's training and inference
+steps, and of the data loader on its own. Prints a table and writes JSON for BENCHMARKS.md.
+
+    python bench.py                       # everything, at the papers' sizes
+    python bench.py --baseline            # the same steps with every speed option off
+    python bench.py --tiny --steps 1      # a smoke run (the tests use it)
+
+It reuses the scripts' own step functions, so it measures exactly what a run executes.
+"""
+import argparse
+import platform
+import statistics
+import subprocess
+import time
+
+import torch
+from torch import nn
+
+import architect as architect_lib
+import data
+import genotypes
+import model as model_lib
+import utils
+from train import train_step
+from train_search import METHODS, build_model, resolve_arguments, search_step
+from train_search import build_parser as build_search_parser
+
+# Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
+SEARCH_CASES = [
+    ('darts (1st order)', 'darts', []),
+    ('darts (2nd order)', 'darts', ['--unrolled']),
+    ('pc_darts', 'pc_darts', []),
+    ('pc_darts (2nd order)', 'pc_darts', ['--unrolled']),
+    ('att_darts (after_every)', 'att_darts', []),
+    ('att_darts (2nd order)', 'att_darts', ['--unrolled']),
+    ('alpha_darts', 'alpha_darts', []),
+    ('dadarts', 'dadarts', []),
+    ('da2s', 'da2s', []),
+]
+PAPER = dict(search_channels=16, search_layers=8, train_channels=36, train_layers=20, image_size=32)
+TINY = dict(search_channels=16, search_layers=3, train_channels=8, train_layers=5, image_size=16)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description='Measure images per second and peak memory of every step.')
+    parser.add_argument('--cases', default='search,train,infer,loader',
+                        help='comma-separated subset of: search, train, infer, loader')
+    parser.add_argument('--methods', default=','.join(sorted(METHODS)), help='search presets to measure')
+    parser.add_argument('--batch_sizes', default='96,256', help="batch sizes of DARTS_V2's training and inference")
+    parser.add_argument('--steps', type=int, default=20, help='timed steps per case (the median is reported)')
+    parser.add_argument('--warmup', type=int, default=5, help='untimed steps first (cudnn autotuning, compilation)')
+    parser.add_argument('--tiny', action='store_true', help='tiny networks and batches, for a smoke test')
+    parser.add_argument('--baseline', action='store_true',
+                        help='every speed option off: float32, NCHW, no compilation, no cudnn autotuning')
+    parser.add_argument('--output', default='bench.json', help='where to write the results as JSON')
+    utils.add_speed_arguments(parser, compile_option=True)
+    parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
+    return parser
+
+
+def timed(step, sync, steps, warmup):
+    """Median seconds per call of `step` after `warmup` calls, waiting for the device around each one."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync()
+        started = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def random_batch(batch_size, channels, size, classes, device, memory_format):
+    images = torch.randn(batch_size, channels, size, size, device=device).contiguous(memory_format=memory_format)
+    return images, torch.randint(0, classes, (batch_size,), device=device)
+
+
+def search_case(method, extra, sizes, args, device, precision):
+    flags = ['--method', method, '--dataset', 'synthetic', '--init_channels', str(sizes['search_channels']),
+             '--layers', str(sizes['search_layers']), '--amp', 'off'] + extra
+    if args.tiny:
+        flags += ['--batch_size', '8']
+    search_args, _ = resolve_arguments(build_search_parser(), flags)
+    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
+    model = build_model(search_args, info).to(device, memory_format=precision.memory_format)
+    objective = architect_lib.SearchObjective.from_args(model, search_args, precision)
+    objective.set_epoch(search_args.epochs // 2, search_args.epochs)
+    w_optimizer = torch.optim.SGD(model.weights(), search_args.learning_rate, momentum=search_args.momentum,
+                                  weight_decay=search_args.weight_decay)
+    architect = architect_lib.Architect(model, objective, search_args.momentum, search_args.weight_decay,
+                                        search_args.arch_learning_rate, search_args.arch_weight_decay)
+    batch = random_batch(search_args.batch_size, 3, sizes['image_size'], 10, device, precision.memory_format)
+    alpha_batch = random_batch(search_args.batch_size, 3, sizes['image_size'], 10, device, precision.memory_format)
+    model.train()
+    step = lambda: search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
+                               search_args, update_architecture=True)
+    return search_args.batch_size, step
+
+
+def train_case(batch_size, sizes, args, device, precision, inference):
+    config = dict(kind='cifar', C=sizes['train_channels'], num_classes=10, layers=sizes['train_layers'],
+                  auxiliary=True, in_channels=3, image_size=sizes['image_size'])
+    net = model_lib.build_network(config, genotypes.DARTS_V2).to(device, memory_format=precision.memory_format)
+    net.drop_path_prob = 0.1
+    forward = torch.compile(net) if args.compile and not args.baseline else net
+    images, targets = random_batch(batch_size, 3, sizes['image_size'], 10, device, precision.memory_format)
+    if inference:
+        net.eval()
+
+        def step():
+            with torch.no_grad(), precision.autocast():
+                forward(images)
+        return step
+    net.train()
+    optimizer = torch.optim.SGD(net.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    options = argparse.Namespace(auxiliary_weight=0.4, grad_clip=5.0)
+    criterion = nn.CrossEntropyLoss()
+    return lambda: train_step(net, forward, images, targets, criterion, optimizer, precision, options)
+
+
+def loader_case(batch_size, sizes, device, precision):
+    count = batch_size * 8
+    split = data.ImageData(torch.randint(0, 256, (count, 3, sizes['image_size'], sizes['image_size']),
+                                         dtype=torch.uint8), torch.randint(0, 10, (count,)))
+    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
+    loader = data.DeviceLoader(split, info, batch_size, device=device, shuffle=True, augment=True,
+                               cutout_length=16, channels_last=precision.channels_last)
+    batches = iter(())
+
+    def step():
+        nonlocal batches
+        if next(batches, None) is None:
+            batches = loader.iterate(0)
+            next(batches)
+    return step
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    device = utils.get_device(args.device)
+    if args.baseline:
+        args.amp, args.channels_last, args.compile = 'off', False, False
+    else:
+        utils.configure_device(device)
+    precision = utils.Precision(args.amp, device, args.channels_last)
+    sizes = TINY if args.tiny else PAPER
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    cases = set(args.cases.split(','))
+    methods = set(args.methods.split(','))
+    unknown = methods - set(METHODS)
+    if unknown:
+        raise utils.UserError(f'unknown method {sorted(unknown)[0]!r} in --methods; use {", ".join(sorted(METHODS))}')
+
+    plan = []
+    if 'search' in cases:
+        plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args, device, precision))
+                 for name, method, extra in SEARCH_CASES if method in methods]
+    batches = [8] if args.tiny else [int(size) for size in args.batch_sizes.split(',')]
+    if 'train' in cases:
+        plan += [(f'train DARTS_V2 b{b}', lambda b=b: (b, train_case(b, sizes, args, device, precision, False)))
+                 for b in batches]
+    if 'infer' in cases:
+        plan += [(f'infer DARTS_V2 b{b}', lambda b=b: (b, train_case(b, sizes, args, device, precision, True)))
+                 for b in batches]
+    if 'loader' in cases:
+        plan += [(f'loader b{batches[0]}', lambda: (batches[0], loader_case(batches[0], sizes, device, precision)))]
+
+    results = []
+    print(f'{"case":<32} {"batch":>5} {"images/s":>10} {"ms/step":>9} {"peak MB":>9}')
+    for name, build in plan:
+        torch.manual_seed(0)
+        utils.reset_peak_memory(device)
+        batch_size, step = build()
+        seconds = timed(step, sync, args.steps, args.warmup)
+        row = {'case': name, 'batch': batch_size, 'images_per_s': batch_size / seconds, 'ms_per_step': seconds * 1e3,
+               'peak_memory_mb': utils.peak_memory_mb(device)}
+        results.append(row)
+        print(f'{name:<32} {batch_size:>5} {row["images_per_s"]:>10.1f} {row["ms_per_step"]:>9.2f} '
+              f'{row["peak_memory_mb"]:>9.0f}', flush=True)
+    report = {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu',
+              'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'commit': git_commit(),
+              'baseline': args.baseline, 'amp': str(precision.dtype), 'channels_last': precision.channels_last,
+              'compile': bool(args.compile), 'sizes': sizes, 'results': results}
+    utils.write_json(args.output, report)
+    print(f'written to {args.output}')
+    return report
+
+
+def git_commit():
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == '__main__':
+    utils.run_cli(main)

@@ -1,0 +1,115 @@
+"""Every speed option computes the same function as the plain float32 path."""
+import json
+
+import pytest
+import torch
+
+import genotypes
+import model
+import utils
+from architect import SearchObjective
+from conftest import load_script
+from model_search import Network
+
+bench = load_script('bench')
+train = load_script('train')
+train_search = load_script('train_search')
+
+
+def relative_error(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+def eval_net():
+    torch.manual_seed(0)
+    return model.NetworkCIFAR(8, 10, 5, True, genotypes.DARTS_V2).eval()
+
+
+def test_bf16_logits_are_within_one_percent_of_float32():
+    net, x = eval_net(), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = net(x)[0]
+        with utils.Precision('bf16', torch.device('cpu')).autocast():
+            low = net(x)[0]
+    assert low.dtype == torch.bfloat16 and relative_error(low, reference) < 1e-2
+    torch.manual_seed(0)
+    supernet = Network(16, 10, 3, partial_channels=2, alpha_attention=True, image_size=16)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        reference = supernet(x)
+        with utils.Precision('bf16', torch.device('cpu')).autocast():
+            low = supernet(x)
+    assert relative_error(low, reference) < 1e-2
+    assert supernet.arch_weights()['normal'].ops.dtype == torch.float32
+
+
+def test_channels_last_computes_the_same_function():
+    net, x = eval_net(), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = net(x)[0]
+        net.to(memory_format=torch.channels_last)
+        assert (net(x.contiguous(memory_format=torch.channels_last))[0] - reference).abs().max() < 1e-6
+    torch.manual_seed(0)
+    supernet = Network(8, 10, 3, partial_channels=4, image_size=16)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        reference = supernet(x)
+        supernet.to(memory_format=torch.channels_last)
+        assert (supernet(x.contiguous(memory_format=torch.channels_last)) - reference).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize('options', [{}, {'partial_channels': 2}, {'location': 'after_every'}])
+def test_skipping_zero_weighted_ops_and_edges_changes_nothing(options):
+    torch.manual_seed(0)
+    supernet = Network(16, 10, 3, image_size=16, **options)
+    objective = SearchObjective(supernet, hd_on_weights=True)
+    hard = objective.arch_weights('weights')
+    assert sum(len(ops) for ops in hard['normal'].active) == 8
+    every_op = {cell: type(w)(**{**vars(w), 'active': None}) for cell, w in hard.items()}
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        assert (supernet(x, hard) - supernet(x, every_op)).abs().max() <= 1e-6
+
+
+def test_automatic_precision_and_its_refusals():
+    cpu = utils.Precision('auto', torch.device('cpu'))
+    assert cpu.dtype is None and cpu.scaler is None and not cpu.channels_last
+    assert utils.Precision('fp16', torch.device('cpu')).scaler is not None
+    with pytest.raises(utils.UserError, match='--amp fp16 is for train.py and test.py'):
+        train_search.main(['--dataset', 'synthetic', '--amp', 'fp16'])
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    torch.manual_seed(0)
+    net = model.NetworkCIFAR(4, 10, 3, False, genotypes.DARTS_V2).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert (torch.compile(net)(x)[0] - net(x)[0]).abs().max() < 1e-5
+
+
+@pytest.mark.slow
+def test_bf16_training_reaches_the_float32_accuracy(in_tmp):
+    common = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '1000', '--synthetic_test_size',
+              '400', '--num_classes', '4', '--init_channels', '4', '--layers', '3', '--batch_size', '32', '--epochs',
+              '3', '--device', 'cpu', '--report_freq', '1000']
+    full = train.main(common + ['--amp', 'off', '--exp_path', 'fp32'])
+    half = train.main(common + ['--amp', 'bf16', '--exp_path', 'bf16'])
+    print(f"test accuracy: float32 {full['test_top1']:.2f}, bf16 {half['test_top1']:.2f}")
+    assert abs(full['test_top1'] - half['test_top1']) <= 1.0 and full['test_top1'] > 80
+
+
+@pytest.mark.slow
+def test_bench_runs_on_the_cpu_and_prints_the_table(in_tmp, capsys):
+    report = bench.main(['--tiny', '--steps', '1', '--warmup', '0', '--device', 'cpu', '--methods',
+                         'darts,pc_darts', '--output', 'bench.json'])
+    printed = capsys.readouterr().out
+    names = [row['case'] for row in report['results']]
+    assert names == ['search darts (1st order)', 'search darts (2nd order)', 'search pc_darts',
+                     'search pc_darts (2nd order)', 'train DARTS_V2 b8', 'infer DARTS_V2 b8', 'loader b8']
+    assert all(name in printed for name in names) and 'images/s' in printed
+    saved = json.loads((in_tmp / 'bench.json').read_text())
+    assert saved['results'] == report['results'] and all(row['images_per_s'] > 0 for row in saved['results'])
+    baseline = bench.main(['--tiny', '--steps', '1', '--warmup', '0', '--device', 'cpu', '--cases', 'train',
+                           '--baseline', '--amp', 'bf16', '--output', 'baseline.json'])
+    assert baseline['baseline'] and baseline['amp'] == 'None' and not baseline['channels_last']
