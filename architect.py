@@ -161,9 +161,11 @@ class Architect:
     """Adam on the architecture parameters (betas 0.5, 0.999), as DARTS."""
 
     def __init__(self, model, objective, network_momentum, network_weight_decay, arch_learning_rate,
-                 arch_weight_decay):
+                 arch_weight_decay, gradient_sync=None):
         self.model = model
         self.objective = objective
+        # With several processes every gradient is averaged over them, so all ranks take the same step.
+        self.gradient_sync = gradient_sync or (lambda tensors: None)
         self.network_momentum = network_momentum
         self.network_weight_decay = network_weight_decay
         # One group per parameter, so that a method can hold some of them still (DA2S's early epochs).
@@ -182,6 +184,7 @@ class Architect:
             loss, _, _ = self.objective.loss(x_valid, y_valid, 'alpha')
             # Only the architecture gradient is needed: autograd skips the weights' gradient kernels.
             grads = torch.autograd.grad(loss, arch, allow_unused=True)
+            self.gradient_sync(grads)
         for parameter, grad in zip(arch, grads):
             parameter.grad = torch.zeros_like(parameter) if grad is None else grad
         frozen = self.objective.frozen_arch_parameters()
@@ -203,6 +206,7 @@ class Architect:
 
         loss, _, _ = self.objective.loss(x_train, y_train, 'alpha')
         grads = torch.autograd.grad(loss, weights, allow_unused=True)
+        self.gradient_sync(grads)
         unrolled = {}
         with torch.no_grad():
             for name, w, g in zip(names, weights, grads):
@@ -214,6 +218,7 @@ class Architect:
 
         val_loss, _, _ = self.objective.loss(x_valid, y_valid, 'alpha', params=unrolled)
         grads = torch.autograd.grad(val_loss, list(arch) + list(unrolled.values()), allow_unused=True)
+        self.gradient_sync(grads)
         d_alpha = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads[:len(arch)])]
         vector = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(arch):])]
         del unrolled, grads
@@ -234,11 +239,13 @@ class Architect:
                 w.add_(eps * v)
         loss, _, _ = self.objective.loss(x, target, 'alpha')
         grads_plus = torch.autograd.grad(loss, arch, allow_unused=True)
+        self.gradient_sync(grads_plus)
         with torch.no_grad():
             for saved, w, v in zip(self._backup, weights, vector):
                 w.copy_(saved).sub_(eps * v)
         loss, _, _ = self.objective.loss(x, target, 'alpha')
         grads_minus = torch.autograd.grad(loss, arch, allow_unused=True)
+        self.gradient_sync(grads_minus)
         with torch.no_grad():
             for saved, w in zip(self._backup, weights):
                 w.copy_(saved)

@@ -606,14 +606,21 @@ def cutmix(images, labels, num_classes, prob, beta, generator):
 
 # ----------------------------------------------------------------------------------------- loaders
 
+def _rank_samples(num_samples, shuffle, rank, world_size):
+    """Training ranks take the same number of samples, so that they step in lockstep; evaluation ranks
+    split every sample between them."""
+    return num_samples // world_size if shuffle else len(range(rank, num_samples, world_size))
+
+
 def _shard_order(num_samples, shuffle, seed, epoch, rank, world_size):
     """This rank's samples of epoch `epoch`, in order: every rank shuffles alike and takes every
-    world_size-th sample, all ranks the same number."""
+    world_size-th sample. The first k * batch * world_size samples of the epoch's permutation are thus
+    exactly those of the first k steps of all ranks together, whatever the number of ranks."""
     if shuffle:
         order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
     else:
         order = torch.arange(num_samples)
-    return order[rank::world_size][:num_samples // world_size]
+    return order[rank::world_size][:_rank_samples(num_samples, shuffle, rank, world_size)]
 
 
 class _ShardedLoader:
@@ -641,7 +648,7 @@ class _ShardedLoader:
         self.epoch = 0
 
     def __len__(self):
-        samples = self.num_samples // self.world_size
+        samples = _rank_samples(self.num_samples, self.shuffle, self.rank, self.world_size)
         return samples // self.batch_size if self.drop_last else math.ceil(samples / self.batch_size)
 
     def set_epoch(self, epoch):
@@ -707,7 +714,7 @@ class _ShardSampler(torch.utils.data.Sampler):
     def __init__(self, loader):
         self.order = loader._order
         self.batch_size = loader.batch_size
-        self.samples = loader.num_samples // loader.world_size
+        self.samples = _rank_samples(loader.num_samples, loader.shuffle, loader.rank, loader.world_size)
         self.position = (0, 0)  # (epoch, start_step)
 
     def __iter__(self):

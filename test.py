@@ -70,10 +70,19 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = utils.given_arguments(parser, argv)
-    device = utils.get_device(args.device, args.gpu)
+    distributed = utils.Distributed()
+    device = utils.get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
+    distributed.start(device)
+    try:
+        return evaluate_weights(args, given, device, distributed)
+    finally:
+        distributed.stop()
+
+
+def evaluate_weights(args, given, device, distributed):
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
-    logger = utils.get_logger()
+    logger = utils.get_logger(enabled=distributed.is_main)
     source = utils.load_checkpoint(args.model_path)
     config, genotype, saved_args = describe_model(args, given, source)
 
@@ -87,10 +96,12 @@ def main(argv=None):
     utils.load_weights(net, source, origin=args.model_path)
     net.to(device, memory_format=precision.memory_format)
     data_args.channels_last = precision.channels_last
-    loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=data_args)
+    loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=data_args,
+                              rank=distributed.rank, world_size=distributed.world_size)
 
     logger.info('genotype = %s', genotypes.genotype_repr(genotype))
-    result = utils.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision)
+    result = utils.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision,
+                            distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
     result.update(params_M=utils.count_parameters_in_MB(net), flops=flops, multiply_adds=flops // 2,
                   dataset=info.name, model_path=args.model_path, genotype=genotypes.genotype_to_dict(genotype))
@@ -98,11 +109,12 @@ def main(argv=None):
                 result['top1'], result['top5'], result['loss'], result['images'], result['params_M'],
                 result['multiply_adds'] / 1e6)
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.model_path)), 'test.json')
-    try:
-        utils.write_json(output, result)
-    except OSError as error:
-        raise utils.UserError(f'cannot write the results to {output} ({error.strerror}); use --output') from None
-    logger.info('results written to %s', output)
+    if distributed.is_main:
+        try:
+            utils.write_json(output, result)
+        except OSError as error:
+            raise utils.UserError(f'cannot write the results to {output} ({error.strerror}); use --output') from None
+        logger.info('results written to %s', output)
     return result
 
 

@@ -5,7 +5,6 @@
     python train.py --dataset synthetic --init_channels 8 --layers 5 --epochs 5   # offline demo
 """
 import argparse
-import os
 import time
 
 import torch
@@ -47,6 +46,10 @@ def build_parser():
     opt.add_argument('--label_smooth', type=float, default=0.0, help='label smoothing (ImageNet: 0.1)')
     opt.add_argument('--grad_clip', type=float, default=5, help='gradient norm clipping')
     opt.add_argument('--epochs', type=int, default=600, help='training epochs (ImageNet: 250)')
+    opt.add_argument('--warmup_epochs', type=int, default=0,
+                     help='linear learning-rate warm-up, for the large total batches of many processes')
+    opt.add_argument('--sync_bn', action='store_true',
+                     help='with torchrun on GPUs: BatchNorm statistics over the whole batch of all processes')
     utils.add_speed_arguments(parser, compile_option=True)
     utils.add_run_arguments(parser, default_seed=0)
     return parser
@@ -91,49 +94,80 @@ def train_epoch(net, forward, loader, criterion, optimizer, precision, args, sta
     return None
 
 
+def build_scheduler(optimizer, args):
+    """Cosine (CIFAR) or step decay (ImageNet), after a linear warm-up of --warmup_epochs for large batches."""
+    epochs = args.epochs - args.warmup_epochs
+    if args.lr_scheduler == 'cosine':
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1), eta_min=args.learning_rate_min)
+    else:
+        main = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    if args.warmup_epochs == 0:
+        return main
+    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / (args.warmup_epochs + 1), total_iters=args.warmup_epochs)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[args.warmup_epochs])
+
+
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    device = utils.get_device(args.device, args.gpu)
+    distributed = utils.Distributed()
+    device = utils.get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
+    if args.sync_bn and device.type != 'cuda':
+        raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
+                              'statistics')
+    distributed.start(device)
+    try:
+        return train(args, checkpoint, device, distributed)
+    finally:
+        distributed.stop()
+
+
+def train(args, checkpoint, device, distributed):
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
     genotype = choose_genotype(args)
     train_split, test_split, info = data.load_dataset(args)
-    utils.seed_everything(args.seed)
-    train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args)
-    test_loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=args)
+    shard = {'rank': distributed.rank, 'world_size': distributed.world_size}
+    train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args, **shard)
+    test_loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=args, **shard)
     config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
                   in_channels=info.in_channels, image_size=info.image_size)
+    utils.seed_everything(args.seed)  # the same initial weights on every rank
     net = model_lib.build_network(config, genotype).to(device, memory_format=precision.memory_format)
-    forward = torch.compile(net) if args.compile else net
-    exp_dir = utils.create_exp_dir('eval', args.save, args.exp_path)
-    logger = utils.get_logger(exp_dir)
+    utils.seed_everything(args.seed + distributed.rank)  # each rank its own drop-path stream
+    forward = net
+    if distributed.enabled:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(net) if args.sync_bn else net
+        forward = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == 'cuda' else None)
+    forward = torch.compile(forward) if args.compile else forward
+    run = utils.Run('eval', args.save, args.exp_path, distributed)
+    logger = run.logger
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    if args.lr_scheduler == 'cosine':
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=args.learning_rate_min)
-    else:
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.decay_period, gamma=args.gamma)
+    scheduler = build_scheduler(optimizer, args)
+    samples_per_step = args.batch_size * distributed.world_size
 
     epoch, start_step, history = 0, 0, []
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
     if checkpoint is not None:
-        epoch, start_step, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler,
-                                                                  precision, meters)
-        logger.info('resumed from epoch %d, step %d', epoch, start_step)
+        epoch, samples, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler,
+                                                               precision, meters, distributed, args.seed)
+        start_step = samples // samples_per_step
+        logger.info('resumed from epoch %d, step %d (%d processes)', epoch, start_step, distributed.world_size)
     else:
-        utils.write_json(os.path.join(exp_dir, 'args.json'), vars(args))
+        run.write_json('args.json', vars(args))
     logger.info('genotype = %s', genotypes.genotype_repr(genotype))
-    logger.info('param size = %.6f MB', utils.count_parameters_in_MB(net))
+    logger.info('param size = %.6f MB; %d process(es) of batch %d', utils.count_parameters_in_MB(net),
+                distributed.world_size, args.batch_size)
 
     def save(epoch, step):
-        utils.save_checkpoint({
-            'kind': 'train', 'args': vars(args), 'network': config, 'genotype': genotypes.genotype_to_dict(genotype),
-            **utils.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step, meters, history),
-        }, os.path.join(exp_dir, 'checkpoint.pt'))
+        state = utils.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step * samples_per_step,
+                                     meters, history, distributed)
+        run.save({'kind': 'train', 'args': vars(args), 'network': config,
+                  'genotype': genotypes.genotype_to_dict(genotype), **state})
 
     with utils.GracefulStop() as stop:
         while epoch < args.epochs:
@@ -141,29 +175,30 @@ def main(argv=None):
             lr = scheduler.get_last_lr()[0]
             started = time.time()
             utils.reset_peak_memory(device)
-            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'train')
+            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'train', distributed)
             resume_step = train_epoch(net, forward, train_loader, criterion, optimizer, precision, args, start_step,
                                       monitor)
             if resume_step is not None:
                 save(epoch, resume_step)
-                monitor.log_interruption(epoch, resume_step, exp_dir)
+                monitor.log_interruption(epoch, resume_step, run.exp_dir)
                 return None
             seconds = time.time() - started
-            test = utils.evaluate(net, test_loader, criterion, forward, precision)
+            test = utils.evaluate(net, test_loader, criterion, forward, precision, distributed)
             scheduler.step()
+            totals = utils.reduce_meters(meters, distributed)
             row = {'epoch': epoch, 'lr': lr, 'drop_path_prob': net.drop_path_prob,
-                   'train_loss': meters['loss'].avg, 'train_top1': meters['top1'].avg,
+                   'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
                    'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5'],
-                   'time_s': seconds, 'images_per_s': meters['loss'].count / max(seconds, 1e-9),
+                   'time_s': seconds, 'images_per_s': totals['loss'].count / max(seconds, 1e-9),
                    'peak_memory_mb': utils.peak_memory_mb(device)}
             history.append(row)
-            utils.append_jsonl(os.path.join(exp_dir, 'metrics.jsonl'), row)
+            run.append_metrics(row)
             logger.info('epoch %d lr %.3e train_acc %.2f test_acc %.2f test_top5 %.2f (%.1fs, %.0f img/s)',
                         epoch, lr, row['train_top1'], row['test_top1'], row['test_top5'], seconds,
                         row['images_per_s'])
             epoch, start_step = epoch + 1, 0
             meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-            utils.save_checkpoint(net.state_dict(), os.path.join(exp_dir, 'weights.pt'))
+            run.save(net.state_dict(), 'weights.pt')
             save(epoch, 0)
     final = history[-1] if history else {}
     if final:

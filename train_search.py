@@ -6,7 +6,6 @@
     python train_search.py --dataset synthetic --epochs 3 --layers 5 --init_channels 8   # offline demo
 """
 import argparse
-import os
 import time
 
 import torch
@@ -101,7 +100,8 @@ def alpha_batches(loader, epoch, start_step):
         cycle, step = cycle + 1, 0
 
 
-def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, args, update_architecture):
+def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, args, update_architecture,
+                gradient_sync=None):
     """The architecture step on a batch of the architecture half (unless warming up), then the weight step
     on a training batch. Returns (loss, logits, architecture loss or None) as device tensors."""
     (x, y), (x_alpha, y_alpha) = batch, alpha_batch
@@ -110,7 +110,7 @@ def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr
         alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, args.unrolled)
     loss, logits, _ = objective.loss(x, y, 'weights')
     w_optimizer.zero_grad(set_to_none=True)
-    objective.precision.step(loss, w_optimizer, model.weights(), args.grad_clip)
+    objective.precision.step(loss, w_optimizer, model.weights(), args.grad_clip, gradient_sync)
     return loss, logits, alpha_loss
 
 
@@ -123,7 +123,8 @@ def search_epoch(model, objective, architect, loaders, w_optimizer, lr, args, st
     batches = utils.progress(batches, len(train_loader) - start_step, f'search {epoch}')
     for step, ((x, y), (x_alpha, y_alpha)) in enumerate(batches, start=start_step):
         loss, logits, alpha_loss = search_step(model, objective, architect, (x, y), (x_alpha, y_alpha), w_optimizer,
-                                               lr, args, update_architecture=epoch >= args.warmup_epochs)
+                                               lr, args, epoch >= args.warmup_epochs,
+                                               monitor.distributed.average_gradients)
         if alpha_loss is not None:
             monitor.guard.update(alpha_loss, step)
         if monitor.after_step(step, loss, logits, y):
@@ -144,44 +145,56 @@ def describe_architecture(model):
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    device = utils.get_device(args.device, args.gpu)
+    distributed = utils.Distributed()
+    device = utils.get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
+    distributed.start(device)
+    try:
+        return search(args, checkpoint, device, distributed)
+    finally:
+        distributed.stop()
+
+
+def search(args, checkpoint, device, distributed):
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
     train_split, _, info = data.load_dataset(args)
     utils.seed_everything(args.seed)
     model = build_model(args, info).to(device, memory_format=precision.memory_format)
-    exp_dir = utils.create_exp_dir('search', args.save, args.exp_path)
-    logger = utils.get_logger(exp_dir)
+    run = utils.Run('search', args.save, args.exp_path, distributed)
+    logger = run.logger
     first, rest = data.split_indices(len(train_split), args.train_portion)
+
     def loader(indices, train):
         return data.make_loader(train_split, info, args.batch_size, device=device, train=train, args=args,
-                                indices=indices)
+                                indices=indices, rank=distributed.rank, world_size=distributed.world_size)
     train_loader, alpha_loader, valid_loader = loader(first, True), loader(rest, True), loader(rest, False)
     objective = architect_lib.SearchObjective.from_args(model, args, precision)
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
     architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
-                                        args.arch_weight_decay)
+                                        args.arch_weight_decay, distributed.average)
+    samples_per_step = args.batch_size * distributed.world_size
 
     epoch, start_step, history = 0, 0, []
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
     optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
     if checkpoint is not None:
-        epoch, start_step, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler,
-                                                                  precision, meters)
-        logger.info('resumed from epoch %d, step %d', epoch, start_step)
+        epoch, samples, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler, precision,
+                                                               meters, distributed, args.seed)
+        start_step = samples // samples_per_step
+        logger.info('resumed from epoch %d, step %d (%d processes)', epoch, start_step, distributed.world_size)
     else:
-        utils.write_json(os.path.join(exp_dir, 'args.json'), vars(args))
-    logger.info('search space: %s; supernet %.3f M parameters', ', '.join(model.op_names),
-                utils.count_parameters_in_MB(model))
+        run.write_json('args.json', vars(args))
+    logger.info('search space: %s; supernet %.3f M parameters; %d process(es) of batch %d',
+                ', '.join(model.op_names), utils.count_parameters_in_MB(model), distributed.world_size,
+                args.batch_size)
 
     def save(epoch, step):
-        utils.save_checkpoint({
-            'kind': 'search', 'args': vars(args),
-            **utils.training_state(model, optimizers, scheduler, precision, epoch, step, meters, history),
-        }, os.path.join(exp_dir, 'checkpoint.pt'))
+        state = utils.training_state(model, optimizers, scheduler, precision, epoch, step * samples_per_step, meters,
+                                     history, distributed)
+        run.save({'kind': 'search', 'args': vars(args), **state})
 
     with utils.GracefulStop() as stop:
         while epoch < args.epochs:
@@ -189,28 +202,29 @@ def main(argv=None):
             objective.set_epoch(epoch, args.epochs)
             started = time.time()
             utils.reset_peak_memory(device)
-            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'search')
+            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'search', distributed)
             resume_step = search_epoch(model, objective, architect, (train_loader, alpha_loader), w_optimizer, lr,
                                        args, start_step, monitor)
             if resume_step is not None:
                 save(epoch, resume_step)
-                monitor.log_interruption(epoch, resume_step, exp_dir)
+                monitor.log_interruption(epoch, resume_step, run.exp_dir)
                 return None
             seconds = time.time() - started
             valid = utils.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
-                                   lambda x: model(x, objective.arch_weights('eval')), precision)
+                                   lambda x: model(x, objective.arch_weights('eval')), precision, distributed)
             scheduler.step()
             genotype = model.genotype()
             terms = objective.summary()
-            row = {'epoch': epoch, 'lr': lr, 'train_loss': meters['loss'].avg, 'train_top1': meters['top1'].avg,
+            totals = utils.reduce_meters(meters, distributed)
+            row = {'epoch': epoch, 'lr': lr, 'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
                    'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
                    'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
                    'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
                    'arch_weights': describe_architecture(model), **terms, 'time_s': seconds,
-                   'images_per_s': meters['loss'].count / max(seconds, 1e-9),
+                   'images_per_s': totals['loss'].count / max(seconds, 1e-9),
                    'peak_memory_mb': utils.peak_memory_mb(device)}
             history.append(row)
-            utils.append_jsonl(os.path.join(exp_dir, 'metrics.jsonl'), row)
+            run.append_metrics(row)
             logger.info('epoch %d lr %.3e train_acc %.2f valid_acc %.2f skip_connect %d (%.1fs, %.0f img/s)', epoch,
                         lr, row['train_top1'], row['valid_top1'], row['skip_connect'], seconds, row['images_per_s'])
             logger.info('genotype = %s', genotypes.genotype_repr(genotype))
@@ -218,7 +232,8 @@ def main(argv=None):
             for cell, fields in row['arch_weights'].items():
                 for field, values in fields.items():
                     logger.info('%s %s (softmax):\n%s', cell, field, utils.format_matrix(values))
-            genotypes.save_genotype(genotype, os.path.join(exp_dir, 'genotype.json'))
+            if distributed.is_main:
+                genotypes.save_genotype(genotype, run.path('genotype.json'))
             epoch, start_step = epoch + 1, 0
             meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
             save(epoch, 0)

@@ -333,9 +333,10 @@ class StepMonitor:
     """The bookkeeping after each step of a loop: loss and accuracy meters, the non-finite loss guard,
     a log line every `report_freq` steps, and whether a stop was requested."""
 
-    def __init__(self, epoch, meters, stop, logger, report_freq, label):
+    def __init__(self, epoch, meters, stop, logger, report_freq, label, distributed):
         self.guard = FiniteLossGuard(epoch)
         self.meters, self.stop, self.logger, self.report_freq, self.label = meters, stop, logger, report_freq, label
+        self.distributed = distributed
 
     def after_step(self, step, loss, logits, targets):
         """Record the step; True when the loop should stop and save."""
@@ -347,7 +348,10 @@ class StepMonitor:
             self.guard.check()
             self.logger.info('%s %03d loss %.4f top1 %.2f', self.label, step, self.meters['loss'].avg,
                              self.meters['top1'].avg)
-        if self.stop.requested:
+        requested = self.stop.requested is not None
+        if self.distributed.enabled:  # all ranks must stop at the same step
+            requested = step % Distributed.STOP_CHECK_STEPS == 0 and self.distributed.any(requested)
+        if requested:
             self.guard.check()
             return True
         return False
@@ -365,8 +369,9 @@ def progress(iterable, total, desc):
     return iterable
 
 
-def evaluate(model, loader, criterion, forward=None, precision=None):
-    """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`."""
+def evaluate(model, loader, criterion, forward=None, precision=None, distributed=None):
+    """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`. In a
+    distributed run each rank evaluates its shard and the results are summed over ranks."""
     forward = forward or model
     model.eval()
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
@@ -380,6 +385,8 @@ def evaluate(model, loader, criterion, forward=None, precision=None):
             loss_meter.update(criterion(logits.float(), targets), n)
             top1.update(acc1, n)
             top5.update(acc5, n)
+    if distributed is not None:
+        loss_meter, top1, top5 = reduce_meters({'loss': loss_meter, 'top1': top1, 'top5': top5}, distributed).values()
     return {'loss': loss_meter.avg, 'top1': top1.avg, 'top5': top5.avg, 'images': top1.count}
 
 
@@ -420,25 +427,58 @@ def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
     return args, None
 
 
-def training_state(model, optimizers, scheduler, precision, epoch, step, meters, history):
+def training_state(model, optimizers, scheduler, precision, epoch, samples, meters, history, distributed):
     """Everything a run needs to continue exactly: weights, optimisers, schedule, gradient scaler,
-    position, RNG, history."""
+    position, every rank's RNG, history. The position counts the epoch's samples all ranks have used,
+    so that another number of processes can take over. Every rank calls it (it gathers)."""
     return {'model': model.state_dict(), 'optimizers': {name: opt.state_dict() for name, opt in optimizers.items()},
-            'scheduler': scheduler.state_dict(), 'scaler': precision.state_dict(), 'epoch': epoch, 'step': step,
-            'meters': meter_state(meters), 'history': history, 'rng': rng_state()}
+            'scheduler': scheduler.state_dict(), 'scaler': precision.state_dict(), 'epoch': epoch,
+            'samples': samples, 'meters': meter_state(reduce_meters(meters, distributed)), 'history': history,
+            'rng': distributed.gather(rng_state())}
 
 
-def restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters):
-    """Load `training_state` back; returns (epoch, step, history)."""
+def restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters, distributed, seed):
+    """Load `training_state` back; returns (epoch, samples, history). With the number of processes that
+    saved it, every rank continues its own random stream; with another, streams restart from the seed."""
     load_weights(model, checkpoint['model'], origin='the checkpoint')
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(checkpoint['optimizers'][name])
     scheduler.load_state_dict(checkpoint['scheduler'])
     precision.load_state_dict(checkpoint['scaler'])
-    for name, saved in checkpoint['meters'].items():
-        meters[name].sum, meters[name].count = saved['sum'], saved['count']
-    set_rng_state(checkpoint['rng'])
-    return checkpoint['epoch'], checkpoint['step'], checkpoint['history']
+    if distributed.is_main:  # the saved sums cover all ranks; the others start from zero
+        for name, saved in checkpoint['meters'].items():
+            meters[name].sum, meters[name].count = saved['sum'], saved['count']
+    epoch, samples = checkpoint['epoch'], checkpoint['samples']
+    if len(checkpoint['rng']) == distributed.world_size:
+        set_rng_state(checkpoint['rng'][distributed.rank])
+    else:
+        seed_everything(seed + 1000003 * (epoch + 1) + 7919 * samples + distributed.rank)
+    return epoch, samples, checkpoint['history']
+
+
+class Run:
+    """A run's experiment folder and logger; rank 0 alone writes files and log lines."""
+
+    def __init__(self, kind, save, exp_path, distributed):
+        self.distributed = distributed
+        folder = create_exp_dir(kind, save, exp_path) if distributed.is_main else None
+        self.exp_dir = distributed.broadcast(folder)
+        self.logger = get_logger(self.exp_dir if distributed.is_main else None, enabled=distributed.is_main)
+
+    def path(self, name):
+        return os.path.join(self.exp_dir, name)
+
+    def write_json(self, name, obj):
+        if self.distributed.is_main:
+            write_json(self.path(name), obj)
+
+    def append_metrics(self, row):
+        if self.distributed.is_main:
+            append_jsonl(self.path('metrics.jsonl'), row)
+
+    def save(self, state, name='checkpoint.pt'):
+        if self.distributed.is_main:
+            save_checkpoint(state, self.path(name))
 
 
 def find_checkpoint(resume, exp_path):
@@ -505,14 +545,20 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def step(self, loss, optimizer, parameters, grad_clip):
+    def step(self, loss, optimizer, parameters, grad_clip, gradient_sync=None):
+        """`gradient_sync(parameters)` averages the gradients over ranks where DDP does not."""
+        parameters = list(parameters)
         if self.scaler is None:
             loss.backward()
+            if gradient_sync:
+                gradient_sync(parameters)
             nn.utils.clip_grad_norm_(parameters, grad_clip)
             optimizer.step()
             return
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(optimizer)
+        if gradient_sync:
+            gradient_sync(parameters)
         nn.utils.clip_grad_norm_(parameters, grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
@@ -530,3 +576,95 @@ def configure_device(device):
     if device.type == 'cuda':
         torch.backends.cudnn.benchmark = True
         torch.cuda.set_device(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes: torchrun.
+
+class Distributed:
+    """This process's place in a `torchrun` job; without torchrun, rank 0 of 1 and every call is a no-op.
+    NCCL connects GPUs, gloo CPUs."""
+
+    # In a distributed run the ranks agree on stopping every this many steps (a collective each time).
+    STOP_CHECK_STEPS = 10
+
+    def __init__(self):
+        self.world_size = int(os.environ.get('WORLD_SIZE', 1))
+        self.rank = int(os.environ.get('RANK', 0))
+        self.local_rank = int(os.environ.get('LOCAL_RANK', 0))
+        self.enabled = self.world_size > 1
+        self.device = None
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def start(self, device):
+        self.device = device
+        if self.enabled:
+            import torch.distributed as dist
+            dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo',
+                                    device_id=device if device.type == 'cuda' else None)
+
+    def stop(self):
+        if self.enabled:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def sum(self, values):
+        """Element-wise sum over ranks of a list of numbers or tensors (one collective)."""
+        if not self.enabled:
+            return values
+        import torch.distributed as dist
+        packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(())
+                              for v in values])
+        dist.all_reduce(packed)
+        return packed.tolist()
+
+    def average(self, tensors):
+        """Average tensors (gradients) over ranks in place, in one flat collective."""
+        tensors = [t for t in tensors if t is not None]
+        if not self.enabled or not tensors:
+            return
+        import torch.distributed as dist
+        flat = torch.cat([t.reshape(-1).float() for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+            t.copy_(part.view_as(t))
+
+    def average_gradients(self, parameters):
+        self.average([p.grad for p in parameters])
+
+    def any(self, flag):
+        """True on every rank if it is true on any."""
+        return bool(self.sum([float(bool(flag))])[0]) if self.enabled else bool(flag)
+
+    def broadcast(self, obj):
+        """Rank 0's value of a picklable object, on every rank."""
+        if not self.enabled:
+            return obj
+        import torch.distributed as dist
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def gather(self, obj):
+        """Every rank's value, as a list on every rank."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
+def reduce_meters(meters, distributed):
+    """The meters summed over ranks (new meters; the local ones keep counting)."""
+    totals = distributed.sum([value for meter in meters.values() for value in (meter.sum, meter.count)])
+    reduced = {}
+    for i, name in enumerate(meters):
+        reduced[name] = AverageMeter()
+        reduced[name].sum, reduced[name].count = totals[2 * i], int(totals[2 * i + 1])
+    return reduced

@@ -51,7 +51,7 @@ def test_sigterm_saves_and_resume_ends_with_the_uninterrupted_weights(in_tmp):
     out, err = interrupted.communicate(timeout=300)
     assert interrupted.returncode == 0, err
     saved = torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)
-    assert (saved['epoch'], saved['step']) < (3, 0), 'the run ended before the signal arrived'
+    assert (saved['epoch'], saved['samples']) < (3, 0), 'the run ended before the signal arrived'
     assert 'SIGTERM received' in out
     resumed = run_script('train', ['--resume', 'cut'], in_tmp)
     _, err = resumed.communicate(timeout=300)
@@ -106,3 +106,22 @@ def test_test_py_names_mismatching_keys(in_tmp):
         test.main(['--model_path', 'released.pt', '--arch', 'PC_DARTS_cifar', '--init_channels', '8',
                    '--layers', '5', '--dataset', 'synthetic', '--synthetic_train_size', '64',
                    '--synthetic_test_size', '32', '--device', 'cpu'])
+
+
+def test_learning_rate_warm_up_then_the_schedule():
+    parser = train.build_parser()
+    args, _ = train.resolve_arguments(parser, ['--epochs', '10', '--warmup_epochs', '3', '--learning_rate', '0.4'])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], args.learning_rate)
+    scheduler = train.build_scheduler(optimizer, args)
+    rates = []
+    for _ in range(10):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert rates[4] < 0.4 and rates == sorted(rates[:4]) + sorted(rates[4:], reverse=True)
+
+
+def test_sync_bn_needs_cuda(in_tmp):
+    with pytest.raises(train.utils.UserError, match='--sync_bn needs CUDA devices'):
+        train.main(['--dataset', 'synthetic', '--sync_bn', '--device', 'cpu'])
