@@ -70,13 +70,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = utils.given_arguments(parser, argv)
-    distributed = utils.Distributed()
-    device = utils.get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
-    distributed.start(device)
-    try:
-        return evaluate_weights(args, given, device, distributed)
-    finally:
-        distributed.stop()
+    return utils.run_distributed(evaluate_weights, args, args, given)
 
 
 def evaluate_weights(args, given, device, distributed):

@@ -110,19 +110,13 @@ def build_scheduler(optimizer, args):
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    distributed = utils.Distributed()
-    device = utils.get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
-    if args.sync_bn and device.type != 'cuda':
-        raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
-                              'statistics')
-    distributed.start(device)
-    try:
-        return train(args, checkpoint, device, distributed)
-    finally:
-        distributed.stop()
+    return utils.run_distributed(train, args, args, checkpoint)
 
 
 def train(args, checkpoint, device, distributed):
+    if args.sync_bn and device.type != 'cuda':
+        raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
+                              'statistics')
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last

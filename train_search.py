@@ -145,13 +145,7 @@ def describe_architecture(model):
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    distributed = utils.Distributed()
-    device = utils.get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
-    distributed.start(device)
-    try:
-        return search(args, checkpoint, device, distributed)
-    finally:
-        distributed.stop()
+    return utils.run_distributed(search, args, args, checkpoint)
 
 
 def search(args, checkpoint, device, distributed):

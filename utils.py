@@ -660,6 +660,18 @@ class Distributed:
         return gathered
 
 
+def run_distributed(work, args, *inputs):
+    """Join the torchrun job if there is one (one device per process), call
+    `work(*inputs, device, distributed)`, and leave the job however it ends."""
+    distributed = Distributed()
+    device = get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
+    distributed.start(device)
+    try:
+        return work(*inputs, device, distributed)
+    finally:
+        distributed.stop()
+
+
 def reduce_meters(meters, distributed):
     """The meters summed over ranks (new meters; the local ones keep counting)."""
     totals = distributed.sum([value for meter in meters.values() for value in (meter.sum, meter.count)])
