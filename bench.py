@@ -8,6 +8,7 @@ steps, and of the data loader on its own. Prints a table and writes JSON for BEN
 It reuses the scripts' own step functions, so it measures exactly what a run executes.
 """
 import argparse
+import os
 import platform
 import statistics
 import subprocess
@@ -37,18 +38,21 @@ SEARCH_CASES = [
     ('dadarts', 'dadarts', []),
     ('da2s', 'da2s', []),
 ]
+CASES = ('search', 'train', 'infer', 'loader')
 PAPER = dict(search_channels=16, search_layers=8, train_channels=36, train_layers=20, image_size=32)
 TINY = dict(search_channels=16, search_layers=3, train_channels=8, train_layers=5, image_size=16)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Measure images per second and peak memory of every step.')
-    parser.add_argument('--cases', default='search,train,infer,loader',
-                        help='comma-separated subset of: search, train, infer, loader')
+    parser = utils.ArgumentParser(description='Measure images per second and peak memory of every step.')
+    parser.add_argument('--cases', default=','.join(CASES),
+                        help='comma-separated subset of: ' + ', '.join(CASES))
     parser.add_argument('--methods', default=','.join(sorted(METHODS)), help='search presets to measure')
     parser.add_argument('--batch_sizes', default='96,256', help="batch sizes of DARTS_V2's training and inference")
-    parser.add_argument('--steps', type=int, default=20, help='timed steps per case (the median is reported)')
-    parser.add_argument('--warmup', type=int, default=5, help='untimed steps first (cudnn autotuning, compilation)')
+    parser.add_argument('--steps', type=utils.bounded(int, 1), default=20,
+                        help='timed steps per case (the median is reported)')
+    parser.add_argument('--warmup', type=utils.bounded(int, 0), default=5,
+                        help='untimed steps first (cudnn autotuning, compilation)')
     parser.add_argument('--tiny', action='store_true', help='tiny networks and batches, for a smoke test')
     parser.add_argument('--baseline', action='store_true',
                         help='every speed option off: float32, NCHW, no compilation, no cudnn autotuning')
@@ -137,8 +141,30 @@ def loader_case(batch_size, sizes, device, precision):
     return step
 
 
+def names_from(text, allowed, flag):
+    """The comma-separated names given to `flag`, each one of `allowed`."""
+    names = {name.strip() for name in text.split(',') if name.strip()}
+    unknown = names - set(allowed)
+    if unknown or not names:
+        raise utils.UserError(f'{flag} {text!r} is not a comma-separated list of: {", ".join(sorted(allowed))}')
+    return names
+
+
+def batch_sizes(text):
+    try:
+        sizes = [int(size) for size in text.split(',')]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise utils.UserError(f'--batch_sizes {text!r} is not a comma-separated list of positive integers')
+    return sizes
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):  # say so now, not after minutes of measuring
+        raise utils.UserError(f'cannot write --output {args.output}: {folder} is not a folder')
     device = utils.get_device(args.device)
     if args.baseline:
         args.amp, args.channels_last, args.compile = 'off', False, False
@@ -147,17 +173,14 @@ def main(argv=None):
     precision = utils.Precision(args.amp, device, args.channels_last)
     sizes = TINY if args.tiny else PAPER
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    cases = set(args.cases.split(','))
-    methods = set(args.methods.split(','))
-    unknown = methods - set(METHODS)
-    if unknown:
-        raise utils.UserError(f'unknown method {sorted(unknown)[0]!r} in --methods; use {", ".join(sorted(METHODS))}')
+    cases = names_from(args.cases, CASES, '--cases')
+    methods = names_from(args.methods, METHODS, '--methods')
 
     plan = []
     if 'search' in cases:
         plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args, device, precision))
                  for name, method, extra in SEARCH_CASES if method in methods]
-    batches = [8] if args.tiny else [int(size) for size in args.batch_sizes.split(',')]
+    batches = [8] if args.tiny else batch_sizes(args.batch_sizes)
     if 'train' in cases:
         plan += [(f'train DARTS_V2 b{b}', lambda b=b: (b, train_case(b, sizes, args, device, precision, False)))
                  for b in batches]

@@ -29,7 +29,7 @@ from torchvision.datasets.utils import (
 )
 from tqdm import tqdm
 
-from utils import UserError
+from utils import UserError, bounded
 
 try:
     from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
@@ -81,14 +81,14 @@ def add_data_arguments(parser):
     group.add_argument('--in_channels', type=int, default=None,
                        help="folder: convert images to 1, 3 or 4 channels (default: the first image's mode); "
                             'synthetic: number of channels (default 3)')
-    group.add_argument('--num_classes', type=int, default=10, help='synthetic: number of classes')
-    group.add_argument('--synthetic_train_size', type=int, default=5000, help='synthetic: training images')
-    group.add_argument('--synthetic_test_size', type=int, default=1000, help='synthetic: test images')
-    group.add_argument('--synthetic_seed', type=int, default=0,
+    group.add_argument('--num_classes', type=bounded(int, 2), default=10, help='synthetic: number of classes')
+    group.add_argument('--synthetic_train_size', type=bounded(int, 1), default=5000, help='synthetic: training images')
+    group.add_argument('--synthetic_test_size', type=bounded(int, 1), default=1000, help='synthetic: test images')
+    group.add_argument('--synthetic_seed', type=bounded(int, 0), default=0,
                        help='synthetic: seed of the generated images (independent of the training --seed)')
     group.add_argument('--held_out_fraction', type=float, default=0.1,
                        help='folder without a test/ or val/ subfolder: fraction of each class held out for testing')
-    group.add_argument('--workers', '-workers', type=int, default=4,
+    group.add_argument('--workers', '-workers', type=bounded(int, 0), default=4,
                        help='imagenet: DataLoader processes decoding images')
     return group
 
@@ -97,9 +97,9 @@ def add_augmentation_arguments(parser, cutmix=True):
     """Cutout, and CutMix unless `cutmix` is False (scripts that never train leave it out)."""
     group = parser.add_argument_group('augmentation')
     group.add_argument('--cutout', action='store_true', help='zero a random square of every training image')
-    group.add_argument('--cutout_length', type=int, default=16, help='side of the cutout square in pixels')
+    group.add_argument('--cutout_length', type=bounded(int, 0), default=16, help='side of the cutout square in pixels')
     if cutmix:
-        group.add_argument('--cutmix_prob', type=float, default=0.0,
+        group.add_argument('--cutmix_prob', type=bounded(float, 0, 1), default=0.0,
                            help='probability that a training image gets a CutMix box from another (0: off)')
         group.add_argument('--cutmix_beta', type=float, default=1.0,
                            help='CutMix mixing ratio ~ Beta(beta, beta)')
@@ -127,13 +127,8 @@ def _check_data_arguments(args):
         (channels is not None and not _channels_fit(name, channels),
          (f'--in_channels {channels} does not fit --dataset {name}; folder takes 1, 3 or 4, synthetic any '
           f'positive number, and CIFAR and ImageNet have 3')),
-        (name == 'synthetic' and args.num_classes < 2, '--num_classes must be at least 2'),
-        (name == 'synthetic' and min(args.synthetic_train_size, args.synthetic_test_size) < 1,
-         '--synthetic_train_size and --synthetic_test_size must be at least 1'),
-        (name == 'synthetic' and args.synthetic_seed < 0, '--synthetic_seed must not be negative'),
         (name == 'folder' and not 0 < args.held_out_fraction < 1,
          f'--held_out_fraction {args.held_out_fraction} must lie strictly between 0 and 1'),
-        (args.workers < 0, '--workers must not be negative'),
     ]
     for failed, message in problems:
         if failed:
@@ -316,6 +311,20 @@ def _imagenet_transforms(image_size):
     return train, test
 
 
+class TolerantImageFolder(ImageFolder):
+    """ImageFolder that serves the next readable image, with a warning, in place of an unreadable one: a
+    folder of a million files is too large to check up front, and one bad file must not end an epoch."""
+
+    def __getitem__(self, index):
+        for offset in range(len(self)):
+            position = (index + offset) % len(self)
+            try:
+                return super().__getitem__(position)
+            except _UNREADABLE:
+                warnings.warn(f'skipped unreadable image file {self.samples[position][0]}', stacklevel=2)
+        raise UserError(f'{self.root} has no readable images')
+
+
 def _load_imagenet(args, root, image_size):
     train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
     if not (os.path.isdir(train_dir) and os.path.isdir(val_dir)):
@@ -323,8 +332,8 @@ def _load_imagenet(args, root, image_size):
                         f'{val_dir}/<class>/<image>, and {root} does not have both')
     train_transform, test_transform = _imagenet_transforms(image_size)
     try:
-        train = ImageFolder(train_dir, train_transform)
-        test = ImageFolder(val_dir, test_transform)
+        train = TolerantImageFolder(train_dir, train_transform)
+        test = TolerantImageFolder(val_dir, test_transform)
     except FileNotFoundError as error:  # ImageFolder's word for a folder without class folders or images
         raise UserError(f'{root} is not a usable ImageNet folder: {error}') from None
     if test.classes != train.classes:

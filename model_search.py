@@ -64,7 +64,9 @@ class MixedOp(nn.Module):
         C_mixed = C // partial_channels
         self._ops = nn.ModuleList(build_candidate(name, C_mixed, stride, spatial_size) for name in primitives)
         self._computed = [i for i, name in enumerate(primitives) if name != 'none']
-        self.pool = nn.MaxPool2d(2, 2) if stride == 2 and partial_channels > 1 else None
+        # Channels the ops skip pass through, pooled on stride-2 edges (with alpha-attention at K=1 there
+        # are none, but the pass-through is still the tensor the chosen channels are written into).
+        self.pool = nn.MaxPool2d(2, 2) if stride == 2 and (partial_channels > 1 or alpha_attention) else None
         self.channel_attention = AlphaChannelAttention(C, n_arch_ops or len(primitives)) if alpha_attention else None
 
     def mix(self, x, weights, active=None):

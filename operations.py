@@ -159,8 +159,8 @@ def resolve_primitives(spec):
     if unknown:
         raise UserError(f'unknown primitive {unknown[0]!r} in --primitives {spec!r}; use a search space '
                         f'({", ".join(SEARCH_SPACES)}) or op names from: {", ".join(OPS)}')
-    if not names:
-        raise UserError('--primitives is empty')
+    if not [name for name in names if name != 'none']:
+        raise UserError(f'--primitives {spec!r} has no op besides none; an edge needs at least one op to compute')
     if len(set(names)) != len(names):
         raise UserError(f'--primitives {spec!r} names an op twice')
     return names

@@ -21,7 +21,7 @@ IMAGENET_SIZES = dict(init_channels=48, layers=14)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Evaluate weights on a test set: top-1, top-5, loss, size.')
+    parser = utils.ArgumentParser(description='Evaluate weights on a test set: top-1, top-5, loss, size.')
     parser.add_argument('--model_path', required=True,
                         help="our checkpoint.pt (needs nothing else) or a bare state_dict such as weights.pt or "
                              "the weights DARTS, PC-DARTS and alpha-DARTS released")
@@ -30,14 +30,14 @@ def build_parser():
     arch.add_argument('--arch', help='published genotype name (default DARTS)')
     arch.add_argument('--arch_path', help='genotype.json')
     arch.add_argument('--genotype', '-genotype', help='genotype text')
-    arch.add_argument('--init_channels', type=int, help='initial channels (default 36; ImageNet 48)')
-    arch.add_argument('--layers', type=int, help='number of cells (default 20; ImageNet 14)')
+    arch.add_argument('--init_channels', type=utils.bounded(int, 2), help='initial channels (default 36; ImageNet 48)')
+    arch.add_argument('--layers', type=utils.bounded(int, 1), help='number of cells (default 20; ImageNet 14)')
     arch.add_argument('--auxiliary', action='store_true',
                       help='the weights include an auxiliary head (detected automatically)')
     run = parser.add_argument_group('run')
-    run.add_argument('--batch_size', type=int, default=96, help='batch size')
+    run.add_argument('--batch_size', type=utils.bounded(int, 1), default=96, help='batch size')
     run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
-    run.add_argument('--gpu', type=int, default=0, help='CUDA device index, as in DARTS')
+    run.add_argument('--gpu', type=utils.bounded(int, 0), default=0, help='CUDA device index, as in DARTS')
     run.add_argument('--output', help='where to write the results as JSON (default: test.json beside the weights)')
     utils.add_speed_arguments(parser, compile_option=True)
     return parser

@@ -4,7 +4,6 @@
     python train.py --dataset imagenet --data /imagenet --auxiliary --arch PC_DARTS_image
     python train.py --dataset synthetic --init_channels 8 --layers 5 --epochs 5   # offline demo
 """
-import argparse
 import time
 
 import torch
@@ -21,32 +20,39 @@ IMAGENET_DEFAULTS = dict(init_channels=48, layers=14, batch_size=128, learning_r
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Retrain a genotype from scratch and report test accuracy.')
+    parser = utils.ArgumentParser(description='Retrain a genotype from scratch and report test accuracy.')
     data.add_data_arguments(parser)
     data.add_augmentation_arguments(parser, cutmix=True)
     arch = parser.add_argument_group('architecture')
     arch.add_argument('--arch', default='DARTS', help='published genotype name (see genotypes.py)')
     arch.add_argument('--arch_path', help="genotype.json from a search (ours or Att-DARTS's)")
     arch.add_argument('--genotype', '-genotype', help='genotype text, e.g. the Genotype(...) line a search logs')
-    arch.add_argument('--init_channels', type=int, default=36, help='initial channels C (ImageNet: 48)')
-    arch.add_argument('--layers', type=int, default=20, help='number of cells (ImageNet: 14)')
+    arch.add_argument('--init_channels', type=utils.bounded(int, 2), default=36,
+                      help='initial channels C (ImageNet: 48)')
+    arch.add_argument('--layers', type=utils.bounded(int, 1), default=20, help='number of cells (ImageNet: 14)')
     arch.add_argument('--auxiliary', action='store_true', help='use the auxiliary tower')
-    arch.add_argument('--auxiliary_weight', type=float, default=0.4, help='weight of the auxiliary loss')
-    arch.add_argument('--drop_path_prob', type=float, default=0.2, help='final drop path probability')
+    arch.add_argument('--auxiliary_weight', type=utils.bounded(float, 0), default=0.4,
+                      help='weight of the auxiliary loss')
+    arch.add_argument('--drop_path_prob', type=utils.bounded(float, 0, 1), default=0.2,
+                      help='final drop path probability')
     opt = parser.add_argument_group('optimisation')
-    opt.add_argument('--batch_size', type=int, default=96, help='batch size (ImageNet: 128)')
-    opt.add_argument('--learning_rate', type=float, default=0.025, help='initial learning rate (ImageNet: 0.1)')
-    opt.add_argument('--learning_rate_min', type=float, default=0.0, help='final learning rate of the cosine schedule')
+    opt.add_argument('--batch_size', type=utils.bounded(int, 1), default=96, help='batch size (ImageNet: 128)')
+    opt.add_argument('--learning_rate', type=utils.bounded(float, 0), default=0.025,
+                     help='initial learning rate (ImageNet: 0.1)')
+    opt.add_argument('--learning_rate_min', type=utils.bounded(float, 0), default=0.0,
+                     help='final learning rate of the cosine schedule')
     opt.add_argument('--lr_scheduler', choices=['cosine', 'step'], default='cosine',
                      help='cosine to learning_rate_min, or multiply by --gamma every --decay_period epochs (ImageNet)')
-    opt.add_argument('--gamma', type=float, default=0.97, help='step schedule: decay factor')
-    opt.add_argument('--decay_period', type=int, default=1, help='step schedule: epochs between decays')
-    opt.add_argument('--momentum', type=float, default=0.9, help='SGD momentum')
-    opt.add_argument('--weight_decay', type=float, default=3e-4, help='weight decay (ImageNet: 3e-5)')
-    opt.add_argument('--label_smooth', type=float, default=0.0, help='label smoothing (ImageNet: 0.1)')
-    opt.add_argument('--grad_clip', type=float, default=5, help='gradient norm clipping')
-    opt.add_argument('--epochs', type=int, default=600, help='training epochs (ImageNet: 250)')
-    opt.add_argument('--warmup_epochs', type=int, default=0,
+    opt.add_argument('--gamma', type=utils.bounded(float, 0), default=0.97, help='step schedule: decay factor')
+    opt.add_argument('--decay_period', type=utils.bounded(int, 1), default=1,
+                     help='step schedule: epochs between decays')
+    opt.add_argument('--momentum', type=utils.bounded(float, 0), default=0.9, help='SGD momentum')
+    opt.add_argument('--weight_decay', type=utils.bounded(float, 0), default=3e-4, help='weight decay (ImageNet: 3e-5)')
+    opt.add_argument('--label_smooth', type=utils.bounded(float, 0, 1), default=0.0,
+                     help='label smoothing (ImageNet: 0.1)')
+    opt.add_argument('--grad_clip', type=utils.bounded(float, 0), default=5, help='gradient norm clipping')
+    opt.add_argument('--epochs', type=utils.bounded(int, 1), default=600, help='training epochs (ImageNet: 250)')
+    opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='linear learning-rate warm-up, for the large total batches of many processes')
     opt.add_argument('--sync_bn', action='store_true',
                      help='with torchrun on GPUs: BatchNorm statistics over the whole batch of all processes')
@@ -59,8 +65,9 @@ def resolve_arguments(parser, argv):
     """Command line over (resumed arguments or DARTS's ImageNet defaults) over parser defaults."""
     args, checkpoint = utils.resolve_arguments(
         parser, argv, 'train', lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
-    if args.init_channels < 2 or args.init_channels % 2 or args.layers < 1:
-        raise utils.UserError('--init_channels must be an even number of at least 2 and --layers at least 1')
+    if args.init_channels % 2:
+        raise utils.UserError(f'--init_channels must be an even number (factorized reductions halve it), '
+                              f'not {args.init_channels}')
     return args, checkpoint
 
 
@@ -150,6 +157,7 @@ def train(args, checkpoint, device, distributed):
         epoch, samples, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler,
                                                                precision, meters, distributed, args.seed)
         start_step = samples // samples_per_step
+        run.rewrite_metrics(history)
         logger.info('resumed from epoch %d, step %d (%d processes)', epoch, start_step, distributed.world_size)
     else:
         run.write_json('args.json', vars(args))

@@ -5,7 +5,6 @@
     python train_search.py --method pc_darts        # PC-DARTS
     python train_search.py --dataset synthetic --epochs 3 --layers 5 --init_channels 8   # offline demo
 """
-import argparse
 import time
 
 import torch
@@ -34,39 +33,45 @@ METHODS = {
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Search a cell with differentiable architecture search.')
+    parser = utils.ArgumentParser(description='Search a cell with differentiable architecture search.')
     parser.add_argument('--method', choices=sorted(METHODS), help='preset of a paper: ' + ', '.join(sorted(METHODS)))
     data.add_data_arguments(parser)
     data.add_augmentation_arguments(parser, cutmix=False)
     parser.add_argument('--train_portion', type=float, default=0.5, help='share of the training set that trains w; '
                         'the rest trains the architecture')
     space = parser.add_argument_group('search space')
-    space.add_argument('--init_channels', type=int, default=16, help='initial channels C')
-    space.add_argument('--layers', type=int, default=8, help='number of cells')
+    space.add_argument('--init_channels', type=utils.bounded(int, 1), default=16, help='initial channels C')
+    space.add_argument('--layers', type=utils.bounded(int, 1), default=8, help='number of cells')
     space.add_argument('--primitives', default='darts', help="'darts', 'alpha_darts' or a comma-separated op list")
-    space.add_argument('--partial_channels', type=int, default=1, help='PC-DARTS: search on 1/K of the channels')
+    space.add_argument('--partial_channels', type=utils.bounded(int, 1), default=1,
+                       help='PC-DARTS: search on 1/K of the channels')
     space.add_argument('--edge_norm', dest='edge_norm', action='store_const', const=True, default=None,
                        help='edge normalisation (default: on with partial channels)')
     space.add_argument('--no_edge_norm', dest='edge_norm', action='store_const', const=False,
                        help='no edge normalisation')
-    space.add_argument('--max_skip', type=int, help='derive at most this many skip_connect in the normal cell')
+    space.add_argument('--max_skip', type=utils.bounded(int, 0),
+                       help='derive at most this many skip_connect in the normal cell')
     space.add_argument('--location', choices=model_search.LOCATIONS, default='no_attention',
                        help='Att-DARTS: where attention is searched (after_every edge, at the cell end, both, '
                             'mixed_with_operation, double_mixed)')
     space.add_argument('--alpha_attention', action='store_true',
                        help='alpha-DARTS: channel attention, steered by the architecture, picks the searched channels')
     opt = parser.add_argument_group('optimisation')
-    opt.add_argument('--batch_size', type=int, default=64, help='batch size')
-    opt.add_argument('--learning_rate', type=float, default=0.025, help='initial learning rate of w')
-    opt.add_argument('--learning_rate_min', type=float, default=0.001, help='final learning rate of w (cosine)')
-    opt.add_argument('--momentum', type=float, default=0.9, help='SGD momentum of w')
-    opt.add_argument('--weight_decay', type=float, default=3e-4, help='weight decay of w')
-    opt.add_argument('--grad_clip', type=float, default=5, help='gradient norm clipping of w')
-    opt.add_argument('--epochs', type=int, default=50, help='search epochs')
+    opt.add_argument('--batch_size', type=utils.bounded(int, 1), default=64, help='batch size')
+    opt.add_argument('--learning_rate', type=utils.bounded(float, 0), default=0.025, help='initial learning rate of w')
+    opt.add_argument('--learning_rate_min', type=utils.bounded(float, 0), default=0.001,
+                     help='final learning rate of w (cosine)')
+    opt.add_argument('--momentum', type=utils.bounded(float, 0), default=0.9, help='SGD momentum of w')
+    opt.add_argument('--weight_decay', type=utils.bounded(float, 0), default=3e-4, help='weight decay of w')
+    opt.add_argument('--grad_clip', type=utils.bounded(float, 0), default=5, help='gradient norm clipping of w')
+    opt.add_argument('--epochs', type=utils.bounded(int, 1), default=50, help='search epochs')
     opt.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
-    opt.add_argument('--arch_learning_rate', type=float, default=3e-4, help='Adam learning rate of the architecture')
-    opt.add_argument('--arch_weight_decay', type=float, default=1e-3, help='Adam weight decay of the architecture')
-    opt.add_argument('--warmup_epochs', type=int, default=0, help='epochs with the architecture frozen')
+    opt.add_argument('--arch_learning_rate', type=utils.bounded(float, 0), default=3e-4,
+                     help='Adam learning rate of the architecture')
+    opt.add_argument('--arch_weight_decay', type=utils.bounded(float, 0), default=1e-3,
+                     help='Adam weight decay of the architecture')
+    opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
+                     help='epochs with the architecture frozen')
     architect_lib.add_discretization_arguments(parser)
     utils.add_speed_arguments(parser)
     utils.add_run_arguments(parser, default_seed=2)
@@ -178,6 +183,7 @@ def search(args, checkpoint, device, distributed):
         epoch, samples, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler, precision,
                                                                meters, distributed, args.seed)
         start_step = samples // samples_per_step
+        run.rewrite_metrics(history)
         logger.info('resumed from epoch %d, step %d (%d processes)', epoch, start_step, distributed.world_size)
     else:
         run.write_json('args.json', vars(args))

@@ -21,6 +21,30 @@ class UserError(ValueError):
     """A mistake in what the user asked for. Scripts print its message as one sentence and exit 2."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument gets one sentence (and a pointer to --help) instead of a usage block."""
+
+    def error(self, message):
+        print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)
+        sys.exit(2)
+
+
+def bounded(kind, low, high=None):
+    """An argparse type: a `kind` (int or float) from `low` to `high` inclusive; anything else is refused
+    with one sentence before the run starts (NaN included)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not {"an integer" if kind is int else "a number"}') from None
+        if not (value >= low and (high is None or value <= high)):
+            bounds = f'at least {low}' if high is None else f'between {low} and {high}'
+            raise argparse.ArgumentTypeError(f'must be {bounds}, not {text}')
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def run_cli(main):
     """Run a script's `main()`: a UserError becomes one line on stderr and exit status 2, no traceback."""
     try:
@@ -308,12 +332,17 @@ class NonFiniteLoss(UserError):
 
 
 class FiniteLossGuard:
-    """Remembers the first step whose loss was not finite without waiting for the device every step;
-    `check()` (at report time) raises with the epoch and step."""
+    """Remembers the first step whose loss was not finite without making the device wait. `poll()` after
+    each step stops the run at that step on the CPU, and on a GPU a step or two later, when an
+    asynchronous copy of the flag has landed; `check()` (at reports and the end of an epoch) waits for the
+    device and, in a distributed run, lets all ranks agree so that they stop together. Either names the
+    epoch and the first bad step, and nothing computed after it is ever saved."""
 
-    def __init__(self, epoch):
+    def __init__(self, epoch, distributed=None):
         self.epoch = epoch
+        self.distributed = distributed
         self.first_bad = None
+        self._in_flight = None  # (pinned host copy of first_bad, CUDA event marking its arrival)
 
     def update(self, loss, step):
         bad = ~torch.isfinite(loss.detach())
@@ -323,10 +352,34 @@ class FiniteLossGuard:
         else:
             self.first_bad = torch.where((self.first_bad < 0) & bad, step_tensor, self.first_bad)
 
-    def check(self, what='loss'):
-        if self.first_bad is not None and int(self.first_bad) >= 0:
-            raise NonFiniteLoss(f'the {what} became non-finite at epoch {self.epoch}, step {int(self.first_bad)}; '
-                                f'the run stopped and the last good checkpoint was kept (lower the learning rate?)')
+    def poll(self):
+        """Raise if the host can tell, without waiting, that a loss so far was non-finite."""
+        if self.first_bad is None:
+            return
+        if self.first_bad.device.type == 'cpu':
+            self._raise_if(int(self.first_bad))
+        elif self.first_bad.device.type == 'cuda':
+            if self._in_flight is not None and self._in_flight[1].query():
+                self._raise_if(int(self._in_flight[0]))
+                self._in_flight = None
+            if self._in_flight is None:
+                host = torch.empty((), dtype=torch.long, pin_memory=True)
+                host.copy_(self.first_bad, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record()
+                self._in_flight = (host, event)
+
+    def check(self):
+        local = -1 if self.first_bad is None else int(self.first_bad)
+        if self.distributed is not None and self.distributed.enabled:
+            bad = [step for step in self.distributed.gather(local) if step >= 0]
+            local = min(bad) if bad else -1
+        self._raise_if(local)
+
+    def _raise_if(self, step):
+        if step >= 0:
+            raise NonFiniteLoss(f'the loss became non-finite at epoch {self.epoch}, step {step}; the run '
+                                f'stopped and the last good checkpoint was kept (lower the learning rate?)')
 
 
 class StepMonitor:
@@ -334,13 +387,15 @@ class StepMonitor:
     a log line every `report_freq` steps, and whether a stop was requested."""
 
     def __init__(self, epoch, meters, stop, logger, report_freq, label, distributed):
-        self.guard = FiniteLossGuard(epoch)
+        self.guard = FiniteLossGuard(epoch, distributed)
         self.meters, self.stop, self.logger, self.report_freq, self.label = meters, stop, logger, report_freq, label
         self.distributed = distributed
 
     def after_step(self, step, loss, logits, targets):
         """Record the step; True when the loop should stop and save."""
         self.guard.update(loss, step)
+        if not self.distributed.enabled:
+            self.guard.poll()
         n = logits.size(0)
         self.meters['loss'].update(loss, n)
         self.meters['top1'].update(accuracy(logits, targets)[0], n)
@@ -403,10 +458,10 @@ def add_run_arguments(parser, default_seed):
     run.add_argument('--exp_path', help='use exactly this experiment folder instead')
     run.add_argument('--resume', nargs='?', const='', metavar='PATH',
                      help='continue from a checkpoint file or experiment folder (alone: the --exp_path folder)')
-    run.add_argument('--seed', type=int, default=default_seed, help='random seed')
+    run.add_argument('--seed', type=bounded(int, 0), default=default_seed, help='random seed')
     run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto (CUDA when there is one)')
-    run.add_argument('--gpu', type=int, default=0, help='CUDA device index, as in DARTS')
-    run.add_argument('--report_freq', type=int, default=50, help='log a line every N steps')
+    run.add_argument('--gpu', type=bounded(int, 0), default=0, help='CUDA device index, as in DARTS')
+    run.add_argument('--report_freq', type=bounded(int, 1), default=50, help='log a line every N steps')
     return run
 
 
@@ -475,6 +530,14 @@ class Run:
     def append_metrics(self, row):
         if self.distributed.is_main:
             append_jsonl(self.path('metrics.jsonl'), row)
+
+    def rewrite_metrics(self, history):
+        """On resume: metrics.jsonl as the checkpoint knows it, without rows of epochs it will redo."""
+        if self.distributed.is_main:
+            tmp = self.path('metrics.jsonl.tmp')
+            with open(tmp, 'w') as f:
+                f.writelines(json.dumps(row) + '\n' for row in history)
+            os.replace(tmp, self.path('metrics.jsonl'))
 
     def save(self, state, name='checkpoint.pt'):
         if self.distributed.is_main:

@@ -5,7 +5,6 @@
     python visualize.py --history search-EXP --animate    # alphas_*.png, progress.png, normal.gif, reduction.gif
     python visualize.py --summary DARTS_V2 --dataset cifar10,cifar100
 """
-import argparse
 import contextlib
 import importlib
 import io
@@ -28,7 +27,7 @@ STYLE = {'input': 'palegreen', 'node': 'lightsteelblue', 'bottleneck': 'lightsal
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Draw cells, the history of a search, or network sizes.')
+    parser = utils.ArgumentParser(description='Draw cells, the history of a search, or network sizes.')
     parser.add_argument('genotype', nargs='?',
                         help='genotype to draw: a published name, a genotype.json (or its search folder), or '
                              'Genotype(...) text')

@@ -69,8 +69,8 @@ def test_bad_arguments_are_user_errors(tmp_path):
         data.load_dataset(parse('--dataset', 'synthetic', '--image_size', 4))
     with pytest.raises(UserError, match='in_channels'):
         data.load_dataset(parse('--dataset', 'folder', '--data', tmp_path, '--in_channels', 2))
-    with pytest.raises(UserError, match='num_classes'):
-        data.load_dataset(parse('--dataset', 'synthetic', '--num_classes', 1))
+    with pytest.raises(SystemExit):
+        parse('--dataset', 'synthetic', '--num_classes', 1)
 
 
 # ----------------------------------------------------------------------------------------- CIFAR
@@ -478,3 +478,17 @@ def test_imagenet_folder_loader(tmp_path):
     assert next(iter(evaluation))[1].tolist() == [0, 0, 0, 1, 1, 1]
     with pytest.raises(UserError, match='train'):
         data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path / 'val'))
+
+
+def test_imagenet_folder_serves_the_next_image_for_an_unreadable_one(tmp_path):
+    for split in ('train', 'val'):
+        for name, colour in COLOURS.items():
+            os.makedirs(tmp_path / split / name)
+            Image.new('RGB', (20, 20), colour).save(tmp_path / split / name / '1.JPEG')
+    (tmp_path / 'val' / 'cat' / '0.JPEG').write_bytes(b'\xff\xd8 truncated')
+    _, test, _ = data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path, '--image_size', 16))
+    assert len(test) == 3
+    with pytest.warns(UserWarning, match=r'skipped unreadable image file .*cat.0\.JPEG'):
+        image, label = test[0]
+    readable, readable_label = test[1]
+    assert label == readable_label == 0 and torch.equal(image, readable)

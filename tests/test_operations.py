@@ -55,7 +55,8 @@ def test_search_spaces():
 
 @pytest.mark.parametrize('spec, message', [
     ('none,sep_conv_9x9', "unknown primitive 'sep_conv_9x9'"),
-    (',', 'empty'),
+    (',', 'no op besides none'),
+    ('none', 'no op besides none'),
     ('skip_connect,skip_connect', 'twice'),
 ])
 def test_bad_primitives(spec, message):

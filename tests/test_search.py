@@ -1,14 +1,12 @@
 """End-to-end searches with train_search.py on the synthetic dataset (CPU), and retraining their result."""
 import json
-import signal
-import time
 
 import pytest
 import torch
 
 import genotypes
 import utils
-from conftest import load_script, run_script
+from conftest import load_script
 
 train_search = load_script('train_search')
 train = load_script('train')
@@ -68,32 +66,6 @@ def test_pc_darts_preset_with_warmup_and_overrides(in_tmp):
     assert rows[0]['arch_weights'] == train_search.describe_architecture(initial)
     assert rows[1]['arch_weights'] != rows[0]['arch_weights']
     assert 'edges' in rows[0]['arch_weights']['normal']
-
-
-@pytest.mark.slow
-def test_interrupted_search_resumes_to_the_same_genotype_and_weights(in_tmp):
-    args = TINY + ['--epochs', '3', '--partial_channels', '2']
-    whole = run_script('train_search', args + ['--exp_path', 'whole'], in_tmp)
-    cut = run_script('train_search', args + ['--exp_path', 'cut'], in_tmp)
-    progress = in_tmp / 'cut' / 'metrics.jsonl'
-    deadline = time.time() + 300
-    while not (progress.exists() and progress.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.2)
-    cut.send_signal(signal.SIGTERM)
-    _, err = cut.communicate(timeout=300)
-    assert cut.returncode == 0, err
-    assert torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)['epoch'] < 3
-    resumed = run_script('train_search', ['--resume', str(in_tmp / 'cut' / 'checkpoint.pt')], in_tmp)
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err
-    _, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    assert (in_tmp / 'cut' / 'genotype.json').read_text() == (in_tmp / 'whole' / 'genotype.json').read_text()
-    expected = torch.load(in_tmp / 'whole' / 'checkpoint.pt', weights_only=True)['model']
-    actual = torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)['model']
-    for name in ('alphas_normal', 'alphas_reduce', 'betas_normal', 'betas_reduce'):
-        assert torch.equal(expected[name], actual[name]), name
-    assert all(torch.equal(expected[key], actual[key]) for key in expected)
 
 
 def test_bad_search_arguments_give_one_sentence(in_tmp):

@@ -128,10 +128,13 @@ def test_finite_loss_guard_names_the_first_bad_step():
     guard = utils.FiniteLossGuard(epoch=2)
     guard.update(torch.tensor(1.0), 0)
     guard.check()
+    guard.poll()
     guard.update(torch.tensor(float('nan')), 5)
     guard.update(torch.tensor(float('inf')), 6)
     with pytest.raises(utils.NonFiniteLoss, match='epoch 2, step 5'):
         guard.check()
+    with pytest.raises(utils.NonFiniteLoss, match='epoch 2, step 5'):
+        guard.poll()  # on the CPU the flag is visible at once
 
 
 def test_create_exp_dir_names_and_refuses_unwritable(tmp_path, monkeypatch):
