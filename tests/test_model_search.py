@@ -144,9 +144,10 @@ ALPHA_OPS = operations.SEARCH_SPACES['alpha_darts']
 
 
 @pytest.mark.parametrize('stride', [1, 2])
-def test_alpha_attention_searches_the_top_scored_channels_and_scales_the_rest(stride):
+@pytest.mark.parametrize('K', [4, 1])
+def test_alpha_attention_searches_the_top_scored_channels_and_scales_the_rest(stride, K):
     torch.manual_seed(0)
-    C, K = 16, 4
+    C = 16
     edge = MixedOp(C, stride, ALPHA_OPS, spatial_size=8, partial_channels=K, alpha_attention=True)
     seen = []
     for op in edge._ops:
