@@ -8,7 +8,6 @@ steps, and of the data loader on its own. Prints a table and writes JSON for BEN
 It reuses the scripts' own step functions, so it measures exactly what a run executes.
 """
 import argparse
-import os
 import platform
 import statistics
 import subprocess
@@ -162,9 +161,7 @@ def batch_sizes(text):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(folder):  # say so now, not after minutes of measuring
-        raise utils.UserError(f'cannot write --output {args.output}: {folder} is not a folder')
+    utils.check_output_folder(args.output, '--output')
     device = utils.get_device(args.device)
     if args.baseline:
         args.amp, args.channels_last, args.compile = 'off', False, False

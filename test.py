@@ -69,6 +69,8 @@ def describe_model(args, given, source):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.output:
+        utils.check_output_folder(args.output, '--output')
     given = utils.given_arguments(parser, argv)
     return utils.run_distributed(evaluate_weights, args, args, given)
 

@@ -159,6 +159,13 @@ def create_exp_dir(kind, save, exp_path=None):
     return path
 
 
+def check_output_folder(path, flag):
+    """Refuse an output file whose folder does not exist now, before minutes of work rather than after."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UserError(f'cannot write {flag} {path}: {folder} is not a folder')
+
+
 def write_json(path, obj):
     """Write JSON through a temporary file so that readers never see half a file."""
     tmp = f'{path}.tmp'
