@@ -559,7 +559,8 @@ def find_checkpoint(resume, exp_path):
     if os.path.isdir(path):
         path = os.path.join(path, 'checkpoint.pt')
     if not os.path.isfile(path):
-        raise UserError(f'there is no checkpoint at {path}')
+        raise UserError(f'there is no checkpoint at {path}; a run stopped before its first epoch ended has none '
+                        f'and starts again without --resume')
     return path
 
 

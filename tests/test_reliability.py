@@ -307,6 +307,8 @@ BAD_ARGUMENTS = [
     (train_search, ['--max_skip', '-1'], 'argument --max_skip: must be at least 0'),
     (test, ['--model_path', 'missing.pt'], 'missing.pt does not exist'),
     (train, ['--resume'], '--resume needs a checkpoint file or an experiment folder'),
+    (train_search, ['--resume', 'a_file_folder'], 'there is no checkpoint at a_file_folder/checkpoint.pt; a run '
+                                                  'stopped before its first epoch ended has none'),
 ]
 
 
@@ -314,6 +316,7 @@ BAD_ARGUMENTS = [
                          ids=[f'{s.__name__[7:]}-{"-".join(a[-2:])}' for s, a, _ in BAD_ARGUMENTS])
 def test_bad_arguments_give_one_sentence_and_exit_2(script, argv, expected, in_tmp, capsys):
     (in_tmp / 'a_file').write_text('')
+    (in_tmp / 'a_file_folder').mkdir()
     torch.save(train.model_lib.NetworkCIFAR(4, 10, 3, False, genotypes.DARTS_V2).state_dict(), in_tmp / 'w.pt')
     assert_one_sentence(script, argv, capsys, expected)
     assert not list(in_tmp.glob('eval-*')) and not list(in_tmp.glob('search-*')), 'no folder for a refused run'
