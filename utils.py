@@ -472,12 +472,23 @@ def add_run_arguments(parser, default_seed):
     return run
 
 
+# What may change when a run resumes: where the data lies, where and how fast the run goes, how often it
+# reports. Everything else (sizes, data, epochs, optimiser, schedules, seed) was built into the checkpoint.
+RESUME_OVERRIDES = ('data', 'workers', 'device', 'gpu', 'amp', 'channels_last', 'compile', 'sync_bn', 'report_freq')
+
+
 def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
-    """(args, checkpoint or None). On --resume the saved arguments return, with what the command line
-    gives on top; otherwise `presets(args)` (a method's or a dataset's defaults) fill what it leaves out."""
+    """(args, checkpoint or None). On --resume the saved arguments return, with RESUME_OVERRIDES from
+    the command line on top; otherwise `presets(args)` (a method's or a dataset's defaults) fill what the
+    command line leaves out."""
     args = parser.parse_args(argv)
     given = given_arguments(parser, argv)
     if args.resume is not None:
+        fixed = sorted(set(given) - set(RESUME_OVERRIDES) - {'resume', 'exp_path'})
+        if fixed:
+            allowed = ', '.join(f'--{name}' for name in RESUME_OVERRIDES if name in vars(args))
+            raise UserError(f'--{fixed[0]} cannot change when resuming, because the checkpoint was built with it; '
+                            f'beside --resume give only {allowed}, or start a new run')
         path = find_checkpoint(args.resume, args.exp_path)
         checkpoint = load_checkpoint(path)
         if not isinstance(checkpoint, dict) or checkpoint.get('kind') != kind:

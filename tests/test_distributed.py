@@ -84,10 +84,26 @@ def test_two_processes_search_with_averaged_gradients(in_tmp):
                                                      'metrics.jsonl']
     assert [row['epoch'] for row in rows(in_tmp / 'search')] == [0, 1]
     assert rows(in_tmp / 'search')[-1]['valid_top1'] > 25.0
+
+
+@pytest.mark.slow
+def test_a_search_of_two_processes_resumes_in_one(in_tmp):
+    args = SYNTHETIC + ['--synthetic_train_size', '256', '--num_classes', '4', '--batch_size', '16', '--epochs', '4',
+                        '--partial_channels', '2', '--exp_path', 'search']
+    process = torchrun('train_search', args, in_tmp)
+    metrics = in_tmp / 'search' / 'metrics.jsonl'
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=300)
+    saved = torch.load(in_tmp / 'search' / 'checkpoint.pt', weights_only=True)
+    assert (saved['epoch'], saved['samples']) < (4, 0) and len(saved['rng']) == 2
     # Both ranks took the same architecture steps: rank 1's copy is not saved, but a resumed run in one
     # process continues from rank 0's and finishes.
-    finish(run_script('train_search', ['--resume', 'search', '--epochs', '3'], in_tmp))
-    assert [row['epoch'] for row in rows(in_tmp / 'search')] == [0, 1, 2]
+    finish(run_script('train_search', ['--resume', 'search'], in_tmp))
+    assert [row['epoch'] for row in rows(in_tmp / 'search')] == [0, 1, 2, 3]
+    assert (in_tmp / 'search' / 'genotype.json').is_file()
 
 
 def write_imagenet_folder(root):

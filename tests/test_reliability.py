@@ -307,6 +307,7 @@ BAD_ARGUMENTS = [
     (train_search, ['--max_skip', '-1'], 'argument --max_skip: must be at least 0'),
     (test, ['--model_path', 'missing.pt'], 'missing.pt does not exist'),
     (train, ['--resume'], '--resume needs a checkpoint file or an experiment folder'),
+    (train, ['--resume', 'a_file_folder', '--learning_rate', '0.01'], '--learning_rate cannot change when resuming'),
     (train_search, ['--resume', 'a_file_folder'], 'there is no checkpoint at a_file_folder/checkpoint.pt; a run '
                                                   'stopped before its first epoch ended has none'),
 ]
