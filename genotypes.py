@@ -288,20 +288,21 @@ def parse_genotype(source):
         return genotype_from_text(text)
     if text.startswith(('{', '[')):
         return genotype_from_json_text(text)
+    shown = text if text.isprintable() else repr(text)  # messages stay one line whatever the name holds
     if os.path.isfile(text):
         try:
             with open(text, encoding='utf-8') as f:
                 content = f.read()
         except (OSError, UnicodeDecodeError) as error:
-            raise GenotypeError(f'cannot read genotype file {text} ({error})') from None
+            raise GenotypeError(f'cannot read genotype file {shown} ({error})') from None
         content = content.strip()
         if content.startswith(('{', '[')):
-            return genotype_from_json_text(content, origin=text)
+            return genotype_from_json_text(content, origin=shown)
         if content.startswith('Genotype'):
             return genotype_from_text(content)
-        raise GenotypeError(f'{text} holds neither genotype JSON nor a Genotype(...) text')
+        raise GenotypeError(f'{shown} holds neither genotype JSON nor a Genotype(...) text')
     if text.endswith('.json') or os.sep in text:
-        raise GenotypeError(f'genotype file {text} does not exist')
+        raise GenotypeError(f'genotype file {shown} does not exist')
     close = difflib.get_close_matches(text, GENOTYPES, n=1, cutoff=0.6)
     hint = f' (did you mean {close[0]}?)' if close else ''
     raise GenotypeError(f'unknown genotype {text[:60]!r}{hint}; use one of {", ".join(GENOTYPES)}, a genotype.json '

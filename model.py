@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from attention import build_attention
 from operations import OPS, FactorizedReduce, Identity, ReLUConvBN
+from utils import UserError
 
 
 def drop_path(x, drop_prob):
@@ -165,6 +166,9 @@ class NetworkImageNet(_Network):
 
     def __init__(self, C, num_classes, layers, auxiliary, genotype, in_channels=3, image_size=224):
         super().__init__()
+        if C % 2:  # the first cell's factorized reduction splits C in halves
+            raise UserError(f'the ImageNet network (used from --image_size 128 up) needs an even --init_channels, '
+                            f'not {C}')
         self._layers = layers
         self._auxiliary = auxiliary
         self.drop_path_prob = 0.0

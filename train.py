@@ -63,12 +63,8 @@ def build_parser():
 
 def resolve_arguments(parser, argv):
     """Command line over (resumed arguments or DARTS's ImageNet defaults) over parser defaults."""
-    args, checkpoint = utils.resolve_arguments(
-        parser, argv, 'train', lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
-    if args.init_channels % 2:
-        raise utils.UserError(f'--init_channels must be an even number (factorized reductions halve it), '
-                              f'not {args.init_channels}')
-    return args, checkpoint
+    return utils.resolve_arguments(parser, argv, 'train',
+                                   lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
 
 
 def choose_genotype(args):
@@ -151,16 +147,8 @@ def train(args, checkpoint, device, distributed):
     scheduler = build_scheduler(optimizer, args)
     samples_per_step = args.batch_size * distributed.world_size
 
-    epoch, start_step, history = 0, 0, []
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-    if checkpoint is not None:
-        epoch, samples, history = utils.restore_training_state(checkpoint, net, {'w': optimizer}, scheduler,
-                                                               precision, meters, distributed, args.seed)
-        start_step = samples // samples_per_step
-        run.rewrite_metrics(history)
-        logger.info('resumed from epoch %d, step %d (%d processes)', epoch, start_step, distributed.world_size)
-    else:
-        run.write_json('args.json', vars(args))
+    epoch, start_step, history = run.begin(args, checkpoint, net, {'w': optimizer}, scheduler, precision, meters)
     logger.info('genotype = %s', genotypes.genotype_repr(genotype))
     logger.info('param size = %.6f MB; %d process(es) of batch %d', utils.count_parameters_in_MB(net),
                 distributed.world_size, args.batch_size)

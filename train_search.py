@@ -176,17 +176,9 @@ def search(args, checkpoint, device, distributed):
                                         args.arch_weight_decay, distributed.average)
     samples_per_step = args.batch_size * distributed.world_size
 
-    epoch, start_step, history = 0, 0, []
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
     optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
-    if checkpoint is not None:
-        epoch, samples, history = utils.restore_training_state(checkpoint, model, optimizers, scheduler, precision,
-                                                               meters, distributed, args.seed)
-        start_step = samples // samples_per_step
-        run.rewrite_metrics(history)
-        logger.info('resumed from epoch %d, step %d (%d processes)', epoch, start_step, distributed.world_size)
-    else:
-        run.write_json('args.json', vars(args))
+    epoch, start_step, history = run.begin(args, checkpoint, model, optimizers, scheduler, precision, meters)
     logger.info('search space: %s; supernet %.3f M parameters; %d process(es) of batch %d',
                 ', '.join(model.op_names), utils.count_parameters_in_MB(model), distributed.world_size,
                 args.batch_size)

@@ -166,13 +166,16 @@ def check_output_folder(path, flag):
         raise UserError(f'cannot write {flag} {path}: {folder} is not a folder')
 
 
-def write_json(path, obj):
-    """Write JSON through a temporary file so that readers never see half a file."""
+def write_text_atomically(path, text):
+    """Write through a temporary file renamed over the old one, so that readers never see half a file."""
     tmp = f'{path}.tmp'
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-        f.write('\n')
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path, obj):
+    write_text_atomically(path, json.dumps(obj, indent=2) + '\n')
 
 
 def append_jsonl(path, row):
@@ -549,13 +552,19 @@ class Run:
         if self.distributed.is_main:
             append_jsonl(self.path('metrics.jsonl'), row)
 
-    def rewrite_metrics(self, history):
-        """On resume: metrics.jsonl as the checkpoint knows it, without rows of epochs it will redo."""
+    def begin(self, args, checkpoint, model, optimizers, scheduler, precision, meters):
+        """(epoch, step, history) to start from: those of `checkpoint`, with metrics.jsonl cut back to the
+        epochs it holds (redone epochs must not appear twice), or a fresh start that records args.json."""
+        if checkpoint is None:
+            self.write_json('args.json', vars(args))
+            return 0, 0, []
+        epoch, samples, history = restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters,
+                                                         self.distributed, args.seed)
+        step = samples // (args.batch_size * self.distributed.world_size)
         if self.distributed.is_main:
-            tmp = self.path('metrics.jsonl.tmp')
-            with open(tmp, 'w') as f:
-                f.writelines(json.dumps(row) + '\n' for row in history)
-            os.replace(tmp, self.path('metrics.jsonl'))
+            write_text_atomically(self.path('metrics.jsonl'), ''.join(json.dumps(row) + '\n' for row in history))
+        self.logger.info('resumed from epoch %d, step %d (%d processes)', epoch, step, self.distributed.world_size)
+        return epoch, step, history
 
     def save(self, state, name='checkpoint.pt'):
         if self.distributed.is_main:

@@ -1,7 +1,10 @@
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -33,6 +36,34 @@ def run_script(name, args, cwd, **kwargs):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', **kwargs.pop('env', {})}
     return subprocess.Popen([sys.executable, os.path.join(ROOT, f'{name}.py'), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for_log(path, pattern, process, after=0, timeout=300):
+    """Index of the first line of `path` from line `after` on that matches `pattern`; fails if `process`
+    ends first."""
+    regex = re.compile(pattern)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        for index in range(after, len(lines)):
+            if regex.search(lines[index]):
+                return index
+        if process.poll() is not None:
+            raise AssertionError(f'the run ended before {pattern!r} appeared: {process.communicate()[1][-2000:]}')
+        time.sleep(0.05)
+    raise AssertionError(f'{pattern!r} did not appear in {path} within {timeout}s')
+
+
+def finish(process, timeout=600):
+    """Wait for a process from `run_script` to end successfully; returns its stdout."""
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return out
+
+
+def metrics(folder):
+    """The rows of a run folder's metrics.jsonl."""
+    return [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
 
 
 @pytest.fixture

@@ -458,12 +458,17 @@ def test_folder_without_test_split_holds_out_a_fraction_per_class(tmp_path):
 
 # ----------------------------------------------------------------------------------------- ImageNet
 
-def test_imagenet_folder_loader(tmp_path):
+def write_imagenet(root, count, size):
+    """train/ and val/ with `count` plain-coloured JPEGs per class, named 0.JPEG, 1.JPEG, ..."""
     for split in ('train', 'val'):
         for name, colour in COLOURS.items():
-            os.makedirs(tmp_path / split / name)
-            for index in range(3):
-                Image.new('RGB', (48, 40), colour).save(tmp_path / split / name / f'{index}.JPEG')
+            os.makedirs(root / split / name)
+            for index in range(count):
+                Image.new('RGB', size, colour).save(root / split / name / f'{index}.JPEG')
+
+
+def test_imagenet_folder_loader(tmp_path):
+    write_imagenet(tmp_path, 3, (48, 40))
     train, test, info = data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path, '--image_size', 32))
     assert (len(train), len(test), info.num_classes, info.image_size) == (6, 6, 2, 32)
     for workers in (0, 1):
@@ -481,13 +486,10 @@ def test_imagenet_folder_loader(tmp_path):
 
 
 def test_imagenet_folder_serves_the_next_image_for_an_unreadable_one(tmp_path):
-    for split in ('train', 'val'):
-        for name, colour in COLOURS.items():
-            os.makedirs(tmp_path / split / name)
-            Image.new('RGB', (20, 20), colour).save(tmp_path / split / name / '1.JPEG')
+    write_imagenet(tmp_path, 2, (20, 20))
     (tmp_path / 'val' / 'cat' / '0.JPEG').write_bytes(b'\xff\xd8 truncated')
     _, test, _ = data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path, '--image_size', 16))
-    assert len(test) == 3
+    assert len(test) == 4  # the unreadable file still counts as a sample
     with pytest.warns(UserWarning, match=r'skipped unreadable image file .*cat.0\.JPEG'):
         image, label = test[0]
     readable, readable_label = test[1]

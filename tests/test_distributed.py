@@ -4,14 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, load_script, run_script
+from conftest import ROOT, finish, load_script, metrics, run_script, wait_for_log
 
 test_script = load_script('test')
 
@@ -27,16 +26,6 @@ def torchrun(script, args, cwd, processes=2):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(process, timeout=600):
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err[-3000:]
-    return out
-
-
-def rows(folder):
-    return [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_total_batch(in_tmp):
     finish(torchrun('train', SYNTHETIC + ['--batch_size', '32', '--epochs', '3', '--exp_path', 'two'], in_tmp))
@@ -46,7 +35,7 @@ def test_two_processes_train_like_one_with_the_same_total_batch(in_tmp):
                                                   'weights.pt']
     log = (in_tmp / 'two' / 'log.txt').read_text()
     assert log.count('epoch 2 lr') == 1 and '2 process(es) of batch 32' in log
-    two, one = rows(in_tmp / 'two'), rows(in_tmp / 'one')
+    two, one = metrics(in_tmp / 'two'), metrics(in_tmp / 'one')
     assert [row['epoch'] for row in two] == [0, 1, 2]
     print(f"held-out accuracy: 2 processes {two[-1]['test_top1']:.2f}, 1 process {one[-1]['test_top1']:.2f}")
     assert abs(two[-1]['test_top1'] - one[-1]['test_top1']) <= 10.0 and two[-1]['test_top1'] > 50.0
@@ -58,19 +47,22 @@ def test_two_processes_train_like_one_with_the_same_total_batch(in_tmp):
     assert both['top1'] == pytest.approx(single['top1']) and both['top1'] == pytest.approx(two[-1]['test_top1'])
 
 
-@pytest.mark.slow
-def test_a_checkpoint_of_two_processes_resumes_in_one(in_tmp):
-    process = torchrun('train', SYNTHETIC + ['--batch_size', '32', '--epochs', '4', '--exp_path', 'run'], in_tmp)
-    metrics = in_tmp / 'run' / 'metrics.jsonl'
-    deadline = time.time() + 300
-    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.2)
+def stop_after_an_epoch(script, args, folder):
+    """Run `script` in two processes and SIGTERM it once an epoch is done; returns the checkpoint it saved."""
+    process = torchrun(script, args, folder.parent)
+    wait_for_log(folder / 'metrics.jsonl', r'"epoch": 0', process)
     process.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers
     process.communicate(timeout=300)
-    saved = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=True)
+    return torch.load(folder / 'checkpoint.pt', weights_only=True)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_processes_resumes_in_one(in_tmp):
+    saved = stop_after_an_epoch('train', SYNTHETIC + ['--batch_size', '32', '--epochs', '4', '--exp_path', 'run'],
+                                in_tmp / 'run')
     assert (saved['epoch'], saved['samples']) < (4, 0) and len(saved['rng']) == 2
     finish(run_script('train', ['--resume', 'run'], in_tmp))
-    assert [row['epoch'] for row in rows(in_tmp / 'run')] == [0, 1, 2, 3]
+    assert [row['epoch'] for row in metrics(in_tmp / 'run')] == [0, 1, 2, 3]
     assert 'resumed from epoch' in (in_tmp / 'run' / 'log.txt').read_text()
 
 
@@ -82,27 +74,20 @@ def test_two_processes_search_with_averaged_gradients(in_tmp):
     assert sorted(os.listdir(in_tmp)) == ['search']
     assert sorted(os.listdir(in_tmp / 'search')) == ['args.json', 'checkpoint.pt', 'genotype.json', 'log.txt',
                                                      'metrics.jsonl']
-    assert [row['epoch'] for row in rows(in_tmp / 'search')] == [0, 1]
-    assert rows(in_tmp / 'search')[-1]['valid_top1'] > 25.0
+    assert [row['epoch'] for row in metrics(in_tmp / 'search')] == [0, 1]
+    assert metrics(in_tmp / 'search')[-1]['valid_top1'] > 25.0
 
 
 @pytest.mark.slow
 def test_a_search_of_two_processes_resumes_in_one(in_tmp):
     args = SYNTHETIC + ['--synthetic_train_size', '256', '--num_classes', '4', '--batch_size', '16', '--epochs', '4',
                         '--partial_channels', '2', '--exp_path', 'search']
-    process = torchrun('train_search', args, in_tmp)
-    metrics = in_tmp / 'search' / 'metrics.jsonl'
-    deadline = time.time() + 300
-    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=300)
-    saved = torch.load(in_tmp / 'search' / 'checkpoint.pt', weights_only=True)
+    saved = stop_after_an_epoch('train_search', args, in_tmp / 'search')
     assert (saved['epoch'], saved['samples']) < (4, 0) and len(saved['rng']) == 2
     # Both ranks took the same architecture steps: rank 1's copy is not saved, but a resumed run in one
     # process continues from rank 0's and finishes.
     finish(run_script('train_search', ['--resume', 'search'], in_tmp))
-    assert [row['epoch'] for row in rows(in_tmp / 'search')] == [0, 1, 2, 3]
+    assert [row['epoch'] for row in metrics(in_tmp / 'search')] == [0, 1, 2, 3]
     assert (in_tmp / 'search' / 'genotype.json').is_file()
 
 

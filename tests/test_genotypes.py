@@ -104,6 +104,7 @@ def test_genotype_with_bottleneck_roundtrips(tmp_path):
 MALFORMED = [
     ('DARTS_V3', 'did you mean DARTS_V2'),
     ('missing.json', 'does not exist'),
+    ('runs/\nmissing.json', "genotype file 'runs/\\nmissing.json' does not exist"),
     ("Genotype(normal=[('sep_conv_9x9', 0), ('sep_conv_3x3', 1)], normal_concat=[2], "
      "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], reduce_concat=[2])", "unknown op 'sep_conv_9x9'"),
     ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 2)], normal_concat=[2], "

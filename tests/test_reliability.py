@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import genotypes
 import utils
-from conftest import ROOT, load_script, run_script
+from conftest import ROOT, finish, load_script, metrics, run_script, wait_for_log
 from test_data import CIFAR10_TRAIN, write_cifar
 
 train = load_script('train')
@@ -39,28 +39,6 @@ QUICK = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size
          '--report_freq', '1000']
 
 
-def wait_for_log(path, pattern, process, after=0, timeout=300):
-    """Index of the first line of `path` from line `after` on that matches `pattern`; fails if `process`
-    ends first."""
-    regex = re.compile(pattern)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        lines = path.read_text().splitlines() if path.exists() else []
-        for index in range(after, len(lines)):
-            if regex.search(lines[index]):
-                return index
-        if process.poll() is not None:
-            raise AssertionError(f'the run ended before {pattern!r} appeared: {process.communicate()[1][-2000:]}')
-        time.sleep(0.05)
-    raise AssertionError(f'{pattern!r} did not appear in {path} within {timeout}s')
-
-
-def finish(process):
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err[-3000:]
-    return out
-
-
 def checkpoint(folder):
     return torch.load(folder / 'checkpoint.pt', weights_only=True)
 
@@ -79,10 +57,6 @@ def assert_same_tensors(expected, actual, where=''):
         assert torch.equal(expected, actual), where
     else:
         assert expected == actual, where
-
-
-def metrics(folder):
-    return [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
 
 
 def interrupt_twice(script, flags, folder, step_label, first_step, second_step, second_signal):
@@ -373,7 +347,9 @@ def fuzz_folder(tmp_path_factory):
     os.chdir(previous)
 
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomized, so that CI sees the same examples on every run (a random run found the newline case).
+FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ

@@ -6,7 +6,7 @@ import torch
 
 import genotypes
 import utils
-from conftest import load_script
+from conftest import load_script, metrics
 
 train_search = load_script('train_search')
 train = load_script('train')
@@ -15,10 +15,6 @@ train = load_script('train')
 TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '384', '--synthetic_test_size',
         '64', '--num_classes', '4', '--init_channels', '4', '--layers', '3', '--batch_size', '32',
         '--device', 'cpu', '--report_freq', '1000']
-
-
-def metrics(folder):
-    return [json.loads(line) for line in (folder / 'metrics.jsonl').read_text().splitlines()]
 
 
 @pytest.mark.slow

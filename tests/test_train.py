@@ -1,12 +1,11 @@
 """End-to-end runs of train.py and test.py on the synthetic dataset (CPU)."""
 import json
 import signal
-import time
 
 import pytest
 import torch
 
-from conftest import load_script, run_script
+from conftest import load_script, run_script, wait_for_log
 
 train = load_script('train')
 test = load_script('test')
@@ -43,10 +42,7 @@ def test_train_learns_synthetic_data_and_test_reproduces_it(in_tmp):
 def test_sigterm_saves_and_resume_ends_with_the_uninterrupted_weights(in_tmp):
     whole = run_script('train', TINY + ['--exp_path', 'whole'], in_tmp)
     interrupted = run_script('train', TINY + ['--exp_path', 'cut'], in_tmp)
-    metrics = in_tmp / 'cut' / 'metrics.jsonl'
-    deadline = time.time() + 300
-    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
-        time.sleep(0.2)
+    wait_for_log(in_tmp / 'cut' / 'metrics.jsonl', r'"epoch": 0', interrupted)
     interrupted.send_signal(signal.SIGTERM)
     out, err = interrupted.communicate(timeout=300)
     assert interrupted.returncode == 0, err
@@ -95,8 +91,9 @@ def test_genotype_flags_and_their_errors(in_tmp):
         train.main(['--arch_path', 'missing.json', '--dataset', 'synthetic'])
     with pytest.raises(train.utils.UserError, match='unknown genotype'):
         train.main(['--arch', 'NoSuchNet', '--dataset', 'synthetic'])
-    with pytest.raises(train.utils.UserError, match='--init_channels must be an even number'):
-        train.main(['--init_channels', '7', '--dataset', 'synthetic'])
+    with pytest.raises(train.utils.UserError, match='needs an even --init_channels, not 7'):
+        train.main(['--init_channels', '7', '--dataset', 'synthetic', '--image_size', '128',
+                    '--synthetic_train_size', '8', '--synthetic_test_size', '8', '--device', 'cpu'])
 
 
 def test_test_py_names_mismatching_keys(in_tmp):
