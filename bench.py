@@ -85,7 +85,7 @@ def search_case(method, extra, sizes, args, device, precision):
              '--layers', str(sizes['search_layers']), '--amp', 'off'] + extra
     if args.tiny:
         flags += ['--batch_size', '8']
-    search_args, _ = resolve_arguments(build_search_parser(), flags)
+    search_args, _, _ = resolve_arguments(build_search_parser(), flags)
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
     model = build_model(search_args, info).to(device, memory_format=precision.memory_format)
     objective = architect_lib.SearchObjective.from_args(model, search_args, precision)
@@ -204,7 +204,7 @@ def main(argv=None):
               'baseline': args.baseline, 'amp': str(precision.dtype), 'channels_last': precision.channels_last,
               'compile': bool(args.compile), 'sizes': sizes, 'results': results}
     utils.write_json(args.output, report)
-    print(f'written to {args.output}')
+    print(f'wrote {args.output}')
     return report
 
 

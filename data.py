@@ -240,9 +240,11 @@ def _cifar_folder(root, cifar):
                             f'the extracted folder {cifar.folder} into {root}')
         extract_archive(archive, root)
     else:
+        created = not os.path.exists(root)
         try:
             download_and_extract_archive(cifar.url, root, filename=cifar.archive, md5=cifar.md5)
         except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum a RuntimeError
+            _remove_failed_download(root, archive, created)
             raise UserError(f'{cifar.title} is not in {root} and could not be downloaded (no network? '
                             f'{str(error)[:100]}); put {cifar.archive} or its extracted folder '
                             f'{cifar.folder} into {root}') from None
@@ -250,6 +252,14 @@ def _cifar_folder(root, cifar):
         raise UserError(f'{archive} does not hold the folder {cifar.folder}; is it the {cifar.title} '
                         f'python archive?')
     return folder
+
+
+def _remove_failed_download(root, archive, created):
+    """Leave nothing behind that looks like data: the partial archive, and the folder if the download made it."""
+    if os.path.isfile(archive):
+        os.remove(archive)
+    if created and os.path.isdir(root) and not os.listdir(root):
+        os.rmdir(root)
 
 
 def _read_cifar_batch(path, cifar):

@@ -206,6 +206,23 @@ def network_kind(dataset, image_size):
     return 'imagenet' if dataset == 'imagenet' or image_size >= 128 else 'cifar'
 
 
+def sizes_from_weights(state_dict):
+    """What a bare state_dict tells of its network by its keys and shapes: kind, C, layers, auxiliary,
+    num_classes, in_channels (None for what it does not show)."""
+    layers = 1 + max((int(key.split('.')[1]) for key in state_dict if key.startswith('cells.')), default=-1)
+    sizes = dict(kind=None, C=None, layers=layers or None, num_classes=None, in_channels=None,
+                 auxiliary=any(key.startswith('auxiliary_head.') for key in state_dict))
+    if 'stem.0.weight' in state_dict:  # CIFAR's stem: 3C channels
+        stem = state_dict['stem.0.weight'].shape
+        sizes.update(kind='cifar', C=stem[0] // 3, in_channels=stem[1])
+    elif 'stem0.3.weight' in state_dict and 'stem0.0.weight' in state_dict:  # ImageNet's: C/2, then C
+        sizes.update(kind='imagenet', C=state_dict['stem0.3.weight'].shape[0],
+                     in_channels=state_dict['stem0.0.weight'].shape[1])
+    if 'classifier.weight' in state_dict:
+        sizes['num_classes'] = state_dict['classifier.weight'].shape[0]
+    return sizes
+
+
 def build_network(config, genotype):
     """A network from a config dict (as stored in checkpoints): kind, C, num_classes, layers, auxiliary,
     in_channels, image_size."""

@@ -44,27 +44,40 @@ def build_parser():
 
 
 def describe_model(args, given, source):
-    """(network config, genotype, data flags) for the weights: from our checkpoint, from the run folder
-    that holds a bare weights.pt, or from the flags."""
+    """(network config, genotype, data flags, what to tell the user) for the weights: from our checkpoint,
+    from the run folder that holds a bare weights.pt, or from the flags; sizes no flag gives are read from
+    the weights' shapes."""
     if isinstance(source, dict) and source.get('kind') == 'train':
         saved_args = source['args']
-        return source['network'], genotypes.parse_genotype(json.dumps(source['genotype'])), saved_args
+        return (source['network'], genotypes.parse_genotype(json.dumps(source['genotype'])), saved_args,
+                'the cell and sizes stored in the checkpoint')
     run_args_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), 'args.json')
     saved_args = {}
     if os.path.isfile(run_args_path):
         with open(run_args_path) as f:
             saved_args = json.load(f)
     merged = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items() if k not in given}})
+    shapes = model_lib.sizes_from_weights(utils.normalise_keys(utils.extract_state_dict(source)))
+    known = {'init_channels': shapes['C'], 'layers': shapes['layers'], 'num_classes': shapes['num_classes'],
+             'in_channels': shapes['in_channels']}
+    data_keys = ('num_classes', 'in_channels')  # flags of the synthetic dataset; the others' data fix them
+    read = [key for key, value in known.items() if value and key not in given and key not in saved_args
+            and (key not in data_keys or merged.dataset == 'synthetic')]
+    for key in read:
+        setattr(merged, key, known[key])
     sizes = IMAGENET_SIZES if merged.dataset == 'imagenet' else CIFAR_SIZES
     for key, value in sizes.items():
         if getattr(merged, key) is None:
             setattr(merged, key, value)
-    genotype = genotypes.parse_genotype(merged.genotype or merged.arch_path or merged.arch or 'DARTS')
-    keys = utils.extract_state_dict(source)
-    auxiliary = merged.auxiliary or any('auxiliary_head' in key for key in keys)
+    source_flag = merged.genotype or merged.arch_path or merged.arch
+    genotype = genotypes.parse_genotype(source_flag or 'DARTS')
+    auxiliary = merged.auxiliary or shapes['auxiliary']
     config = dict(C=merged.init_channels, layers=merged.layers, auxiliary=auxiliary)
-    return config, genotype, vars(merged)
-
+    told = f'C {merged.init_channels}, {merged.layers} cells{", auxiliary head" if auxiliary else ""}'
+    told += f', with {", ".join("--" + key for key in read)} read from the weights\' shapes' if read else ''
+    if not source_flag:
+        told += '; the cell is DARTS, the default, unless --arch, --arch_path or --genotype gives another'
+    return config, genotype, vars(merged), told
 
 def main(argv=None):
     parser = build_parser()
@@ -80,7 +93,7 @@ def evaluate_weights(args, given, device, distributed):
     precision = utils.Precision(args.amp, device, args.channels_last)
     logger = utils.get_logger(enabled=distributed.is_main)
     source = utils.load_checkpoint(args.model_path)
-    config, genotype, saved_args = describe_model(args, given, source)
+    config, genotype, saved_args, told = describe_model(args, given, source)
 
     # The data flags the weights were trained with, unless the command line says otherwise.
     data_args = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items()
@@ -89,17 +102,19 @@ def evaluate_weights(args, given, device, distributed):
     config = {**config, 'num_classes': info.num_classes, 'in_channels': info.in_channels,
               'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size)}
     net = model_lib.build_network(config, genotype)
-    utils.load_weights(net, source, origin=args.model_path)
+    utils.load_weights(net, source, origin=args.model_path,
+                       hint=f'it was built with {told}; give the flags the weights were trained with')
     net.to(device, memory_format=precision.memory_format)
     data_args.channels_last = precision.channels_last
     loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=data_args,
                               rank=distributed.rank, world_size=distributed.world_size)
 
+    logger.info('network: %s', told)
     logger.info('genotype = %s', genotypes.genotype_repr(genotype))
     result = utils.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision,
                             distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
-    result.update(params_M=utils.count_parameters_in_MB(net), flops=flops, multiply_adds=flops // 2,
+    result.update(params_M=utils.count_parameters_in_millions(net), flops=flops, multiply_adds=flops // 2,
                   dataset=info.name, model_path=args.model_path, genotype=genotypes.genotype_to_dict(genotype))
     logger.info('test_acc %.4f top5 %.4f loss %.4f | %d images, %.6f M parameters, %.1f M multiply-adds',
                 result['top1'], result['top5'], result['loss'], result['images'], result['params_M'],
@@ -110,7 +125,7 @@ def evaluate_weights(args, given, device, distributed):
             utils.write_json(output, result)
         except OSError as error:
             raise utils.UserError(f'cannot write the results to {output} ({error.strerror}); use --output') from None
-        logger.info('results written to %s', output)
+        logger.info('wrote %s', output)
     return result
 
 

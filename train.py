@@ -68,7 +68,12 @@ def resolve_arguments(parser, argv):
 
 
 def choose_genotype(args):
-    return genotypes.parse_genotype(args.genotype or args.arch_path or args.arch)
+    """(genotype, where it came from, for the log)."""
+    if args.genotype:
+        return genotypes.parse_genotype(args.genotype), 'given as --genotype'
+    if args.arch_path:
+        return genotypes.parse_genotype(args.arch_path), f'read from {args.arch_path}'
+    return genotypes.parse_genotype(args.arch), args.arch
 
 
 def train_step(net, forward, images, targets, criterion, optimizer, precision, args):
@@ -87,13 +92,12 @@ def train_step(net, forward, images, targets, criterion, optimizer, precision, a
 def train_epoch(net, forward, loader, criterion, optimizer, precision, args, start_step, monitor):
     """One epoch from `start_step`; returns the step to resume from if a stop was requested, else None."""
     net.train()
-    batches = utils.progress(loader.iterate(monitor.guard.epoch, start_step), len(loader) - start_step,
-                             f'epoch {monitor.guard.epoch}')
+    batches = monitor.track(loader.iterate(monitor.epoch, start_step), start_step)
     for step, (images, targets) in enumerate(batches, start=start_step):
         loss, logits = train_step(net, forward, images, targets, criterion, optimizer, precision, args)
         if monitor.after_step(step, loss, logits, targets):
             return step + 1
-    monitor.guard.check()
+    monitor.end_epoch()
     return None
 
 
@@ -123,7 +127,7 @@ def train(args, checkpoint, device, distributed):
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
-    genotype = choose_genotype(args)
+    genotype, genotype_source = choose_genotype(args)
     train_split, test_split, info = data.load_dataset(args)
     shard = {'rank': distributed.rank, 'world_size': distributed.world_size}
     train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args, **shard)
@@ -148,30 +152,34 @@ def train(args, checkpoint, device, distributed):
     samples_per_step = args.batch_size * distributed.world_size
 
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-    epoch, start_step, history = run.begin(args, checkpoint, net, {'w': optimizer}, scheduler, precision, meters)
-    logger.info('genotype = %s', genotypes.genotype_repr(genotype))
-    logger.info('param size = %.6f MB; %d process(es) of batch %d', utils.count_parameters_in_MB(net),
-                distributed.world_size, args.batch_size)
+    run_args = {**vars(args), 'num_classes': info.num_classes}
+    epoch, start_step, history = run.begin(run_args, checkpoint, net, {'w': optimizer}, scheduler, precision, meters)
+    logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
+    logger.info('%.6f M parameters (auxiliary head excluded); %d process(es) of batch %d; %d classes',
+                utils.count_parameters_in_millions(net), distributed.world_size, args.batch_size, info.num_classes)
+    logger.info('%d epoch(s) of %d steps, each epoch followed by a test pass of %d batches', args.epochs,
+                len(train_loader), len(test_loader))
 
     def save(epoch, step):
         state = utils.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step * samples_per_step,
                                      meters, history, distributed)
-        run.save({'kind': 'train', 'args': vars(args), 'network': config,
+        run.save({'kind': 'train', 'args': run_args, 'network': config,
                   'genotype': genotypes.genotype_to_dict(genotype), **state})
 
+    clock = utils.RunClock(epoch, args.epochs)
     with utils.GracefulStop() as stop:
         while epoch < args.epochs:
             net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
             lr = scheduler.get_last_lr()[0]
             started = time.time()
             utils.reset_peak_memory(device)
-            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'train', distributed)
+            monitor = utils.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
+                                        'train', distributed)
             resume_step = train_epoch(net, forward, train_loader, criterion, optimizer, precision, args, start_step,
                                       monitor)
             if resume_step is not None:
                 save(epoch, resume_step)
-                monitor.log_interruption(epoch, resume_step, run.exp_dir)
-                return None
+                monitor.stop_run(resume_step, run.exp_dir)
             seconds = time.time() - started
             test = utils.evaluate(net, test_loader, criterion, forward, precision, distributed)
             scheduler.step()
@@ -183,16 +191,18 @@ def train(args, checkpoint, device, distributed):
                    'peak_memory_mb': utils.peak_memory_mb(device)}
             history.append(row)
             run.append_metrics(row)
-            logger.info('epoch %d lr %.3e train_acc %.2f test_acc %.2f test_top5 %.2f (%.1fs, %.0f img/s)',
-                        epoch, lr, row['train_top1'], row['test_top1'], row['test_top5'], seconds,
-                        row['images_per_s'])
             epoch, start_step = epoch + 1, 0
+            logger.info('epoch %d lr %.3e train_acc %.2f test_acc %.2f test_top5 %.2f (%.1fs, %.0f img/s; %s left '
+                        'in the run)', row['epoch'], lr, row['train_top1'], row['test_top1'], row['test_top5'], seconds,
+                        row['images_per_s'], clock.time_left(epoch))
             meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
             run.save(net.state_dict(), 'weights.pt')
             save(epoch, 0)
     final = history[-1] if history else {}
     if final:
         logger.info('test_acc %.2f test_top5 %.2f', final['test_top1'], final['test_top5'])
+    logger.info('wrote %s: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, log.txt; '
+                'test it with: python test.py --model_path %s', run.exp_dir, run.path('weights.pt'))
     return final
 
 

@@ -79,14 +79,34 @@ def build_parser():
 
 
 def resolve_arguments(parser, argv):
-    """Command line over (resumed arguments or the method preset) over parser defaults."""
+    """(args, checkpoint or None, notes for the log): command line over (resumed arguments or the method
+    preset) over parser defaults."""
     args, checkpoint = utils.resolve_arguments(parser, argv, 'search', lambda args: METHODS.get(args.method, {}))
     if not 0 < args.train_portion < 1:
         raise utils.UserError('--train_portion must lie strictly between 0 and 1')
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
-    return args, checkpoint
+    notes = [] if checkpoint else fit_warmup(args, utils.given_arguments(parser, argv), parser.get_default('epochs'))
+    return args, checkpoint, notes
+
+
+def fit_warmup(args, given, default_epochs):
+    """A preset's warm-up (PC-DARTS: 15 of 50 epochs) would freeze the architecture for the whole of a short
+    run; unless --warmup_epochs was typed, it shrinks with the run, keeping the paper's proportion, and
+    at least one epoch trains the architecture. Returns what to tell the user."""
+    if args.warmup_epochs < args.epochs:
+        return []
+    if 'warmup_epochs' in given:
+        return [f'warning: the architecture will not train, because --warmup_epochs {args.warmup_epochs} keeps it '
+                f'frozen for all {args.epochs} epochs']
+    preset = METHODS[args.method]
+    paper_epochs = preset.get('epochs', default_epochs)
+    warmup = min(round(args.epochs * args.warmup_epochs / paper_epochs), args.epochs - 1)
+    note = (f'{args.method} freezes the architecture for {args.warmup_epochs} of its {paper_epochs} epochs; this run '
+            f'of {args.epochs} keeps it frozen for {warmup} (the same share; --warmup_epochs sets it)')
+    args.warmup_epochs = warmup
+    return [note]
 
 
 def build_model(args, info):
@@ -122,10 +142,10 @@ def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr
 def search_epoch(model, objective, architect, loaders, w_optimizer, lr, args, start_step, monitor):
     """One epoch from `start_step`; returns the step to resume from if a stop was requested, else None."""
     model.train()
-    epoch = monitor.guard.epoch
+    epoch = monitor.epoch
     train_loader, alpha_loader = loaders
     batches = zip(train_loader.iterate(epoch, start_step), alpha_batches(alpha_loader, epoch, start_step))
-    batches = utils.progress(batches, len(train_loader) - start_step, f'search {epoch}')
+    batches = monitor.track(batches, start_step)
     for step, ((x, y), (x_alpha, y_alpha)) in enumerate(batches, start=start_step):
         loss, logits, alpha_loss = search_step(model, objective, architect, (x, y), (x_alpha, y_alpha), w_optimizer,
                                                lr, args, epoch >= args.warmup_epochs,
@@ -134,7 +154,7 @@ def search_epoch(model, objective, architect, loaders, w_optimizer, lr, args, st
             monitor.guard.update(alpha_loss, step)
         if monitor.after_step(step, loss, logits, y):
             return step + 1
-    monitor.guard.check()
+    monitor.end_epoch()
     return None
 
 
@@ -149,11 +169,11 @@ def describe_architecture(model):
 
 def main(argv=None):
     parser = build_parser()
-    args, checkpoint = resolve_arguments(parser, argv)
-    return utils.run_distributed(search, args, args, checkpoint)
+    args, checkpoint, notes = resolve_arguments(parser, argv)
+    return utils.run_distributed(search, args, args, checkpoint, notes)
 
 
-def search(args, checkpoint, device, distributed):
+def search(args, checkpoint, notes, device, distributed):
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
@@ -178,29 +198,36 @@ def search(args, checkpoint, device, distributed):
 
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
     optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
-    epoch, start_step, history = run.begin(args, checkpoint, model, optimizers, scheduler, precision, meters)
-    logger.info('search space: %s; supernet %.3f M parameters; %d process(es) of batch %d',
-                ', '.join(model.op_names), utils.count_parameters_in_MB(model), distributed.world_size,
-                args.batch_size)
+    run_args = {**vars(args), 'num_classes': info.num_classes}
+    epoch, start_step, history = run.begin(run_args, checkpoint, model, optimizers, scheduler, precision, meters)
+    for note in notes:
+        logger.info(note)
+    logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes',
+                ', '.join(model.op_names), utils.count_parameters_in_millions(model), distributed.world_size,
+                args.batch_size, info.num_classes)
+    logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each '
+                'epoch followed by a validation pass of %d batches', args.epochs, len(train_loader),
+                args.warmup_epochs, len(valid_loader))
 
     def save(epoch, step):
         state = utils.training_state(model, optimizers, scheduler, precision, epoch, step * samples_per_step, meters,
                                      history, distributed)
-        run.save({'kind': 'search', 'args': vars(args), **state})
+        run.save({'kind': 'search', 'args': run_args, **state})
 
+    clock = utils.RunClock(epoch, args.epochs)
     with utils.GracefulStop() as stop:
         while epoch < args.epochs:
             lr = scheduler.get_last_lr()[0]
             objective.set_epoch(epoch, args.epochs)
             started = time.time()
             utils.reset_peak_memory(device)
-            monitor = utils.StepMonitor(epoch, meters, stop, logger, args.report_freq, 'search', distributed)
+            monitor = utils.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
+                                        'search', distributed)
             resume_step = search_epoch(model, objective, architect, (train_loader, alpha_loader), w_optimizer, lr,
                                        args, start_step, monitor)
             if resume_step is not None:
                 save(epoch, resume_step)
-                monitor.log_interruption(epoch, resume_step, run.exp_dir)
-                return None
+                monitor.stop_run(resume_step, run.exp_dir)
             seconds = time.time() - started
             valid = utils.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
                                    lambda x: model(x, objective.arch_weights('eval')), precision, distributed)
@@ -217,19 +244,24 @@ def search(args, checkpoint, device, distributed):
                    'peak_memory_mb': utils.peak_memory_mb(device)}
             history.append(row)
             run.append_metrics(row)
-            logger.info('epoch %d lr %.3e train_acc %.2f valid_acc %.2f skip_connect %d (%.1fs, %.0f img/s)', epoch,
-                        lr, row['train_top1'], row['valid_top1'], row['skip_connect'], seconds, row['images_per_s'])
+            epoch, start_step = epoch + 1, 0
+            logger.info('epoch %d lr %.3e train_acc %.2f valid_acc %.2f skip_connect %d (%.1fs, %.0f img/s; %s left in '
+                        'the run)', row['epoch'], lr, row['train_top1'], row['valid_top1'], row['skip_connect'],
+                        seconds, row['images_per_s'], clock.time_left(epoch))
             logger.info('genotype = %s', genotypes.genotype_repr(genotype))
-            logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
+            if terms:
+                logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
             for cell, fields in row['arch_weights'].items():
                 for field, values in fields.items():
-                    logger.info('%s %s (softmax):\n%s', cell, field, utils.format_matrix(values))
+                    logger.info('%s %s (softmax): %s', cell, field, utils.summarize_weights(values))
             if distributed.is_main:
                 genotypes.save_genotype(genotype, run.path('genotype.json'))
-            epoch, start_step = epoch + 1, 0
             meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
             save(epoch, 0)
     logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
+    logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every epoch), '
+                'checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
+                run.exp_dir, run.path('genotype.json'))
     return model.genotype()
 
 

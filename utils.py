@@ -11,6 +11,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -45,13 +46,25 @@ def bounded(kind, low, high=None):
     return parse
 
 
+class RunStopped(Exception):
+    """A run that SIGTERM or SIGINT stopped after it saved its checkpoint. It did not finish, so the command
+    exits with the shell's status for the signal (143, 130), and a job scheduler sees that."""
+
+    def __init__(self, signal_name):
+        super().__init__(f'stopped by {signal_name}')
+        self.exit_status = 128 + signal.Signals[signal_name].value
+
+
 def run_cli(main):
-    """Run a script's `main()`: a UserError becomes one line on stderr and exit status 2, no traceback."""
+    """Run a script's `main()`: a UserError becomes one line on stderr and exit status 2, no traceback; a
+    run stopped by a signal exits 128 + its number."""
     try:
         main()
     except UserError as error:
         print(f'error: {error}', file=sys.stderr)
         sys.exit(2)
+    except RunStopped as stopped:
+        sys.exit(stopped.exit_status)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
@@ -85,7 +98,7 @@ def accuracy(logits, target, topk=(1,)):
     return [correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100.0 for k in topk]
 
 
-def count_parameters_in_MB(model):
+def count_parameters_in_millions(model):
     """Parameters in millions, auxiliary head excluded: the figure DARTS papers report."""
     return sum(p.numel() for name, p in model.named_parameters() if 'auxiliary' not in name) / 1e6
 
@@ -126,6 +139,19 @@ def get_device(device='auto', gpu=0):
     return torch.device('cuda', index)
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Log lines on stdout; on a terminal they pass through tqdm, so that a progress bar stays whole below them."""
+
+    def emit(self, record):
+        if not self.stream.isatty():
+            return super().emit(record)
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's own convention: a failing handler reports and never raises
+            self.handleError(record)
+
+
 def get_logger(exp_dir=None, enabled=True):
     """The 'darts' logger: stdout plus EXP/log.txt. Disabled loggers (non-zero ranks) stay silent."""
     logger = logging.getLogger('darts')
@@ -136,7 +162,7 @@ def get_logger(exp_dir=None, enabled=True):
     logger.propagate = False
     if enabled:
         formatter = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
-        handlers = [logging.StreamHandler(sys.stdout)]
+        handlers = [_ConsoleHandler(sys.stdout)]
         if exp_dir is not None:
             handlers.append(logging.FileHandler(os.path.join(exp_dir, 'log.txt')))
         for handler in handlers:
@@ -218,7 +244,7 @@ def load_checkpoint(path, map_location='cpu'):
 ATT_DARTS_NAMES = {'._first_layers.': '._ops.', '._second_layers.': '._attentions.'}
 
 
-def _normalise_keys(state_dict):
+def normalise_keys(state_dict):
     """Keys saved from DataParallel/DDP (`module.`) or a compiled model (`_orig_mod.`) lose the prefix;
     Att-DARTS's cell attribute names become ours."""
     cleaned = {}
@@ -250,14 +276,15 @@ def _name_keys(keys, limit=6):
     return ', '.join(keys[:limit]) + more
 
 
-def load_weights(model, source, origin=None):
+def load_weights(model, source, origin=None, hint='another genotype or size?'):
     """Load weights into `model` from a path or a dict: our checkpoints, bare state_dicts (the form DARTS,
-    PC-DARTS and alpha-DARTS release), `module.`-prefixed ones, and Att-DARTS's. Mismatches are named."""
+    PC-DARTS and alpha-DARTS release), `module.`-prefixed ones, and Att-DARTS's. Mismatches are named,
+    followed by `hint`."""
     if isinstance(source, (str, os.PathLike)):
         origin = origin or str(source)
         source = load_checkpoint(source)
     origin = origin or 'the given weights'
-    state_dict = _normalise_keys(extract_state_dict(source))
+    state_dict = normalise_keys(extract_state_dict(source))
     expected = model.state_dict()
     # Weights saved by PyTorch < 0.4.1 (the DARTS release) have no BatchNorm step counters.
     for key, value in expected.items():
@@ -271,12 +298,11 @@ def load_weights(model, source, origin=None):
             parts.append(f'missing keys: {_name_keys(missing)}')
         if unexpected:
             parts.append(f'unexpected keys: {_name_keys(unexpected)}')
-        raise UserError(f'{origin} does not fit this model (another genotype or size?); ' + '; '.join(parts))
+        raise UserError(f'{origin} does not fit this model ({hint}); ' + '; '.join(parts))
     mismatched = [f'{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}'
                   for key, value in expected.items() if tuple(state_dict[key].shape) != tuple(value.shape)]
     if mismatched:
-        raise UserError(f'{origin} does not fit this model (another genotype or size?); shapes differ for '
-                        f'{_name_keys(mismatched)}')
+        raise UserError(f'{origin} does not fit this model ({hint}); shapes differ for {_name_keys(mismatched)}')
     model.load_state_dict(state_dict)
     return model
 
@@ -342,17 +368,16 @@ class NonFiniteLoss(UserError):
 
 
 class FiniteLossGuard:
-    """Remembers the first step whose loss was not finite without making the device wait. `poll()` after
-    each step stops the run at that step on the CPU, and on a GPU a step or two later, when an
-    asynchronous copy of the flag has landed; `check()` (at reports and the end of an epoch) waits for the
-    device and, in a distributed run, lets all ranks agree so that they stop together. Either names the
-    epoch and the first bad step, and nothing computed after it is ever saved."""
+    """Remembers the first step whose loss was not finite, as a device tensor, so that recording never makes
+    the device wait. `poll()` after each step stops a CPU run at that very step (reading a CPU tensor costs
+    nothing); `check()`, at report lines, at the end of an epoch and before a save, reads it on any device
+    and, in a distributed run, lets all ranks agree so that they stop together. Either names the epoch and
+    the first bad step, and nothing computed after it is ever saved."""
 
     def __init__(self, epoch, distributed=None):
         self.epoch = epoch
         self.distributed = distributed
         self.first_bad = None
-        self._in_flight = None  # (pinned host copy of first_bad, CUDA event marking its arrival)
 
     def update(self, loss, step):
         bad = ~torch.isfinite(loss.detach())
@@ -363,21 +388,9 @@ class FiniteLossGuard:
             self.first_bad = torch.where((self.first_bad < 0) & bad, step_tensor, self.first_bad)
 
     def poll(self):
-        """Raise if the host can tell, without waiting, that a loss so far was non-finite."""
-        if self.first_bad is None:
-            return
-        if self.first_bad.device.type == 'cpu':
+        """Raise if a loss so far was non-finite, where telling costs no wait (the CPU)."""
+        if self.first_bad is not None and self.first_bad.device.type == 'cpu':
             self._raise_if(int(self.first_bad))
-        elif self.first_bad.device.type == 'cuda':
-            if self._in_flight is not None and self._in_flight[1].query():
-                self._raise_if(int(self._in_flight[0]))
-                self._in_flight = None
-            if self._in_flight is None:
-                host = torch.empty((), dtype=torch.long, pin_memory=True)
-                host.copy_(self.first_bad, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                self._in_flight = (host, event)
 
     def check(self):
         local = -1 if self.first_bad is None else int(self.first_bad)
@@ -392,14 +405,38 @@ class FiniteLossGuard:
                                 f'stopped and the last good checkpoint was kept (lower the learning rate?)')
 
 
-class StepMonitor:
-    """The bookkeeping after each step of a loop: loss and accuracy meters, the non-finite loss guard,
-    a log line every `report_freq` steps, and whether a stop was requested."""
+def format_duration(seconds):
+    """1:02:03 or 2:03, as a person reads a time left."""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f'{hours}:{minutes:02d}:{seconds:02d}' if hours else f'{minutes}:{seconds:02d}'
 
-    def __init__(self, epoch, meters, stop, logger, report_freq, label, distributed):
+
+class StepMonitor:
+    """The bookkeeping after each step of an epoch: loss and accuracy meters, the non-finite loss guard,
+    progress, and whether a stop was requested. Progress is a log line at the epoch's first step, then one
+    every `report_freq` steps or every `REPORT_SECONDS`, whichever comes first, each with the epoch's
+    progress and the time it has left; on a terminal a tqdm bar shows the same between the lines."""
+
+    REPORT_SECONDS = 30.0
+
+    def __init__(self, epoch, epochs, steps, meters, stop, logger, report_freq, label, distributed):
         self.guard = FiniteLossGuard(epoch, distributed)
+        self.epoch, self.epochs, self.steps = epoch, epochs, steps
         self.meters, self.stop, self.logger, self.report_freq, self.label = meters, stop, logger, report_freq, label
         self.distributed = distributed
+        self.bar = None
+
+    def track(self, batches, start_step):
+        """The epoch's batches from `start_step` on, behind a tqdm bar on a terminal."""
+        self.start_step = start_step
+        self.started = self.last_report = time.monotonic()
+        if sys.stdout.isatty() and self.logger.isEnabledFor(logging.INFO):
+            from tqdm import tqdm
+            self.bar = tqdm(batches, total=self.steps, initial=start_step, leave=False, dynamic_ncols=True,
+                            desc=f'{self.label} epoch {self.epoch}/{self.epochs}')
+            return self.bar
+        return batches
 
     def after_step(self, step, loss, logits, targets):
         """Record the step; True when the loop should stop and save."""
@@ -409,10 +446,14 @@ class StepMonitor:
         n = logits.size(0)
         self.meters['loss'].update(loss, n)
         self.meters['top1'].update(accuracy(logits, targets)[0], n)
-        if step % self.report_freq == 0:
-            self.guard.check()
-            self.logger.info('%s %03d loss %.4f top1 %.2f', self.label, step, self.meters['loss'].avg,
-                             self.meters['top1'].avg)
+        now = time.monotonic()
+        # Ranks must check together (a collective), so only the step count decides; time adds lines of
+        # rank 0 alone.
+        scheduled = step % self.report_freq == 0
+        if scheduled or step == self.start_step or now - self.last_report >= self.REPORT_SECONDS:
+            if scheduled or not self.distributed.enabled:
+                self.guard.check()
+            self._report(step, now)
         requested = self.stop.requested is not None
         if self.distributed.enabled:  # all ranks must stop at the same step
             requested = step % Distributed.STOP_CHECK_STEPS == 0 and self.distributed.any(requested)
@@ -421,17 +462,41 @@ class StepMonitor:
             return True
         return False
 
-    def log_interruption(self, epoch, step, exp_dir):
+    def _report(self, step, now):
+        self.last_report = now
+        done = step + 1
+        seconds_per_step = (now - self.started) / (done - self.start_step)
+        loss, top1 = self.meters['loss'].avg, self.meters['top1'].avg
+        self.logger.info('%s epoch %d/%d step %d/%d (%d%%) loss %.4f top1 %.2f | %.2f s/step, %s left in the epoch',
+                         self.label, self.epoch, self.epochs, done, self.steps, 100 * done // self.steps, loss, top1,
+                         seconds_per_step, format_duration(seconds_per_step * (self.steps - done)))
+        if self.bar is not None:
+            self.bar.set_postfix_str(f'loss {loss:.4f} top1 {top1:.2f}', refresh=False)
+
+    def end_epoch(self):
+        """The epoch's last check: every loss of it was finite."""
+        if self.bar is not None:
+            self.bar.close()
+        self.guard.check()
+
+    def stop_run(self, step, exp_dir):
+        """After the checkpoint of a requested stop is saved: say how to continue, and end the run."""
+        if self.bar is not None:
+            self.bar.close()
         self.logger.info('%s received: saved a checkpoint at epoch %d, step %d; continue with --resume %s',
-                         self.stop.requested, epoch, step, exp_dir)
+                         self.stop.requested, self.epoch, step, exp_dir)
+        raise RunStopped(self.stop.requested)
 
 
-def progress(iterable, total, desc):
-    """A tqdm bar on a terminal; elsewhere the loop's own log lines every --report_freq steps suffice."""
-    if sys.stdout.isatty():
-        from tqdm import tqdm
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-    return iterable
+class RunClock:
+    """The run's time left, from the mean duration of the epochs this process has run."""
+
+    def __init__(self, first_epoch, epochs):
+        self.first_epoch, self.epochs, self.started = first_epoch, epochs, time.monotonic()
+
+    def time_left(self, epochs_done):
+        per_epoch = (time.monotonic() - self.started) / max(epochs_done - self.first_epoch, 1)
+        return format_duration(per_epoch * (self.epochs - epochs_done))
 
 
 def evaluate(model, loader, criterion, forward=None, precision=None, distributed=None):
@@ -440,8 +505,10 @@ def evaluate(model, loader, criterion, forward=None, precision=None, distributed
     forward = forward or model
     model.eval()
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    logger = logging.getLogger('darts')
+    started = last_report = time.monotonic()
     with torch.no_grad():
-        for images, targets in loader.iterate(0):
+        for index, (images, targets) in enumerate(loader.iterate(0)):
             with precision.autocast() if precision else contextlib.nullcontext():
                 logits = forward(images)
             logits = logits[0] if isinstance(logits, tuple) else logits
@@ -450,15 +517,24 @@ def evaluate(model, loader, criterion, forward=None, precision=None, distributed
             loss_meter.update(criterion(logits.float(), targets), n)
             top1.update(acc1, n)
             top5.update(acc5, n)
+            now = time.monotonic()
+            if now - last_report >= StepMonitor.REPORT_SECONDS:  # a long evaluation is not silence
+                last_report, done = now, index + 1
+                logger.info('evaluating: batch %d/%d, %s left', done, len(loader),
+                            format_duration((now - started) / done * (len(loader) - done)))
     if distributed is not None:
         loss_meter, top1, top5 = reduce_meters({'loss': loss_meter, 'top1': top1, 'top5': top5}, distributed).values()
     return {'loss': loss_meter.avg, 'top1': top1.avg, 'top5': top5.avg, 'images': top1.count}
 
 
-def format_matrix(rows):
-    """A vector or matrix of weights as aligned text, three decimals (for logs)."""
-    rows = rows if rows and isinstance(rows[0], list) else [rows]
-    return '\n'.join(' '.join(f'{value:.3f}' for value in row) for row in rows)
+def summarize_weights(rows):
+    """One log line for a vector of weights (its values) or a matrix of softmaxed rows (each row's largest
+    weight and the mean entropy against a uniform row's); the full values go to metrics.jsonl."""
+    if not rows or not isinstance(rows[0], list):
+        return ' '.join(f'{value:.3f}' for value in rows)
+    entropy = [-sum(p * np.log(p) for p in row if p > 0) for row in rows]
+    return (f'largest per edge {" ".join(f"{max(row):.3f}" for row in rows)}; mean entropy '
+            f'{np.mean(entropy):.3f} (uniform {np.log(len(rows[0])):.3f})')
 
 
 def add_run_arguments(parser, default_seed):
@@ -476,31 +552,38 @@ def add_run_arguments(parser, default_seed):
 
 
 # What may change when a run resumes: where the data lies, where and how fast the run goes, how often it
-# reports. Everything else (sizes, data, epochs, optimiser, schedules, seed) was built into the checkpoint.
+# reports. Everything else (sizes, data, optimiser, schedules, seed) was built into the checkpoint, and
+# --epochs may only grow (a longer run).
 RESUME_OVERRIDES = ('data', 'workers', 'device', 'gpu', 'amp', 'channels_last', 'compile', 'sync_bn', 'report_freq')
 
 
 def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
-    """(args, checkpoint or None). On --resume the saved arguments return, with RESUME_OVERRIDES from
-    the command line on top; otherwise `presets(args)` (a method's or a dataset's defaults) fill what the
-    command line leaves out."""
+    """(args, checkpoint or None). On --resume the saved arguments return, with what the command line
+    gives on top: RESUME_OVERRIDES, a larger --epochs, and any flag equal to its saved value (so that a
+    requeued job may repeat its whole command line); otherwise `presets(args)` (a method's or a dataset's
+    defaults) fill what the command line leaves out."""
     args = parser.parse_args(argv)
     given = given_arguments(parser, argv)
-    if args.resume is not None:
-        fixed = sorted(set(given) - set(RESUME_OVERRIDES) - {'resume', 'exp_path'})
-        if fixed:
-            allowed = ', '.join(f'--{name}' for name in RESUME_OVERRIDES if name in vars(args))
-            raise UserError(f'--{fixed[0]} cannot change when resuming, because the checkpoint was built with it; '
-                            f'beside --resume give only {allowed}, or start a new run')
-        path = find_checkpoint(args.resume, args.exp_path)
-        checkpoint = load_checkpoint(path)
-        if not isinstance(checkpoint, dict) or checkpoint.get('kind') != kind:
-            raise UserError(f'{path} is not a checkpoint of {"train.py" if kind == "train" else "train_search.py"}')
-        return argparse.Namespace(**{**checkpoint['args'], **given, 'exp_path': os.path.dirname(path)}), checkpoint
-    for key, value in presets(args).items():
-        if key not in given:
-            setattr(args, key, value)
-    return args, None
+    if args.resume is None:
+        for key, value in presets(args).items():
+            if key not in given:
+                setattr(args, key, value)
+        return args, None
+    path = find_checkpoint(args.resume, args.exp_path)
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get('kind') != kind:
+        raise UserError(f'{path} is not a checkpoint of {"train.py" if kind == "train" else "train_search.py"}')
+    saved = checkpoint['args']
+    for name in sorted(set(given) - set(RESUME_OVERRIDES) - {'resume', 'exp_path'}):
+        if name == 'epochs' and given[name] > saved['epochs']:
+            continue
+        if given[name] != saved.get(name):
+            more = ' (--epochs may only grow)' if name == 'epochs' else ''
+            allowed = ', '.join(f'--{option}' for option in RESUME_OVERRIDES if option in vars(args))
+            raise UserError(f'--{name} {given[name]} differs from the checkpoint\'s {saved.get(name)}, and a resumed '
+                            f'run keeps the values it was built with{more}; beside --resume give only flags of '
+                            f'the same value, a larger --epochs, or {allowed}; or start a new run')
+    return argparse.Namespace(**{**saved, **given, 'exp_path': os.path.dirname(path)}), checkpoint
 
 
 def training_state(model, optimizers, scheduler, precision, epoch, samples, meters, history, distributed):
@@ -513,18 +596,29 @@ def training_state(model, optimizers, scheduler, precision, epoch, samples, mete
             'rng': distributed.gather(rng_state())}
 
 
-def restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters, distributed, seed):
+def restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters, distributed, seed, epochs):
     """Load `training_state` back; returns (epoch, samples, history). With the number of processes that
-    saved it, every rank continues its own random stream; with another, streams restart from the seed."""
+    saved it, every rank continues its own random stream; with another, streams restart from the seed.
+    If the run now has more `epochs` than the checkpoint's (a run made longer), the schedule is not loaded;
+    `scheduler`, built for the longer run, is moved to the checkpoint's epoch instead."""
     load_weights(model, checkpoint['model'], origin='the checkpoint')
+    epoch, samples = checkpoint['epoch'], checkpoint['samples']
+    fresh_rates = [group['lr'] for group in scheduler.optimizer.param_groups]
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(checkpoint['optimizers'][name])
-    scheduler.load_state_dict(checkpoint['scheduler'])
+    if epochs == checkpoint['args']['epochs']:
+        scheduler.load_state_dict(checkpoint['scheduler'])
+    else:
+        for group, rate in zip(scheduler.optimizer.param_groups, fresh_rates):
+            group['lr'] = rate
+        with warnings.catch_warnings():  # stepping a schedule without optimiser steps is what is meant here
+            warnings.simplefilter('ignore')
+            for _ in range(epoch):
+                scheduler.step()
     precision.load_state_dict(checkpoint['scaler'])
     if distributed.is_main:  # the saved sums cover all ranks; the others start from zero
         for name, saved in checkpoint['meters'].items():
             meters[name].sum, meters[name].count = saved['sum'], saved['count']
-    epoch, samples = checkpoint['epoch'], checkpoint['samples']
     if len(checkpoint['rng']) == distributed.world_size:
         set_rng_state(checkpoint['rng'][distributed.rank])
     else:
@@ -552,18 +646,24 @@ class Run:
         if self.distributed.is_main:
             append_jsonl(self.path('metrics.jsonl'), row)
 
-    def begin(self, args, checkpoint, model, optimizers, scheduler, precision, meters):
+    def begin(self, run_args, checkpoint, model, optimizers, scheduler, precision, meters):
         """(epoch, step, history) to start from: those of `checkpoint`, with metrics.jsonl cut back to the
-        epochs it holds (redone epochs must not appear twice), or a fresh start that records args.json."""
+        epochs it holds (redone epochs must not appear twice), or a fresh start. args.json records `run_args`
+        (a dict) either way."""
+        self.write_json('args.json', run_args)
         if checkpoint is None:
-            self.write_json('args.json', vars(args))
             return 0, 0, []
+        epochs, saved_epochs = run_args['epochs'], checkpoint['args']['epochs']
         epoch, samples, history = restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters,
-                                                         self.distributed, args.seed)
-        step = samples // (args.batch_size * self.distributed.world_size)
+                                                         self.distributed, run_args['seed'], epochs)
+        step = samples // (run_args['batch_size'] * self.distributed.world_size)
         if self.distributed.is_main:
             write_text_atomically(self.path('metrics.jsonl'), ''.join(json.dumps(row) + '\n' for row in history))
-        self.logger.info('resumed from epoch %d, step %d (%d processes)', epoch, step, self.distributed.world_size)
+        self.logger.info('resumed from epoch %d, step %d (%d process(es))', epoch, step, self.distributed.world_size)
+        if epochs != saved_epochs:
+            self.logger.info('the run grows from %d to %d epochs: its schedules are now those of a %d-epoch run, '
+                             'continuing at epoch %d with learning rate %.3e', saved_epochs, epochs, epochs, epoch,
+                             scheduler.get_last_lr()[0])
         return epoch, step, history
 
     def save(self, state, name='checkpoint.pt'):
@@ -673,8 +773,8 @@ def configure_device(device):
 # Several processes: torchrun.
 
 class Distributed:
-    """This process's place in a `torchrun` job; without torchrun, rank 0 of 1 and every call is a no-op.
-    NCCL connects GPUs, gloo CPUs."""
+    """This process's place in a `torchrun` job (even one of a single process); without torchrun, rank 0 of 1
+    and every call is a no-op. NCCL connects GPUs, gloo CPUs."""
 
     # In a distributed run the ranks agree on stopping every this many steps (a collective each time).
     STOP_CHECK_STEPS = 10
@@ -683,7 +783,7 @@ class Distributed:
         self.world_size = int(os.environ.get('WORLD_SIZE', 1))
         self.rank = int(os.environ.get('RANK', 0))
         self.local_rank = int(os.environ.get('LOCAL_RANK', 0))
-        self.enabled = self.world_size > 1
+        self.enabled = 'RANK' in os.environ and 'MASTER_ADDR' in os.environ  # set by torchrun
         self.device = None
 
     @property

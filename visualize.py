@@ -145,11 +145,35 @@ def edge_panels(n_edges):
     return panels[:n_edges]
 
 
+# Hollow markers of distinct shapes and a cycle of line styles keep candidates apart where they coincide
+# (every op at 1/8 in the first epochs); a small spread along the epoch axis keeps their points apart.
+MARKERS = 'osD^vP*X<>ph8dH'
+LINE_STYLES = ('-', '--', '-.', ':')
+SPREAD = 0.3  # epochs over which the points of one epoch are spread
+
+
+def epoch_axis(ax, epochs):
+    """Integer epoch ticks, and half an epoch of room on either side, from 1 epoch to hundreds."""
+    ticker = require('matplotlib.ticker')
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1, nbins=6))
+    ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+
+
+def plot_candidates(ax, epochs, series, labels, colors):
+    """One line per candidate, each with its own colour, marker and line style."""
+    markevery = max(1, len(epochs) // 12)
+    for candidate, (label, values) in enumerate(zip(labels, series)):
+        offset = SPREAD * (candidate / max(len(labels) - 1, 1) - 0.5)
+        ax.plot([epoch + offset for epoch in epochs], values, color=colors(candidate), label=label,
+                marker=MARKERS[candidate % len(MARKERS)], markevery=markevery, fillstyle='none', markersize=4,
+                linestyle=LINE_STYLES[candidate % len(LINE_STYLES)], linewidth=1)
+
+
 def plot_edges(rows, cell, field, labels, path):
-    """One panel per edge with every candidate's softmaxed weight over the epochs (the DA2S figure)."""
+    """One panel per edge with every candidate's softmaxed weight over the epochs (the DA2S figure); the
+    panels share one legend, as they share their candidates."""
     matplotlib = require('matplotlib')
     figure_module = require('matplotlib.figure')
-    ticker = require('matplotlib.ticker')
     epochs = [row['epoch'] for row in rows]
     weights = [row['arch_weights'][cell][field] for row in rows]  # epochs x edges x candidates
     edge_weights = [row['arch_weights'][cell].get('edges') for row in rows] if field == 'ops' else [None]
@@ -166,16 +190,16 @@ def plot_edges(rows, cell, field, labels, path):
         ax = figure.add_subplot(n_nodes, columns, node * columns + source + 1, sharex=first,
                                 sharey=first if edge_weights[0] is None else None)
         first = first or ax
-        for candidate, label in enumerate(labels):
-            ax.plot(epochs, [epoch[edge][candidate] for epoch in weights], '.-', color=colors(candidate), label=label)
+        plot_candidates(ax, epochs, [[epoch[edge][candidate] for epoch in weights] for candidate in range(len(labels))],
+                        labels, colors)
         if edge_weights[0] is not None:
-            ax.plot(epochs, [epoch[edge] for epoch in edge_weights], 'k--', label='edge weight')
+            ax.plot(epochs, [epoch[edge] for epoch in edge_weights], 'k--', linewidth=1.5, label='edge weight')
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_ylim(bottom=0)
         if node == n_nodes - 1:
             ax.set_xlabel('epoch', fontsize=8)
-    first.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    epoch_axis(first, epochs)
     figure.legend(*first.get_legend_handles_labels(), fontsize=8, loc='upper right')
     figure.suptitle(f'{CELL_FILES[cell]} cell: softmax of the {"op" if field == "ops" else field} weights per edge')
     figure.savefig(path, dpi=100)
@@ -189,15 +213,18 @@ def plot_progress(rows, path):
     epochs = [row['epoch'] for row in rows]
     figure = figure_module.Figure(figsize=(6, 3.5), layout='constrained')
     accuracy = figure.subplots()
-    accuracy.plot(epochs, [row['valid_top1'] for row in rows], 'o-', color='tab:blue')
+    accuracy.plot(epochs, [row['valid_top1'] for row in rows], 'o-', color='tab:blue', label='validation top-1')
     accuracy.set_xlabel('epoch')
     accuracy.set_ylabel('validation top-1 (%)', color='tab:blue')
     skips = accuracy.twinx()
-    skips.plot(epochs, [row['skip_connect'] for row in rows], 's--', color='tab:red')
+    skips.plot(epochs, [row['skip_connect'] for row in rows], 's--', color='tab:red', fillstyle='none',
+               label='skip_connect in the normal cell')
     skips.set_ylabel('skip_connect in the normal cell', color='tab:red')
     skips.set_ylim(0, max(row['skip_connect'] for row in rows) + 1)
     skips.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    accuracy.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    epoch_axis(accuracy, epochs)
+    handles = [line for ax in (accuracy, skips) for line in ax.get_lines()]
+    accuracy.legend(handles, [line.get_label() for line in handles], fontsize=8, loc='lower right')
     figure.savefig(path, dpi=100)
     return path
 
@@ -258,7 +285,7 @@ def summarize(genotype, datasets):
         network, C, layers, num_classes, size = PAPER_SIZES[dataset]
         net = network(C, num_classes, layers, False, genotype)
         flops = utils.count_flops(net, (1, 3, size, size))
-        params = utils.count_parameters_in_MB(net)
+        params = utils.count_parameters_in_millions(net)
         results[dataset] = {'C': C, 'layers': layers, 'num_classes': num_classes, 'image_size': size,
                             'params_M': params, 'flops': flops, 'multiply_adds': flops // 2}
         print(row.format(dataset, C, layers, num_classes, size, f'{params:.6f}', f'{flops / 1e9:.3f}',
@@ -283,9 +310,16 @@ def main(argv=None):
         return summarize(load_genotype(args.summary), parse_datasets(args.dataset))
     if args.history is not None:
         rows = load_history(args.history)
-        return draw_history(rows, make_outdir(args.outdir or args.history), args.format or 'png', args.animate)
+        return report(draw_history(rows, make_outdir(args.outdir or args.history), args.format or 'png', args.animate))
     genotype = load_genotype(args.genotype)
-    return draw_cells(genotype, make_outdir(args.outdir or '.'), args.format or 'pdf', args.view)
+    return report(draw_cells(genotype, make_outdir(args.outdir or '.'), args.format or 'pdf', args.view))
+
+
+def report(written):
+    """Name every file written, one per line."""
+    for path in written:
+        print(f'wrote {path}')
+    return written
 
 
 if __name__ == '__main__':

@@ -10,13 +10,13 @@ from model import NetworkCIFAR, NetworkImageNet
 def test_darts_v2_sizes_match_the_paper_to_the_parameter():
     cifar = NetworkCIFAR(36, 10, 20, True, genotypes.DARTS_V2)
     imagenet = NetworkImageNet(48, 1000, 14, True, genotypes.DARTS_V2)
-    assert utils.count_parameters_in_MB(cifar) == pytest.approx(3.349342, abs=5e-7)
-    assert utils.count_parameters_in_MB(imagenet) == pytest.approx(4.718752, abs=5e-7)
+    assert utils.count_parameters_in_millions(cifar) == pytest.approx(3.349342, abs=5e-7)
+    assert utils.count_parameters_in_millions(imagenet) == pytest.approx(4.718752, abs=5e-7)
 
 
 @pytest.mark.parametrize('name, expected', [('PC_DARTS_cifar', 3.6), ('ALPHA_DARTS', 3.3), ('DARTS_V1', 3.2)])
 def test_other_published_cells_have_their_reported_size(name, expected):
-    params = utils.count_parameters_in_MB(NetworkCIFAR(36, 10, 20, True, genotypes.GENOTYPES[name]))
+    params = utils.count_parameters_in_millions(NetworkCIFAR(36, 10, 20, True, genotypes.GENOTYPES[name]))
     print(f'{name}: {params:.6f} M parameters')
     assert params == pytest.approx(expected, abs=0.06)
 
@@ -105,11 +105,11 @@ def test_build_network_from_a_config():
 
 
 def test_attention_cells_have_their_reported_size():
-    att = utils.count_parameters_in_MB(NetworkCIFAR(36, 10, 20, True, genotypes.Att_DARTS))
-    alpha = utils.count_parameters_in_MB(NetworkCIFAR(36, 10, 20, True, genotypes.ALPHA_DARTS))
+    att = utils.count_parameters_in_millions(NetworkCIFAR(36, 10, 20, True, genotypes.Att_DARTS))
+    alpha = utils.count_parameters_in_millions(NetworkCIFAR(36, 10, 20, True, genotypes.ALPHA_DARTS))
     print(f'Att_DARTS: {att:.6f} M parameters, ALPHA_DARTS: {alpha:.6f} M parameters (CIFAR-10, C 36, 20 cells)')
     assert att == pytest.approx(3.2, abs=0.05) and alpha == pytest.approx(3.3, abs=0.05)
-    imagenet = utils.count_parameters_in_MB(NetworkImageNet(48, 1000, 14, True, genotypes.Att_DARTS))
+    imagenet = utils.count_parameters_in_millions(NetworkImageNet(48, 1000, 14, True, genotypes.Att_DARTS))
     assert imagenet == pytest.approx(4.6, abs=0.05)  # Att-DARTS reports 4.6 M on ImageNet
 
 
@@ -150,3 +150,12 @@ def test_att_darts_checkpoints_load_after_renaming(tmp_path):
     utils.load_weights(fresh, str(tmp_path / 'cifar10_att.pt'))
     loaded = fresh.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in net.state_dict().items())
+
+
+@pytest.mark.parametrize('network, C, layers, auxiliary, classes, channels', [
+    (NetworkCIFAR, 8, 5, True, 4, 1), (NetworkCIFAR, 36, 20, False, 100, 3), (NetworkImageNet, 12, 6, True, 7, 3)])
+def test_sizes_are_read_from_a_bare_state_dict(network, C, layers, auxiliary, classes, channels):
+    net = network(C, classes, layers, auxiliary, genotypes.DARTS_V2, in_channels=channels)
+    sizes = model.sizes_from_weights(net.state_dict())
+    assert sizes == dict(kind='cifar' if network is NetworkCIFAR else 'imagenet', C=C, layers=layers,
+                         auxiliary=auxiliary, num_classes=classes, in_channels=channels)

@@ -66,7 +66,7 @@ def interrupt_twice(script, flags, folder, step_label, first_step, second_step, 
     log = folder / 'log.txt'
     cut = run_script(script, flags + ['--exp_path', folder.name], folder.parent)
     seen = wait_for_log(log, r'\bepoch 0 lr ', cut)
-    wait_for_log(log, rf'\b{step_label} {first_step:03d} ', cut, after=seen)
+    wait_for_log(log, rf'\b{step_label} epoch 1/\d+ step {first_step + 1}/', cut, after=seen)
     cut.kill()  # SIGKILL: no handler runs, the last checkpoint on disk is all that is left
     cut.wait()
     saved = checkpoint(folder)
@@ -75,9 +75,11 @@ def interrupt_twice(script, flags, folder, step_label, first_step, second_step, 
     resumed = run_script(script, ['--resume', folder.name], folder.parent)
     seen = wait_for_log(log, r'resumed from epoch 1, step 0', resumed)
     seen = wait_for_log(log, r'\bepoch 1 lr ', resumed, after=seen)
-    wait_for_log(log, rf'\b{step_label} {second_step:03d} ', resumed, after=seen)
+    wait_for_log(log, rf'\b{step_label} epoch 2/\d+ step {second_step + 1}/', resumed, after=seen)
     resumed.send_signal(second_signal)
-    assert f'{second_signal.name} received: saved a checkpoint at epoch 2' in finish(resumed)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 128 + second_signal.value, err  # 130 for SIGINT, 143 for SIGTERM: not finished
+    assert f'{second_signal.name} received: saved a checkpoint at epoch 2' in out
     saved = checkpoint(folder)
     assert saved['epoch'] == 2 and saved['samples'] > 0, 'the signal should save mid-epoch'
 
@@ -110,6 +112,27 @@ def test_search_killed_and_interrupted_ends_with_the_uninterrupted_genotype(in_t
     assert_same_tensors(expected['model'], actual['model'])  # alphas included
     assert_same_tensors(expected['optimizers'], actual['optimizers'])  # SGD of w and Adam of alpha
     assert [row['epoch'] for row in metrics(in_tmp / 'cut')] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_a_requeued_job_script_resumes_with_its_command_line_unchanged_but_for_resume(in_tmp):
+    """As a cluster scheduler does it: SIGTERM (preemption) to the job, which must not look finished, then
+    the same job script again with --resume added."""
+    flags = ' '.join(SEARCH + ['--method', 'pc_darts', '--partial_channels', '2', '--exp_path', 'run'])
+    (in_tmp / 'job.sh').write_text(f'exec "{sys.executable}" "{os.path.join(ROOT, "train_search.py")}" {flags} "$@"\n')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    job = subprocess.Popen(['sh', 'job.sh'], cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    wait_for_log(in_tmp / 'run' / 'log.txt', r'\bsearch epoch 1/3 step 3/6', job)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 143, err
+    requeued = subprocess.run(['sh', 'job.sh', '--resume'], cwd=in_tmp, env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert requeued.returncode == 0, requeued.stderr
+    assert re.search(r'resumed from epoch [12], step \d+ ', requeued.stdout), requeued.stdout
+    assert [row['epoch'] for row in metrics(in_tmp / 'run')] == [0, 1, 2]
+    assert checkpoint(in_tmp / 'run')['args']['warmup_epochs'] == 1  # the preset's 15 of 50, scaled to 3 epochs
 
 
 SAVER = """
@@ -281,7 +304,6 @@ BAD_ARGUMENTS = [
     (train_search, ['--max_skip', '-1'], 'argument --max_skip: must be at least 0'),
     (test, ['--model_path', 'missing.pt'], 'missing.pt does not exist'),
     (train, ['--resume'], '--resume needs a checkpoint file or an experiment folder'),
-    (train, ['--resume', 'a_file_folder', '--learning_rate', '0.01'], '--learning_rate cannot change when resuming'),
     (train_search, ['--resume', 'a_file_folder'], 'there is no checkpoint at a_file_folder/checkpoint.pt; a run '
                                                   'stopped before its first epoch ended has none'),
 ]

@@ -55,7 +55,7 @@ def test_pc_darts_preset_with_warmup_and_overrides(in_tmp):
     assert rows[-1]['valid_top1'] > 40.0
     # The architecture stays frozen through the warm-up epoch: epoch 0 ends with the initial weights.
     parser = train_search.build_parser()
-    parsed, _ = train_search.resolve_arguments(parser, args)
+    parsed, _, _ = train_search.resolve_arguments(parser, args)
     _, _, info = train_search.data.load_dataset(parsed)
     utils.seed_everything(parsed.seed)
     initial = train_search.build_model(parsed, info)
@@ -143,10 +143,10 @@ def test_dadarts_retraining_command_with_a_nested_genotype(in_tmp):
 
 def test_method_presets_of_the_discretization_papers():
     parser = train_search.build_parser()
-    args, _ = train_search.resolve_arguments(parser, ['--method', 'dadarts'])
+    args, _, _ = train_search.resolve_arguments(parser, ['--method', 'dadarts'])
     assert (args.dal_on_alphas, args.topk_on_alphas, args.linear_temperature_increase, args.linear_temperature_max,
             args.hd_on_weights) == (True, True, True, 200.0, True)
-    args, _ = train_search.resolve_arguments(parser, ['--method', 'da2s', '--da2s_weight', '0.5'])
+    args, _, _ = train_search.resolve_arguments(parser, ['--method', 'da2s', '--da2s_weight', '0.5'])
     assert (args.da2s, args.da2s_weight, args.da2s_edge_factor, args.da2s_alpha_start) == (True, 0.5, 4.0, 8)
 
 
@@ -169,3 +169,33 @@ def test_da2s_and_dal_end_with_sharper_architecture_weights_than_darts(in_tmp):
         entropy[name] = mean_alpha_entropy(in_tmp / name)
     print('mean entropy of softmax(alpha):', entropy)
     assert entropy['dal'] < entropy['darts'] and entropy['da2s'] < entropy['darts']
+
+
+@pytest.mark.parametrize('argv, warmup, told', [
+    (['--method', 'pc_darts', '--epochs', '1'], 0, 'pc_darts freezes the architecture for 15 of its 50 epochs; '
+                                                   'this run of 1 keeps it frozen for 0'),
+    (['--method', 'pc_darts', '--epochs', '10'], 3, 'this run of 10 keeps it frozen for 3'),
+    (['--method', 'alpha_darts', '--epochs', '8'], 2, 'alpha_darts freezes the architecture for 15 of its 80'),
+    (['--method', 'pc_darts', '--epochs', '20'], 15, None),  # longer than the warm-up: the paper's setting
+    (['--method', 'pc_darts', '--epochs', '5', '--warmup_epochs', '5'], 5, 'warning: the architecture will not train'),
+    (['--epochs', '3', '--warmup_epochs', '4'], 4, 'warning: the architecture will not train'),
+])
+def test_a_short_run_of_a_preset_scales_its_warm_up(argv, warmup, told):
+    args, _, notes = train_search.resolve_arguments(train_search.build_parser(), argv)
+    assert args.warmup_epochs == warmup
+    assert (notes == []) if told is None else (len(notes) == 1 and told in notes[0])
+
+
+@pytest.mark.slow
+def test_a_one_epoch_run_of_a_preset_with_warm_up_still_trains_the_architecture(in_tmp, capsys):
+    args = TINY + ['--method', 'pc_darts', '--partial_channels', '2', '--epochs', '1', '--exp_path', 'search']
+    train_search.main(args)
+    assert 'this run of 1 keeps it frozen for 0' in capsys.readouterr().out
+    parsed, _, _ = train_search.resolve_arguments(train_search.build_parser(), args)
+    _, _, info = train_search.data.load_dataset(parsed)
+    utils.seed_everything(parsed.seed)
+    initial = train_search.describe_architecture(train_search.build_model(parsed, info))
+    moved = metrics(in_tmp / 'search')[0]['arch_weights']
+    for cell in ('normal', 'reduce'):
+        change = torch.tensor(moved[cell]['ops']) - torch.tensor(initial[cell]['ops'])
+        assert change.abs().max() > 1e-4, 'the architecture weights never moved'

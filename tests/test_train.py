@@ -1,9 +1,12 @@
 """End-to-end runs of train.py and test.py on the synthetic dataset (CPU)."""
 import json
+import math
+import re
 import signal
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import load_script, run_script, wait_for_log
 
@@ -45,7 +48,7 @@ def test_sigterm_saves_and_resume_ends_with_the_uninterrupted_weights(in_tmp):
     wait_for_log(in_tmp / 'cut' / 'metrics.jsonl', r'"epoch": 0', interrupted)
     interrupted.send_signal(signal.SIGTERM)
     out, err = interrupted.communicate(timeout=300)
-    assert interrupted.returncode == 0, err
+    assert interrupted.returncode == 143, err  # the shell's status for SIGTERM: the run did not finish
     saved = torch.load(in_tmp / 'cut' / 'checkpoint.pt', weights_only=True)
     assert (saved['epoch'], saved['samples']) < (3, 0), 'the run ended before the signal arrived'
     assert 'SIGTERM received' in out
@@ -70,6 +73,7 @@ def test_offline_cifar_gives_one_sentence_and_no_traceback(in_tmp):
     assert process.returncode == 2
     assert 'Traceback' not in err and len(err.strip().splitlines()) == 1
     assert 'cifar-10-python.tar.gz' in err and str(in_tmp / 'data') in err
+    assert not (in_tmp / 'data').exists(), 'a failed download leaves no empty folder behind'
 
 
 def test_imagenet_defaults_apply_unless_given():
@@ -86,7 +90,7 @@ def test_genotype_flags_and_their_errors(in_tmp):
     args, _ = train.resolve_arguments(parser, ['-genotype', "Genotype(normal=[('sep_conv_3x3', 0), "
                                                "('sep_conv_3x3', 1)], normal_concat=[2], reduce=[('max_pool_3x3', 0),"
                                                " ('max_pool_3x3', 1)], reduce_concat=[2])"])
-    assert train.choose_genotype(args).normal == [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)]
+    assert train.choose_genotype(args)[0].normal == [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)]
     with pytest.raises(train.utils.UserError, match='does not exist'):
         train.main(['--arch_path', 'missing.json', '--dataset', 'synthetic'])
     with pytest.raises(train.utils.UserError, match='unknown genotype'):
@@ -122,3 +126,66 @@ def test_learning_rate_warm_up_then_the_schedule():
 def test_sync_bn_needs_cuda(in_tmp):
     with pytest.raises(train.utils.UserError, match='--sync_bn needs CUDA devices'):
         train.main(['--dataset', 'synthetic', '--sync_bn', '--device', 'cpu'])
+
+
+QUICK = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '256', '--synthetic_test_size',
+         '64', '--init_channels', '4', '--layers', '3', '--batch_size', '32', '--device', 'cpu']
+
+
+def test_a_run_says_what_it_will_do_shows_its_first_step_and_names_what_it_wrote(in_tmp, capsys):
+    train.main(QUICK + ['--epochs', '1', '--arch', 'DARTS_V2', '--exp_path', 'run'])
+    lines = capsys.readouterr().out.splitlines()
+
+    def first(text):
+        return next(index for index, line in enumerate(lines) if text in line)
+    assert first('cell DARTS_V2: Genotype(normal=') < first('1 epoch(s) of 8 steps') < first(
+        'train epoch 0/1 step 1/8 (12%) loss') < first('epoch 0 lr')
+    assert ' M parameters (auxiliary head excluded)' in lines[first('M parameters')]
+    assert lines[-1].endswith('wrote run: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, '
+                              'log.txt; test it with: python test.py --model_path run/weights.pt')
+
+
+def test_args_json_records_the_classes_of_the_data(in_tmp):
+    for label, colour in enumerate(((220, 30, 30), (30, 30, 220))):
+        folder = in_tmp / 'images' / f'class{label}'
+        folder.mkdir(parents=True)
+        for i in range(12):
+            Image.new('RGB', (20, 20), colour).save(folder / f'{i}.png')
+    train.main(['--dataset', 'folder', '--data', 'images', '--image_size', '16', '--init_channels', '4', '--layers',
+                '3', '--batch_size', '8', '--epochs', '1', '--device', 'cpu', '--exp_path', 'run'])
+    assert json.loads((in_tmp / 'run' / 'args.json').read_text())['num_classes'] == 2
+
+
+def test_loose_weights_tell_their_size_and_a_wrong_cell_names_the_flags(in_tmp, capsys):
+    net = train.model_lib.NetworkCIFAR(6, 4, 4, True, train.genotypes.PC_DARTS_cifar)
+    torch.save({f'module.{key}': value for key, value in net.state_dict().items()}, in_tmp / 'loose.pt')
+    data = ['--dataset', 'synthetic', '--num_classes', '4', '--synthetic_train_size', '64', '--synthetic_test_size',
+            '32', '--image_size', '16', '--device', 'cpu']
+    result = test.main(['--model_path', 'loose.pt', '--arch', 'PC_DARTS_cifar'] + data)
+    assert result['params_M'] == train.utils.count_parameters_in_millions(net) and result['images'] == 32
+    told = 'C 6, 4 cells, auxiliary head, with --init_channels, --layers, --in_channels read from the weights\' shapes'
+    assert told in capsys.readouterr().out
+    with pytest.raises(test.utils.UserError, match=re.escape(
+            f'{told}; the cell is DARTS, the default, unless --arch, --arch_path or --genotype gives another; give '
+            'the flags the weights were trained with); missing keys')):
+        test.main(['--model_path', 'loose.pt'] + data)
+
+
+def cosine(rate, epoch, epochs):
+    return rate * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+@pytest.mark.slow
+def test_a_finished_run_continues_for_more_epochs_on_the_longer_schedule(in_tmp, capsys):
+    train.main(QUICK + ['--epochs', '2', '--exp_path', 'run'])
+    with pytest.raises(train.utils.UserError, match="--epochs 1 differs from the checkpoint's 2"):
+        train.main(['--resume', 'run', '--epochs', '1'])
+    final = train.main(['--resume', 'run', '--epochs', '4'])
+    assert 'the run grows from 2 to 4 epochs' in capsys.readouterr().out
+    rows = [json.loads(line) for line in (in_tmp / 'run' / 'metrics.jsonl').read_text().splitlines()]
+    assert [row['epoch'] for row in rows] == [0, 1, 2, 3] and final['epoch'] == 3
+    assert [row['lr'] for row in rows] == pytest.approx([cosine(0.025, 0, 2), cosine(0.025, 1, 2),
+                                                         cosine(0.025, 2, 4), cosine(0.025, 3, 4)])
+    assert rows[3]['drop_path_prob'] == pytest.approx(0.2 * 3 / 4)
+    assert json.loads((in_tmp / 'run' / 'args.json').read_text())['epochs'] == 4
+    assert train.utils.load_checkpoint('run/checkpoint.pt')['epoch'] == 4

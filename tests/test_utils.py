@@ -1,6 +1,7 @@
 import argparse
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ def test_count_parameters_excludes_the_auxiliary_head():
     net = nn.Module()
     net.body = nn.Linear(10, 10)
     net.auxiliary_head = nn.Linear(10, 10)
-    assert utils.count_parameters_in_MB(net) == pytest.approx(110 / 1e6)
+    assert utils.count_parameters_in_millions(net) == pytest.approx(110 / 1e6)
 
 
 def test_count_flops_of_a_convolution():
@@ -166,3 +167,78 @@ def test_a_file_that_is_not_a_checkpoint_gives_one_sentence(tmp_path):
         with pytest.raises(UserError) as info:
             utils.load_checkpoint(str(path))
         assert '\n' not in str(info.value)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_lines_come_at_the_first_step_every_report_freq_steps_and_every_30_seconds(monkeypatch, caplog):
+    clock = FakeClock()
+    monkeypatch.setattr(utils.time, 'monotonic', clock)
+    logger = utils.get_logger()
+    logger.propagate = True  # let caplog see the lines
+    meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
+    monitor = utils.StepMonitor(3, 10, 100, meters, utils.GracefulStop(), logger, 50, 'train', utils.Distributed())
+    batches = monitor.track(range(100), 0)
+    logits, targets = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
+    with caplog.at_level('INFO', logger='darts'):
+        for step in batches:
+            clock.now += 2.0 if step < 40 else 0.1  # slow steps first: 30 s pass before step 50
+            assert not monitor.after_step(step, torch.tensor(0.5), logits, targets)
+    lines = [record.getMessage() for record in caplog.records]
+    assert [int(line.split(' step ')[1].split('/')[0]) for line in lines] == [1, 16, 31, 51]
+    assert lines[0].startswith('train epoch 3/10 step 1/100 (1%) loss 0.5000 top1 100.00 | 2.00 s/step, 3:18 left')
+    assert lines[1].startswith('train epoch 3/10 step 16/100 (16%)') and 'left in the epoch' in lines[1]
+
+
+def test_a_stop_request_saves_then_ends_the_run_with_the_signals_exit_status(capsys):
+    logger = utils.get_logger()
+    stop = utils.GracefulStop()
+    stop.requested = 'SIGTERM'
+    meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
+    monitor = utils.StepMonitor(0, 1, 4, meters, stop, logger, 50, 'train', utils.Distributed())
+    monitor.track(range(4), 0)
+    assert monitor.after_step(0, torch.tensor(0.5), torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(lambda: monitor.stop_run(1, 'run'))
+    assert exit_info.value.code == 143
+    out = capsys.readouterr().out
+    assert 'SIGTERM received: saved a checkpoint at epoch 0, step 1; continue with --resume run' in out
+    stop.requested = 'SIGINT'
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(lambda: monitor.stop_run(1, 'run'))
+    assert exit_info.value.code == 130
+
+
+def resume_parser():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--learning_rate', type=float, default=0.025)
+    parser.add_argument('--epochs', type=int, default=50)
+    parser.add_argument('--method')
+    parser.add_argument('--exp_path')
+    parser.add_argument('--device', default='auto')
+    parser.add_argument('--resume', nargs='?', const='')
+    return parser
+
+
+def test_resume_accepts_the_same_command_line_and_refuses_what_differs(tmp_path):
+    saved = {'learning_rate': 0.1, 'epochs': 2, 'method': 'pc_darts', 'exp_path': str(tmp_path), 'device': 'auto',
+             'resume': None}
+    utils.save_checkpoint({'kind': 'train', 'args': saved}, tmp_path / 'checkpoint.pt')
+    parser, run = resume_parser(), ['--resume', str(tmp_path)]
+    same = ['--method', 'pc_darts', '--learning_rate', '0.1', '--epochs', '2', '--device', 'cpu']
+    args, checkpoint = utils.resolve_arguments(parser, same + run, 'train')
+    assert (args.learning_rate, args.epochs, args.device, checkpoint['kind']) == (0.1, 2, 'cpu', 'train')
+    args, _ = utils.resolve_arguments(parser, run + ['--epochs', '5'], 'train')
+    assert args.epochs == 5  # a longer run
+    for flags, message in ((['--learning_rate', '0.2'], "--learning_rate 0.2 differs from the checkpoint's 0.1"),
+                           (['--method', 'darts'], "--method darts differs from the checkpoint's pc_darts"),
+                           (['--epochs', '1'], "--epochs 1 differs from the checkpoint's 2, and a resumed run keeps "
+                                               "the values it was built with (--epochs may only grow)")):
+        with pytest.raises(UserError, match=re.escape(message)):
+            utils.resolve_arguments(parser, run + flags, 'train')

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import genotypes
+import operations
 import utils
 from conftest import load_script, run_script
 
@@ -147,11 +148,37 @@ def test_history_figures_and_animation(search_dir, monkeypatch):
 
 
 @pytest.mark.slow
-def test_history_other_format_and_folder(search_dir, tmp_path):
+def test_history_other_format_and_folder(search_dir, tmp_path, capsys):
     written = visualize.main(['--history', str(search_dir), '--format', 'svg', '--outdir', str(tmp_path)])
     assert sorted(written) == sorted(str(tmp_path / f'{stem}.svg')
                                      for stem in ('alphas_normal', 'alphas_reduce', 'progress'))
     assert all(SIGNATURES['svg'] in open(path, 'rb').read(1000) for path in written)
+    assert capsys.readouterr().out.splitlines() == [f'wrote {path}' for path in written]
+
+
+@pytest.mark.parametrize('epochs', [[0], [0, 1, 2], list(range(600))])
+def test_epoch_axes_have_integer_ticks_and_room_from_one_epoch_to_hundreds(epochs):
+    figure = visualize.require('matplotlib.figure').Figure()
+    ax = figure.subplots()
+    ax.plot(epochs, epochs)
+    visualize.epoch_axis(ax, epochs)
+    low, high = ax.get_xlim()
+    ticks = [tick for tick in ax.get_xticks() if low <= tick <= high]
+    assert (low, high) == (epochs[0] - 0.5, epochs[-1] + 0.5)
+    assert ticks and all(float(tick).is_integer() for tick in ticks) and len(ticks) <= 8
+
+
+def test_coinciding_candidates_stay_apart():
+    """All ten ops of the alpha_darts space at 1/10, as in the first epochs: each keeps its own marker and
+    line style, and its points sit apart along the epoch axis."""
+    figure = visualize.require('matplotlib.figure').Figure()
+    ax = figure.subplots()
+    labels = operations.SEARCH_SPACES['alpha_darts']
+    colors = visualize.require('matplotlib').colormaps['tab10']
+    visualize.plot_candidates(ax, [0], [[0.1]] * len(labels), labels, colors)
+    lines = ax.get_lines()
+    assert len({line.get_marker() for line in lines}) == len({line.get_xdata()[0] for line in lines}) == len(labels)
+    assert len({line.get_linestyle() for line in lines}) > 1
 
 
 @pytest.mark.slow

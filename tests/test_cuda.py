@@ -1,0 +1,106 @@
+"""The CUDA paths of every script: bf16, fp16 with its gradient scaler, channels_last, --compile, the
+non-finite loss check, a one-process NCCL job and resume. Skipped without a CUDA device; on a GPU machine
+run them with `python -m pytest -q -m cuda`."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, finish, metrics, run_script, wait_for_log
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')]
+
+# 10 classes at 16x16: 32 steps of 64 images per epoch.
+DATA = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '2048', '--synthetic_test_size',
+        '256', '--device', 'cuda', '--report_freq', '10']
+TRAIN = DATA + ['--init_channels', '8', '--layers', '5', '--batch_size', '64', '--auxiliary', '--cutout']
+SEARCH = DATA + ['--init_channels', '8', '--layers', '5', '--batch_size', '32', '--epochs', '2']
+
+
+def run(script, args, cwd):
+    return finish(run_script(script, args, cwd))
+
+
+def checkpoint(folder):
+    return torch.load(folder / 'checkpoint.pt', weights_only=True)
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16', 'off'])
+def test_train_and_test_on_cuda_in_each_precision(amp, in_tmp):
+    run('train', TRAIN + ['--epochs', '3', '--amp', amp, '--exp_path', 'run'], in_tmp)
+    rows = metrics(in_tmp / 'run')
+    assert rows[-1]['train_loss'] < rows[0]['train_loss'] and rows[-1]['test_top1'] > 50.0
+    assert rows[-1]['peak_memory_mb'] > 0
+    saved = checkpoint(in_tmp / 'run')
+    assert saved['args']['channels_last'] is True  # the CUDA default
+    assert ('scale' in saved['scaler']) == (amp == 'fp16')  # fp16's gradient scaler is saved and restored
+    run('test', ['--model_path', 'run/checkpoint.pt', '--amp', amp, '--output', 'test.json'], in_tmp)
+    result = json.loads((in_tmp / 'test.json').read_text())
+    assert result['top1'] == pytest.approx(rows[-1]['test_top1'], abs=1.0)
+
+
+def test_compiled_network_trains_and_tests_like_the_eager_one(in_tmp):
+    run('train', TRAIN + ['--epochs', '1', '--compile', '--no_channels_last', '--exp_path', 'run'], in_tmp)
+    run('test', ['--model_path', 'run/weights.pt', '--output', 'eager.json'], in_tmp)
+    run('test', ['--model_path', 'run/weights.pt', '--compile', '--output', 'compiled.json'], in_tmp)
+    eager, compiled = (json.loads((in_tmp / name).read_text()) for name in ('eager.json', 'compiled.json'))
+    assert compiled['loss'] == pytest.approx(eager['loss'], rel=1e-2)
+    assert abs(compiled['top1'] - eager['top1']) <= 1.0
+
+
+@pytest.mark.parametrize('script', ['train', 'train_search'])
+def test_a_diverging_cuda_run_stops_without_saving(script, in_tmp):
+    flags = (TRAIN if script == 'train' else SEARCH) + ['--learning_rate', '1e12', '--epochs', '2', '--exp_path', 'run']
+    process = run_script(script, flags, in_tmp)
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 2 and 'the loss became non-finite at epoch 0, step' in err, err
+    assert not (in_tmp / 'run' / 'checkpoint.pt').exists()
+
+
+def test_sigterm_on_cuda_exits_143_and_the_run_resumes_to_its_end(in_tmp):
+    process = run_script('train', TRAIN + ['--epochs', '3', '--exp_path', 'run'], in_tmp)
+    wait_for_log(in_tmp / 'run' / 'log.txt', r'train epoch 1/3 step 11/', process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err
+    assert checkpoint(in_tmp / 'run')['epoch'] == 1
+    run('train', TRAIN + ['--epochs', '3', '--exp_path', 'run', '--resume'], in_tmp)
+    assert [row['epoch'] for row in metrics(in_tmp / 'run')] == [0, 1, 2]
+
+
+def torchrun(script, args, cwd):
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1',
+               os.path.join(ROOT, f'{script}.py'), *args]
+    return subprocess.Popen(command, cwd=cwd, env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_a_one_process_nccl_job_trains_searches_and_tests(in_tmp):
+    finish(torchrun('train', TRAIN + ['--epochs', '2', '--sync_bn', '--exp_path', 'run'], in_tmp))
+    assert '1 process(es) of batch 64' in (in_tmp / 'run' / 'log.txt').read_text()
+    finish(torchrun('test', ['--model_path', 'run/checkpoint.pt', '--output', 'test.json'], in_tmp))
+    assert json.loads((in_tmp / 'test.json').read_text())['images'] == 256
+    finish(torchrun('train_search', SEARCH + ['--partial_channels', '2', '--exp_path', 'search'], in_tmp))
+    assert (in_tmp / 'search' / 'genotype.json').is_file()
+
+
+@pytest.mark.parametrize('flags', [['--amp', 'bf16'], ['--amp', 'off', '--unrolled'], ['--method', 'pc_darts'],
+                                   ['--method', 'alpha_darts', '--init_channels', '16'], ['--method', 'att_darts',
+                                                                                          '--init_channels', '16'],
+                                   ['--method', 'dadarts'], ['--method', 'da2s']],
+                         ids=['bf16', 'unrolled', 'pc_darts', 'alpha_darts', 'att_darts', 'dadarts', 'da2s'])
+def test_every_search_method_runs_on_cuda(flags, in_tmp):
+    run('train_search', SEARCH + flags + ['--exp_path', 'search'], in_tmp)
+    rows = metrics(in_tmp / 'search')
+    assert [row['epoch'] for row in rows] == [0, 1] and rows[-1]['valid_top1'] > 10.0
+    run('train', TRAIN + ['--epochs', '1', '--arch_path', 'search/genotype.json', '--exp_path', 'eval'], in_tmp)
+
+
+def test_bench_runs_every_case_on_cuda(in_tmp):
+    run('bench', ['--tiny', '--steps', '2', '--warmup', '1', '--device', 'cuda', '--output', 'bench.json'], in_tmp)
+    rows = json.loads((in_tmp / 'bench.json').read_text())['results']
+    assert rows and all(row['images_per_s'] > 0 and row['peak_memory_mb'] > 0 for row in rows)
