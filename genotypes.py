@@ -309,6 +309,16 @@ def parse_genotype(source):
                         f'file or Genotype(...) text')
 
 
+def genotype_from_flags(text=None, path=None, name=None, default='DARTS'):
+    """(genotype, where it came from, for the log) from the scripts' --genotype, --arch_path and --arch, in
+    that order of precedence."""
+    if text:
+        return parse_genotype(text), 'given as --genotype'
+    if path:
+        return parse_genotype(path), f'read from {path}'
+    return parse_genotype(name or default), name or f'{default} (the default)'
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing.
 

@@ -44,13 +44,13 @@ def build_parser():
 
 
 def describe_model(args, given, source):
-    """(network config, genotype, data flags, what to tell the user) for the weights: from our checkpoint,
-    from the run folder that holds a bare weights.pt, or from the flags; sizes no flag gives are read from
-    the weights' shapes."""
+    """(network config, genotype, data flags, what to tell of the network and of the cell's source) for the
+    weights: from our checkpoint, from the run folder that holds a bare weights.pt, or from the flags; sizes
+    no flag gives are read from the weights' shapes."""
     if isinstance(source, dict) and source.get('kind') == 'train':
         saved_args = source['args']
         return (source['network'], genotypes.parse_genotype(json.dumps(source['genotype'])), saved_args,
-                'the cell and sizes stored in the checkpoint')
+                'the cell and sizes stored in the checkpoint', 'stored in the checkpoint')
     run_args_path = os.path.join(os.path.dirname(os.path.abspath(args.model_path)), 'args.json')
     saved_args = {}
     if os.path.isfile(run_args_path):
@@ -69,15 +69,14 @@ def describe_model(args, given, source):
     for key, value in sizes.items():
         if getattr(merged, key) is None:
             setattr(merged, key, value)
-    source_flag = merged.genotype or merged.arch_path or merged.arch
-    genotype = genotypes.parse_genotype(source_flag or 'DARTS')
+    genotype, genotype_source = genotypes.genotype_from_flags(merged.genotype, merged.arch_path, merged.arch)
     auxiliary = merged.auxiliary or shapes['auxiliary']
     config = dict(C=merged.init_channels, layers=merged.layers, auxiliary=auxiliary)
     told = f'C {merged.init_channels}, {merged.layers} cells{", auxiliary head" if auxiliary else ""}'
     told += f', with {", ".join("--" + key for key in read)} read from the weights\' shapes' if read else ''
-    if not source_flag:
+    if not (merged.genotype or merged.arch_path or merged.arch):
         told += '; the cell is DARTS, the default, unless --arch, --arch_path or --genotype gives another'
-    return config, genotype, vars(merged), told
+    return config, genotype, vars(merged), told, genotype_source
 
 def main(argv=None):
     parser = build_parser()
@@ -93,7 +92,7 @@ def evaluate_weights(args, given, device, distributed):
     precision = utils.Precision(args.amp, device, args.channels_last)
     logger = utils.get_logger(enabled=distributed.is_main)
     source = utils.load_checkpoint(args.model_path)
-    config, genotype, saved_args, told = describe_model(args, given, source)
+    config, genotype, saved_args, told, genotype_source = describe_model(args, given, source)
 
     # The data flags the weights were trained with, unless the command line says otherwise.
     data_args = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items()
@@ -110,7 +109,7 @@ def evaluate_weights(args, given, device, distributed):
                               rank=distributed.rank, world_size=distributed.world_size)
 
     logger.info('network: %s', told)
-    logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+    logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
     result = utils.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision,
                             distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))

@@ -67,15 +67,6 @@ def resolve_arguments(parser, argv):
                                    lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
 
 
-def choose_genotype(args):
-    """(genotype, where it came from, for the log)."""
-    if args.genotype:
-        return genotypes.parse_genotype(args.genotype), 'given as --genotype'
-    if args.arch_path:
-        return genotypes.parse_genotype(args.arch_path), f'read from {args.arch_path}'
-    return genotypes.parse_genotype(args.arch), args.arch
-
-
 def train_step(net, forward, images, targets, criterion, optimizer, precision, args):
     """Forward (main and auxiliary loss), backward, clip, step; returns (loss, logits) as device tensors.
     `forward` is the network itself or its compiled form."""
@@ -127,7 +118,7 @@ def train(args, checkpoint, device, distributed):
     utils.configure_device(device)
     precision = utils.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
-    genotype, genotype_source = choose_genotype(args)
+    genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch)
     train_split, test_split, info = data.load_dataset(args)
     shard = {'rank': distributed.rank, 'world_size': distributed.world_size}
     train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args, **shard)

@@ -1,5 +1,6 @@
 """End-to-end searches with train_search.py on the synthetic dataset (CPU), and retraining their result."""
 import json
+import re
 
 import pytest
 import torch
@@ -30,7 +31,11 @@ def test_first_order_search_writes_a_genotype_that_retrains(in_tmp):
     assert rows[-1]['skip_connect'] == genotypes.count_ops(genotype, 'skip_connect')
     ops = rows[-1]['arch_weights']['normal']['ops']
     assert len(ops) == 14 and all(sum(row) == pytest.approx(1.0) for row in ops)
-    assert 'genotype = Genotype(normal=' in (folder / 'log.txt').read_text()
+    log = (folder / 'log.txt').read_text().splitlines()
+    assert any('genotype = Genotype(normal=' in line for line in log)
+    # One line per cell and parameter (the full matrices stay in metrics.jsonl): every line has its time.
+    assert sum('ops (softmax): largest per edge ' in line for line in log) == 2 * 3
+    assert all(re.match(r'\d\d/\d\d \d\d:\d\d:\d\d ', line) for line in log)
     final = train.main(['--arch_path', str(folder / 'genotype.json'), '--epochs', '1', '--exp_path', 'eval']
                        + [arg for arg in TINY if arg != '--report_freq' and arg != '1000'])
     assert final['test_top1'] >= 0

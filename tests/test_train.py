@@ -90,7 +90,8 @@ def test_genotype_flags_and_their_errors(in_tmp):
     args, _ = train.resolve_arguments(parser, ['-genotype', "Genotype(normal=[('sep_conv_3x3', 0), "
                                                "('sep_conv_3x3', 1)], normal_concat=[2], reduce=[('max_pool_3x3', 0),"
                                                " ('max_pool_3x3', 1)], reduce_concat=[2])"])
-    assert train.choose_genotype(args)[0].normal == [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)]
+    genotype, source = train.genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch)
+    assert genotype.normal == [('sep_conv_3x3', 0), ('sep_conv_3x3', 1)] and source == 'given as --genotype'
     with pytest.raises(train.utils.UserError, match='does not exist'):
         train.main(['--arch_path', 'missing.json', '--dataset', 'synthetic'])
     with pytest.raises(train.utils.UserError, match='unknown genotype'):

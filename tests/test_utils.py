@@ -242,3 +242,10 @@ def test_resume_accepts_the_same_command_line_and_refuses_what_differs(tmp_path)
                                                "the values it was built with (--epochs may only grow)")):
         with pytest.raises(UserError, match=re.escape(message)):
             utils.resolve_arguments(parser, run + flags, 'train')
+
+
+def test_architecture_weights_are_summarized_in_one_line():
+    uniform = [[0.125] * 8, [0.125] * 8]
+    assert utils.summarize_weights(uniform) == 'largest per edge 0.125 0.125; mean entropy 2.079 (uniform 2.079)'
+    assert utils.summarize_weights([[1.0, 0.0], [0.5, 0.5]]).endswith('mean entropy 0.347 (uniform 0.693)')
+    assert utils.summarize_weights([0.5, 0.25, 0.25]) == '0.500 0.250 0.250'
