@@ -11,7 +11,7 @@ import torch
 from torch.func import functional_call
 
 import discretization
-import utils
+import loop
 
 
 def add_discretization_arguments(parser):
@@ -53,7 +53,7 @@ class SearchObjective:
                  dal_on_weights=False, dal_factor=1.0, dal_starting_epoch=0, da2s=False, da2s_weight=0.1,
                  da2s_edge_factor=4.0, da2s_alpha_start=8, precision=None):
         self.model = model
-        self.precision = precision or utils.Precision('off', torch.device('cpu'))
+        self.precision = precision or loop.Precision('off', torch.device('cpu'))
         self.hd_on_weights, self.topk_on_alphas, self.topk_on_weights = hd_on_weights, topk_on_alphas, topk_on_weights
         self.base_temperature, self.linear_temperature_max = temperature, linear_temperature_max
         self.linear_temperature_increase = linear_temperature_increase

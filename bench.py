@@ -19,6 +19,7 @@ from torch import nn
 import architect as architect_lib
 import data
 import genotypes
+import loop
 import model as model_lib
 import utils
 from train import train_step
@@ -56,7 +57,7 @@ def build_parser():
     parser.add_argument('--baseline', action='store_true',
                         help='every speed option off: float32, NCHW, no compilation, no cudnn autotuning')
     parser.add_argument('--output', default='bench.json', help='where to write the results as JSON')
-    utils.add_speed_arguments(parser, compile_option=True)
+    loop.add_speed_arguments(parser, compile_option=True)
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
     return parser
 
@@ -167,7 +168,7 @@ def main(argv=None):
         args.amp, args.channels_last, args.compile = 'off', False, False
     else:
         utils.configure_device(device)
-    precision = utils.Precision(args.amp, device, args.channels_last)
+    precision = loop.Precision(args.amp, device, args.channels_last)
     sizes = TINY if args.tiny else PAPER
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     cases = names_from(args.cases, CASES, '--cases')

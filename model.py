@@ -4,7 +4,7 @@ For genotypes without attention the module tree and parameter names equal the DA
 (`stem.0.weight`, `cells.3._ops.5.op.2.weight`, `auxiliary_head.features.2.weight`, ...), so weights
 released by DARTS, PC-DARTS and alpha-DARTS load unchanged. An edge's attention (or its second op,
 after Att-DARTS's `double_mixed` search) sits in `_attentions`, which Att-DARTS calls `_second_layers`;
-the cell-output attention sits in `_bottleneck`. `utils.load_weights` renames Att-DARTS's checkpoints.
+the cell-output attention sits in `_bottleneck`. `checkpoints.load_weights` renames Att-DARTS's checkpoints.
 """
 import torch
 import torch.nn as nn

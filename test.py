@@ -10,9 +10,12 @@ import os
 import torch
 import torch.nn as nn
 
+import checkpoints
 import data
 import genotypes
+import loop
 import model as model_lib
+import parallel
 import utils
 
 # Defaults for a bare state_dict, as DARTS's test.py and test_imagenet.py had them.
@@ -39,7 +42,7 @@ def build_parser():
     run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
     run.add_argument('--gpu', type=utils.bounded(int, 0), default=0, help='CUDA device index, as in DARTS')
     run.add_argument('--output', help='where to write the results as JSON (default: test.json beside the weights)')
-    utils.add_speed_arguments(parser, compile_option=True)
+    loop.add_speed_arguments(parser, compile_option=True)
     return parser
 
 
@@ -57,7 +60,7 @@ def describe_model(args, given, source):
         with open(run_args_path) as f:
             saved_args = json.load(f)
     merged = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items() if k not in given}})
-    shapes = model_lib.sizes_from_weights(utils.normalise_keys(utils.extract_state_dict(source)))
+    shapes = model_lib.sizes_from_weights(checkpoints.normalise_keys(checkpoints.extract_state_dict(source)))
     known = {'init_channels': shapes['C'], 'layers': shapes['layers'], 'num_classes': shapes['num_classes'],
              'in_channels': shapes['in_channels']}
     data_keys = ('num_classes', 'in_channels')  # flags of the synthetic dataset; the others' data fix them
@@ -83,15 +86,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.output:
         utils.check_output_folder(args.output, '--output')
-    given = utils.given_arguments(parser, argv)
-    return utils.run_distributed(evaluate_weights, args, args, given)
+    given = checkpoints.given_arguments(parser, argv)
+    return parallel.run_distributed(evaluate_weights, args, args, given)
 
 
 def evaluate_weights(args, given, device, distributed):
     utils.configure_device(device)
-    precision = utils.Precision(args.amp, device, args.channels_last)
+    precision = loop.Precision(args.amp, device, args.channels_last)
     logger = utils.get_logger(enabled=distributed.is_main)
-    source = utils.load_checkpoint(args.model_path)
+    source = checkpoints.load_checkpoint(args.model_path)
     config, genotype, saved_args, told, genotype_source = describe_model(args, given, source)
 
     # The data flags the weights were trained with, unless the command line says otherwise.
@@ -101,7 +104,7 @@ def evaluate_weights(args, given, device, distributed):
     config = {**config, 'num_classes': info.num_classes, 'in_channels': info.in_channels,
               'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size)}
     net = model_lib.build_network(config, genotype)
-    utils.load_weights(net, source, origin=args.model_path,
+    checkpoints.load_weights(net, source, origin=args.model_path,
                        hint=f'it was built with {told}; give the flags the weights were trained with')
     net.to(device, memory_format=precision.memory_format)
     data_args.channels_last = precision.channels_last
@@ -110,7 +113,7 @@ def evaluate_weights(args, given, device, distributed):
 
     logger.info('network: %s', told)
     logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
-    result = utils.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision,
+    result = loop.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision,
                             distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
     result.update(params_M=utils.count_parameters_in_millions(net), flops=flops, multiply_adds=flops // 2,

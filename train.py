@@ -9,9 +9,12 @@ import time
 import torch
 import torch.nn as nn
 
+import checkpoints
 import data
 import genotypes
+import loop
 import model as model_lib
+import parallel
 import utils
 
 # DARTS's train_imagenet.py defaults, used with --dataset imagenet unless a flag says otherwise.
@@ -56,14 +59,14 @@ def build_parser():
                      help='linear learning-rate warm-up, for the large total batches of many processes')
     opt.add_argument('--sync_bn', action='store_true',
                      help='with torchrun on GPUs: BatchNorm statistics over the whole batch of all processes')
-    utils.add_speed_arguments(parser, compile_option=True)
-    utils.add_run_arguments(parser, default_seed=0)
+    loop.add_speed_arguments(parser, compile_option=True)
+    loop.add_run_arguments(parser, default_seed=0)
     return parser
 
 
 def resolve_arguments(parser, argv):
     """Command line over (resumed arguments or DARTS's ImageNet defaults) over parser defaults."""
-    return utils.resolve_arguments(parser, argv, 'train',
+    return checkpoints.resolve_arguments(parser, argv, 'train',
                                    lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
 
 
@@ -108,7 +111,7 @@ def build_scheduler(optimizer, args):
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    return utils.run_distributed(train, args, args, checkpoint)
+    return parallel.run_distributed(train, args, args, checkpoint)
 
 
 def train(args, checkpoint, device, distributed):
@@ -116,7 +119,7 @@ def train(args, checkpoint, device, distributed):
         raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
                               'statistics')
     utils.configure_device(device)
-    precision = utils.Precision(args.amp, device, args.channels_last)
+    precision = loop.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
     genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch)
     train_split, test_split, info = data.load_dataset(args)
@@ -134,7 +137,7 @@ def train(args, checkpoint, device, distributed):
         module = nn.SyncBatchNorm.convert_sync_batchnorm(net) if args.sync_bn else net
         forward = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == 'cuda' else None)
     forward = torch.compile(forward) if args.compile else forward
-    run = utils.Run('eval', args.save, args.exp_path, distributed)
+    run = loop.Run('eval', args.save, args.exp_path, distributed)
     logger = run.logger
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
@@ -152,19 +155,19 @@ def train(args, checkpoint, device, distributed):
                 len(train_loader), len(test_loader))
 
     def save(epoch, step):
-        state = utils.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step * samples_per_step,
+        state = checkpoints.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step * samples_per_step,
                                      meters, history, distributed)
         run.save({'kind': 'train', 'args': run_args, 'network': config,
                   'genotype': genotypes.genotype_to_dict(genotype), **state})
 
-    clock = utils.RunClock(epoch, args.epochs)
-    with utils.GracefulStop() as stop:
+    clock = loop.RunClock(epoch, args.epochs)
+    with loop.GracefulStop() as stop:
         while epoch < args.epochs:
             net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
             lr = scheduler.get_last_lr()[0]
             started = time.time()
             utils.reset_peak_memory(device)
-            monitor = utils.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
+            monitor = loop.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
                                         'train', distributed)
             resume_step = train_epoch(net, forward, train_loader, criterion, optimizer, precision, args, start_step,
                                       monitor)
@@ -172,9 +175,9 @@ def train(args, checkpoint, device, distributed):
                 save(epoch, resume_step)
                 monitor.stop_run(resume_step, run.exp_dir)
             seconds = time.time() - started
-            test = utils.evaluate(net, test_loader, criterion, forward, precision, distributed)
+            test = loop.evaluate(net, test_loader, criterion, forward, precision, distributed)
             scheduler.step()
-            totals = utils.reduce_meters(meters, distributed)
+            totals = parallel.reduce_meters(meters, distributed)
             row = {'epoch': epoch, 'lr': lr, 'drop_path_prob': net.drop_path_prob,
                    'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
                    'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5'],

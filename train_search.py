@@ -11,9 +11,12 @@ import torch
 import torch.nn as nn
 
 import architect as architect_lib
+import checkpoints
 import data
 import genotypes
+import loop
 import model_search
+import parallel
 import utils
 
 # The defaults each method's paper used; any flag typed on the command line still wins.
@@ -73,21 +76,22 @@ def build_parser():
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='epochs with the architecture frozen')
     architect_lib.add_discretization_arguments(parser)
-    utils.add_speed_arguments(parser)
-    utils.add_run_arguments(parser, default_seed=2)
+    loop.add_speed_arguments(parser)
+    loop.add_run_arguments(parser, default_seed=2)
     return parser
 
 
 def resolve_arguments(parser, argv):
     """(args, checkpoint or None, notes for the log): command line over (resumed arguments or the method
     preset) over parser defaults."""
-    args, checkpoint = utils.resolve_arguments(parser, argv, 'search', lambda args: METHODS.get(args.method, {}))
+    args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search', lambda args: METHODS.get(args.method, {}))
     if not 0 < args.train_portion < 1:
         raise utils.UserError('--train_portion must lie strictly between 0 and 1')
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
-    notes = [] if checkpoint else fit_warmup(args, utils.given_arguments(parser, argv), parser.get_default('epochs'))
+    given = checkpoints.given_arguments(parser, argv)
+    notes = [] if checkpoint else fit_warmup(args, given, parser.get_default('epochs'))
     return args, checkpoint, notes
 
 
@@ -170,17 +174,17 @@ def describe_architecture(model):
 def main(argv=None):
     parser = build_parser()
     args, checkpoint, notes = resolve_arguments(parser, argv)
-    return utils.run_distributed(search, args, args, checkpoint, notes)
+    return parallel.run_distributed(search, args, args, checkpoint, notes)
 
 
 def search(args, checkpoint, notes, device, distributed):
     utils.configure_device(device)
-    precision = utils.Precision(args.amp, device, args.channels_last)
+    precision = loop.Precision(args.amp, device, args.channels_last)
     args.channels_last = precision.channels_last
     train_split, _, info = data.load_dataset(args)
     utils.seed_everything(args.seed)
     model = build_model(args, info).to(device, memory_format=precision.memory_format)
-    run = utils.Run('search', args.save, args.exp_path, distributed)
+    run = loop.Run('search', args.save, args.exp_path, distributed)
     logger = run.logger
     first, rest = data.split_indices(len(train_split), args.train_portion)
 
@@ -210,18 +214,18 @@ def search(args, checkpoint, notes, device, distributed):
                 args.warmup_epochs, len(valid_loader))
 
     def save(epoch, step):
-        state = utils.training_state(model, optimizers, scheduler, precision, epoch, step * samples_per_step, meters,
-                                     history, distributed)
+        state = checkpoints.training_state(model, optimizers, scheduler, precision, epoch, step * samples_per_step,
+                                           meters, history, distributed)
         run.save({'kind': 'search', 'args': run_args, **state})
 
-    clock = utils.RunClock(epoch, args.epochs)
-    with utils.GracefulStop() as stop:
+    clock = loop.RunClock(epoch, args.epochs)
+    with loop.GracefulStop() as stop:
         while epoch < args.epochs:
             lr = scheduler.get_last_lr()[0]
             objective.set_epoch(epoch, args.epochs)
             started = time.time()
             utils.reset_peak_memory(device)
-            monitor = utils.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
+            monitor = loop.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
                                         'search', distributed)
             resume_step = search_epoch(model, objective, architect, (train_loader, alpha_loader), w_optimizer, lr,
                                        args, start_step, monitor)
@@ -229,12 +233,12 @@ def search(args, checkpoint, notes, device, distributed):
                 save(epoch, resume_step)
                 monitor.stop_run(resume_step, run.exp_dir)
             seconds = time.time() - started
-            valid = utils.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
+            valid = loop.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
                                    lambda x: model(x, objective.arch_weights('eval')), precision, distributed)
             scheduler.step()
             genotype = model.genotype()
             terms = objective.summary()
-            totals = utils.reduce_meters(meters, distributed)
+            totals = parallel.reduce_meters(meters, distributed)
             row = {'epoch': epoch, 'lr': lr, 'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
                    'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
                    'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
@@ -253,7 +257,7 @@ def search(args, checkpoint, notes, device, distributed):
                 logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
             for cell, fields in row['arch_weights'].items():
                 for field, values in fields.items():
-                    logger.info('%s %s (softmax): %s', cell, field, utils.summarize_weights(values))
+                    logger.info('%s %s (softmax): %s', cell, field, loop.summarize_weights(values))
             if distributed.is_main:
                 genotypes.save_genotype(genotype, run.path('genotype.json'))
             meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}

@@ -8,9 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import ROOT, finish, load_script, metrics, run_script, wait_for_log
+from PIL import Image
 
 test_script = load_script('test')
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import checkpoints
 import genotypes
 import model
 import utils
@@ -91,7 +92,7 @@ def test_darts_style_release_loads(tmp_path):
     path = tmp_path / 'cifar10_model.pt'
     torch.save(released, path, _use_new_zipfile_serialization=False)
     fresh = NetworkCIFAR(8, 10, 5, True, genotypes.DARTS_V2)
-    utils.load_weights(fresh, str(path))
+    checkpoints.load_weights(fresh, str(path))
     for key, value in net.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value)
 
@@ -147,7 +148,7 @@ def test_att_darts_checkpoints_load_after_renaming(tmp_path):
     assert any('_second_layers.1._mask.ChannelAttention.mlp.1.weight' in key for key in theirs)
     torch.save(theirs, tmp_path / 'cifar10_att.pt')
     fresh = NetworkCIFAR(16, 10, 5, True, genotypes.Att_DARTS)
-    utils.load_weights(fresh, str(tmp_path / 'cifar10_att.pt'))
+    checkpoints.load_weights(fresh, str(tmp_path / 'cifar10_att.pt'))
     loaded = fresh.state_dict()
     assert all(torch.equal(loaded[key], value) for key, value in net.state_dict().items())
 

@@ -12,13 +12,15 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, finish, load_script, metrics, run_script, wait_for_log
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import genotypes
-import utils
-from conftest import ROOT, finish, load_script, metrics, run_script, wait_for_log
 from test_data import CIFAR10_TRAIN, write_cifar
+
+import checkpoints
+import genotypes
+import loop
+import utils
 
 train = load_script('train')
 train_search = load_script('train_search')
@@ -139,11 +141,11 @@ SAVER = """
 import sys
 sys.path.insert(0, {root!r})
 import torch
-import utils
+import checkpoints
 version = 0
 while True:
     version += 1
-    utils.save_checkpoint({{'version': version, 'blob': torch.full((4_000_000,), float(version))}}, sys.argv[1])
+    checkpoints.save_checkpoint({{'version': version, 'blob': torch.full((4_000_000,), float(version))}}, sys.argv[1])
     print(version, flush=True)
 """
 
@@ -161,7 +163,7 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
         saver.wait()
         saver.stdout.close()
         torn += (tmp_path / 'checkpoint.pt.tmp').exists()
-        state = utils.load_checkpoint(str(path))
+        state = checkpoints.load_checkpoint(str(path))
         assert state['version'] >= 1 and torch.equal(state['blob'], torch.full((4_000_000,), float(state['version'])))
     assert torn, 'no kill landed inside a save, so the test proved nothing'
 
@@ -259,10 +261,10 @@ def test_after_divergence_the_last_good_checkpoint_loads_and_resumes(in_tmp, mon
         calls.append(None)
         return (loss * float('nan') if len(calls) == 8 + 3 else loss), logits
     monkeypatch.setattr(train, 'train_step', poisoned)
-    with pytest.raises(utils.NonFiniteLoss, match='epoch 1, step 2;'):
+    with pytest.raises(loop.NonFiniteLoss, match='epoch 1, step 2;'):
         train.main(QUICK + ['--epochs', '2', '--exp_path', 'run'])
     assert len(calls) == 8 + 3, 'the run should stop at the bad step'
-    saved = utils.load_checkpoint('run/checkpoint.pt')
+    saved = checkpoints.load_checkpoint('run/checkpoint.pt')
     assert (saved['epoch'], saved['samples']) == (1, 0)
     assert all(torch.isfinite(value).all() for value in saved['model'].values() if value.is_floating_point())
     monkeypatch.setattr(train, 'train_step', real_step)

@@ -4,10 +4,10 @@ import re
 
 import pytest
 import torch
+from conftest import load_script, metrics
 
 import genotypes
 import utils
-from conftest import load_script, metrics
 
 train_search = load_script('train_search')
 train = load_script('train')

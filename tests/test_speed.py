@@ -3,12 +3,13 @@ import json
 
 import pytest
 import torch
+from conftest import load_script
 
 import genotypes
+import loop
 import model
 import utils
 from architect import SearchObjective
-from conftest import load_script
 from model_search import Network
 
 bench = load_script('bench')
@@ -29,7 +30,7 @@ def test_bf16_logits_are_within_one_percent_of_float32():
     net, x = eval_net(), torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = net(x)[0]
-        with utils.Precision('bf16', torch.device('cpu')).autocast():
+        with loop.Precision('bf16', torch.device('cpu')).autocast():
             low = net(x)[0]
     assert low.dtype == torch.bfloat16 and relative_error(low, reference) < 1e-2
     torch.manual_seed(0)
@@ -37,7 +38,7 @@ def test_bf16_logits_are_within_one_percent_of_float32():
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         reference = supernet(x)
-        with utils.Precision('bf16', torch.device('cpu')).autocast():
+        with loop.Precision('bf16', torch.device('cpu')).autocast():
             low = supernet(x)
     assert relative_error(low, reference) < 1e-2
     assert supernet.arch_weights()['normal'].ops.dtype == torch.float32
@@ -72,9 +73,9 @@ def test_skipping_zero_weighted_ops_and_edges_changes_nothing(options):
 
 
 def test_automatic_precision_and_its_refusals():
-    cpu = utils.Precision('auto', torch.device('cpu'))
+    cpu = loop.Precision('auto', torch.device('cpu'))
     assert cpu.dtype is None and cpu.scaler is None and not cpu.channels_last
-    assert utils.Precision('fp16', torch.device('cpu')).scaler is not None
+    assert loop.Precision('fp16', torch.device('cpu')).scaler is not None
     with pytest.raises(utils.UserError, match='--amp fp16 is for train.py and test.py'):
         train_search.main(['--dataset', 'synthetic', '--amp', 'fp16'])
 

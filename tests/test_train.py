@@ -6,9 +6,8 @@ import signal
 
 import pytest
 import torch
-from PIL import Image
-
 from conftest import load_script, run_script, wait_for_log
+from PIL import Image
 
 train = load_script('train')
 test = load_script('test')
@@ -189,4 +188,4 @@ def test_a_finished_run_continues_for_more_epochs_on_the_longer_schedule(in_tmp,
                                                          cosine(0.025, 2, 4), cosine(0.025, 3, 4)])
     assert rows[3]['drop_path_prob'] == pytest.approx(0.2 * 3 / 4)
     assert json.loads((in_tmp / 'run' / 'args.json').read_text())['epochs'] == 4
-    assert train.utils.load_checkpoint('run/checkpoint.pt')['epoch'] == 4
+    assert train.checkpoints.load_checkpoint('run/checkpoint.pt')['epoch'] == 4

@@ -7,6 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+import checkpoints
+import loop
+import parallel
 import utils
 from utils import UserError
 
@@ -58,16 +61,17 @@ def test_given_arguments_lists_only_typed_flags():
     parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--cutout', action='store_true')
     parser.add_argument('--set', dest='dataset', default='cifar10')
-    assert utils.given_arguments(parser, ['--cutout', '--set', 'synthetic']) == {'cutout': True, 'dataset': 'synthetic'}
-    assert utils.given_arguments(parser, []) == {}
+    given = checkpoints.given_arguments(parser, ['--cutout', '--set', 'synthetic'])
+    assert given == {'cutout': True, 'dataset': 'synthetic'}
+    assert checkpoints.given_arguments(parser, []) == {}
 
 
 def test_checkpoint_save_is_atomic_and_loads(tmp_path):
     path = str(tmp_path / 'checkpoint.pt')
-    utils.save_checkpoint({'epoch': 3, 'model': {'w': torch.ones(2)}}, path)
-    utils.save_checkpoint({'epoch': 4, 'model': {'w': torch.ones(2)}}, path)
+    checkpoints.save_checkpoint({'epoch': 3, 'model': {'w': torch.ones(2)}}, path)
+    checkpoints.save_checkpoint({'epoch': 4, 'model': {'w': torch.ones(2)}}, path)
     assert os.listdir(tmp_path) == ['checkpoint.pt']
-    assert utils.load_checkpoint(path)['epoch'] == 4
+    assert checkpoints.load_checkpoint(path)['epoch'] == 4
 
 
 class Payload:
@@ -84,7 +88,7 @@ def test_hostile_checkpoint_is_refused_and_never_runs(tmp_path):
     path = tmp_path / 'evil.pt'
     torch.save({'model': Payload()}, path)
     with pytest.raises(UserError, match='refused') as info:
-        utils.load_checkpoint(str(path))
+        checkpoints.load_checkpoint(str(path))
     assert '\n' not in str(info.value)
     assert not MARKER.exists()
 
@@ -94,9 +98,9 @@ def test_truncated_checkpoint_gives_a_clear_error(tmp_path):
     torch.save({'model': {'w': torch.randn(1000)}}, path)
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(UserError, match='truncated or damaged'):
-        utils.load_checkpoint(str(path))
+        checkpoints.load_checkpoint(str(path))
     with pytest.raises(UserError, match='does not exist'):
-        utils.load_checkpoint(str(tmp_path / 'nothing.pt'))
+        checkpoints.load_checkpoint(str(tmp_path / 'nothing.pt'))
 
 
 def test_load_weights_accepts_every_form():
@@ -105,7 +109,7 @@ def test_load_weights_accepts_every_form():
     for form in (state, {'model': state, 'kind': 'train'}, {'state_dict': state},
                  {f'module.{k}': v for k, v in state.items()}, {f'_orig_mod.{k}': v for k, v in state.items()}):
         target = linear_net()
-        utils.load_weights(target, form)
+        checkpoints.load_weights(target, form)
         assert torch.equal(target[0].weight, source[0].weight)
 
 
@@ -115,26 +119,26 @@ def test_load_weights_names_missing_unexpected_and_misshapen_keys():
     del broken['2.weight']
     broken['head.weight'] = torch.zeros(1)
     with pytest.raises(UserError) as info:
-        utils.load_weights(linear_net(), broken, origin='w.pt')
+        checkpoints.load_weights(linear_net(), broken, origin='w.pt')
     message = str(info.value)
     assert 'missing keys: 2.weight' in message and 'unexpected keys: head.weight' in message
     other = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.Linear(5, 2)).state_dict()
     with pytest.raises(UserError, match=r'0.weight \(5, 3\) vs \(4, 3\)'):
-        utils.load_weights(linear_net(), other)
+        checkpoints.load_weights(linear_net(), other)
     with pytest.raises(UserError, match='holds no model weights'):
-        utils.load_weights(linear_net(), {'epoch': 1})
+        checkpoints.load_weights(linear_net(), {'epoch': 1})
 
 
 def test_finite_loss_guard_names_the_first_bad_step():
-    guard = utils.FiniteLossGuard(epoch=2)
+    guard = loop.FiniteLossGuard(epoch=2)
     guard.update(torch.tensor(1.0), 0)
     guard.check()
     guard.poll()
     guard.update(torch.tensor(float('nan')), 5)
     guard.update(torch.tensor(float('inf')), 6)
-    with pytest.raises(utils.NonFiniteLoss, match='epoch 2, step 5'):
+    with pytest.raises(loop.NonFiniteLoss, match='epoch 2, step 5'):
         guard.check()
-    with pytest.raises(utils.NonFiniteLoss, match='epoch 2, step 5'):
+    with pytest.raises(loop.NonFiniteLoss, match='epoch 2, step 5'):
         guard.poll()  # on the CPU the flag is visible at once
 
 
@@ -151,12 +155,12 @@ def test_create_exp_dir_names_and_refuses_unwritable(tmp_path, monkeypatch):
 
 def test_rng_state_roundtrip_through_a_checkpoint(tmp_path):
     torch.manual_seed(1)
-    state = utils.rng_state()
+    state = checkpoints.rng_state()
     expected = torch.rand(3)
     path = str(tmp_path / 'rng.pt')
-    utils.save_checkpoint({'rng': state}, path)
+    checkpoints.save_checkpoint({'rng': state}, path)
     torch.rand(10)
-    utils.set_rng_state(utils.load_checkpoint(path)['rng'])
+    checkpoints.set_rng_state(checkpoints.load_checkpoint(path)['rng'])
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -165,7 +169,7 @@ def test_a_file_that_is_not_a_checkpoint_gives_one_sentence(tmp_path):
         path = tmp_path / 'notes.pt'
         path.write_bytes(content)
         with pytest.raises(UserError) as info:
-            utils.load_checkpoint(str(path))
+            checkpoints.load_checkpoint(str(path))
         assert '\n' not in str(info.value)
 
 
@@ -179,11 +183,11 @@ class FakeClock:
 
 def test_progress_lines_come_at_the_first_step_every_report_freq_steps_and_every_30_seconds(monkeypatch, caplog):
     clock = FakeClock()
-    monkeypatch.setattr(utils.time, 'monotonic', clock)
+    monkeypatch.setattr(loop.time, 'monotonic', clock)
     logger = utils.get_logger()
     logger.propagate = True  # let caplog see the lines
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-    monitor = utils.StepMonitor(3, 10, 100, meters, utils.GracefulStop(), logger, 50, 'train', utils.Distributed())
+    monitor = loop.StepMonitor(3, 10, 100, meters, loop.GracefulStop(), logger, 50, 'train', parallel.Distributed())
     batches = monitor.track(range(100), 0)
     logits, targets = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
     with caplog.at_level('INFO', logger='darts'):
@@ -198,10 +202,10 @@ def test_progress_lines_come_at_the_first_step_every_report_freq_steps_and_every
 
 def test_a_stop_request_saves_then_ends_the_run_with_the_signals_exit_status(capsys):
     logger = utils.get_logger()
-    stop = utils.GracefulStop()
+    stop = loop.GracefulStop()
     stop.requested = 'SIGTERM'
     meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-    monitor = utils.StepMonitor(0, 1, 4, meters, stop, logger, 50, 'train', utils.Distributed())
+    monitor = loop.StepMonitor(0, 1, 4, meters, stop, logger, 50, 'train', parallel.Distributed())
     monitor.track(range(4), 0)
     assert monitor.after_step(0, torch.tensor(0.5), torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
     with pytest.raises(SystemExit) as exit_info:
@@ -229,23 +233,23 @@ def resume_parser():
 def test_resume_accepts_the_same_command_line_and_refuses_what_differs(tmp_path):
     saved = {'learning_rate': 0.1, 'epochs': 2, 'method': 'pc_darts', 'exp_path': str(tmp_path), 'device': 'auto',
              'resume': None}
-    utils.save_checkpoint({'kind': 'train', 'args': saved}, tmp_path / 'checkpoint.pt')
+    checkpoints.save_checkpoint({'kind': 'train', 'args': saved}, tmp_path / 'checkpoint.pt')
     parser, run = resume_parser(), ['--resume', str(tmp_path)]
     same = ['--method', 'pc_darts', '--learning_rate', '0.1', '--epochs', '2', '--device', 'cpu']
-    args, checkpoint = utils.resolve_arguments(parser, same + run, 'train')
+    args, checkpoint = checkpoints.resolve_arguments(parser, same + run, 'train')
     assert (args.learning_rate, args.epochs, args.device, checkpoint['kind']) == (0.1, 2, 'cpu', 'train')
-    args, _ = utils.resolve_arguments(parser, run + ['--epochs', '5'], 'train')
+    args, _ = checkpoints.resolve_arguments(parser, run + ['--epochs', '5'], 'train')
     assert args.epochs == 5  # a longer run
     for flags, message in ((['--learning_rate', '0.2'], "--learning_rate 0.2 differs from the checkpoint's 0.1"),
                            (['--method', 'darts'], "--method darts differs from the checkpoint's pc_darts"),
                            (['--epochs', '1'], "--epochs 1 differs from the checkpoint's 2, and a resumed run keeps "
                                                "the values it was built with (--epochs may only grow)")):
         with pytest.raises(UserError, match=re.escape(message)):
-            utils.resolve_arguments(parser, run + flags, 'train')
+            checkpoints.resolve_arguments(parser, run + flags, 'train')
 
 
 def test_architecture_weights_are_summarized_in_one_line():
     uniform = [[0.125] * 8, [0.125] * 8]
-    assert utils.summarize_weights(uniform) == 'largest per edge 0.125 0.125; mean entropy 2.079 (uniform 2.079)'
-    assert utils.summarize_weights([[1.0, 0.0], [0.5, 0.5]]).endswith('mean entropy 0.347 (uniform 0.693)')
-    assert utils.summarize_weights([0.5, 0.25, 0.25]) == '0.500 0.250 0.250'
+    assert loop.summarize_weights(uniform) == 'largest per edge 0.125 0.125; mean entropy 2.079 (uniform 2.079)'
+    assert loop.summarize_weights([[1.0, 0.0], [0.5, 0.5]]).endswith('mean entropy 0.347 (uniform 0.693)')
+    assert loop.summarize_weights([0.5, 0.25, 0.25]) == '0.500 0.250 0.250'

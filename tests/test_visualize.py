@@ -4,12 +4,12 @@ import re
 
 import matplotlib.axes
 import pytest
+from conftest import load_script, run_script
 from PIL import Image
 
 import genotypes
 import operations
 import utils
-from conftest import load_script, run_script
 
 visualize = load_script('visualize')
 
