@@ -1,148 +1,71 @@
-"""The architecture step of the bilevel optimisation (DARTS, section 2.3) and the search objective.
+"""The architecture step of the bilevel optimisation (DARTS, section 2.3) and the search engine around it.
 
-`SearchObjective` decides, for each phase of a search step, which architecture weights the supernet
-mixes with and which extra losses apply: 'alpha' (the architecture step), 'weights' (the weight step)
-and 'eval' (the validation pass). `Architect` updates the architecture parameters with Adam, from
-the first-order gradient or the second-order (unrolled) one.
+`SearchObjective` computes a search step's losses: for each phase, the architecture weights the supernet
+mixes with and the regularisers that join the cross-entropy, as the search methods (methods.py) decide.
+`Architect` updates the architecture parameters with Adam, from the first-order gradient or the
+second-order (unrolled) one.
 """
-from dataclasses import replace
+import contextlib
 
 import torch
 from torch.func import functional_call
 
-import discretization
-import loop
-
-
-def add_discretization_arguments(parser):
-    """DADARTS's and DA2S's options; the single-dash spellings of the DADARTS seed work too."""
-    group = parser.add_argument_group('discretization-aware search (DADARTS, DA2S)')
-    flag = lambda name, **kw: group.add_argument(f'--{name}', f'-{name}', **kw)  # noqa: E731
-    flag('hd_on_weights', action='store_true',
-         help='the weight step and the validation pass use the hard-discretized cell (two edges per node, one op each)')
-    flag('topk_on_alphas', action='store_true', help='the architecture step uses differentiable top-k masked weights')
-    flag('topk_on_weights', action='store_true', help='the weight step uses differentiable top-k masked weights')
-    flag('temperature', type=float, default=1.0, help='top-k temperature when it does not increase')
-    flag('linear_temperature_increase', action='store_true',
-         help='raise the top-k temperature linearly: max(1, linear_temperature_max * epoch / epochs)')
-    flag('linear_temperature_max', type=float, default=200.0, help='final top-k temperature')
-    flag('dal_on_alphas', action='store_true',
-         help='add the discretization loss (MSE between soft and hard weights) to the architecture step')
-    flag('dal_on_weights', action='store_true',
-         help='add the discretization loss to the weight step (it depends on the architecture only, so it is '
-              'reported there but moves no weight)')
-    flag('dal_factor', type=float, default=1.0, help='weight of the discretization loss')
-    flag('dal_starting_epoch', type=int, default=0, help='first epoch (from 0) with the discretization loss')
-    flag('da2s', action='store_true', help="DA2S: sharpened op weights, per-node edge parameters and DA2S's loss")
-    flag('da2s_weight', type=float, default=0.1, help='DA2S: weight lambda of its loss')
-    flag('da2s_edge_factor', type=float, default=4.0, help='DA2S: weight of the edge term inside its loss')
-    flag('da2s_alpha_start', type=int, default=8,
-         help='DA2S: epoch (from 1) at which the op parameters start to learn and the entropy term starts')
-
 
 class SearchObjective:
-    """Which architecture weights each phase mixes with, and which extra losses apply (SPEC section 5).
+    """The engine of a search step. For each phase ('alpha': the architecture step, 'weights': the weight step,
+    'eval': the validation pass) it asks the supernet's methods (model.methods, see methods.py) which
+    architecture weights to mix with, how to perturb them in the weight step, and which regularisers join
+    the cross-entropy; it averages what they log over the epoch."""
 
-    Plain DARTS uses the soft weights everywhere. DADARTS's options: `hd_on_weights` (the weight step
-    and the validation pass run the hard-discretized cell), `topk_on_alphas` / `topk_on_weights` (a
-    differentiable top-k mask whose temperature may rise linearly), `dal_on_alphas` / `dal_on_weights`
-    (a discretization loss). `da2s` adds DA2S's entropy and edge loss."""
-
-    def __init__(self, model, hd_on_weights=False, topk_on_alphas=False, topk_on_weights=False, temperature=1.0,
-                 linear_temperature_increase=False, linear_temperature_max=200.0, dal_on_alphas=False,
-                 dal_on_weights=False, dal_factor=1.0, dal_starting_epoch=0, da2s=False, da2s_weight=0.1,
-                 da2s_edge_factor=4.0, da2s_alpha_start=8, precision=None):
+    def __init__(self, model, amp_autocast=contextlib.nullcontext):
         self.model = model
-        self.precision = precision or loop.Precision('off', torch.device('cpu'))
-        self.hd_on_weights, self.topk_on_alphas, self.topk_on_weights = hd_on_weights, topk_on_alphas, topk_on_weights
-        self.base_temperature, self.linear_temperature_max = temperature, linear_temperature_max
-        self.linear_temperature_increase = linear_temperature_increase
-        self.dal_on = {'alpha': dal_on_alphas, 'weights': dal_on_weights}
-        self.dal_factor, self.dal_starting_epoch = dal_factor, dal_starting_epoch
-        self.da2s, self.da2s_weight, self.da2s_edge_factor = da2s, da2s_weight, da2s_edge_factor
-        self.da2s_alpha_start = da2s_alpha_start
-        self.none_index = model.op_names.index('none') if 'none' in model.op_names else None
+        self.amp_autocast = amp_autocast
         self.set_epoch(0, 1)
 
-    @classmethod
-    def from_args(cls, model, args, precision=None):
-        names = ('hd_on_weights', 'topk_on_alphas', 'topk_on_weights', 'temperature', 'linear_temperature_increase',
-                 'linear_temperature_max', 'dal_on_alphas', 'dal_on_weights', 'dal_factor', 'dal_starting_epoch',
-                 'da2s', 'da2s_weight', 'da2s_edge_factor', 'da2s_alpha_start')
-        return cls(model, **{name: getattr(args, name) for name in names}, precision=precision)
-
     def set_epoch(self, epoch, epochs):
-        """Epochs count from 0, as the search loop does; DA2S's schedules count from 1."""
-        self.epoch, self.epochs = epoch, epochs
-        self.temperature = discretization.linear_temperature(epoch, epochs, self.linear_temperature_max) \
-            if self.linear_temperature_increase else self.base_temperature
+        """Epochs count from 0, as the search loop does."""
+        for method in self.model.methods:
+            method.set_epoch(epoch, epochs)
         self.terms = {}
 
     def frozen_arch_parameters(self):
-        """DA2S keeps the op parameters still until its entropy term starts."""
-        if self.da2s and self.epoch + 1 < self.da2s_alpha_start:
-            return {name for name, _ in self.model.named_arch_parameters() if not name.startswith('betas')}
-        return set()
-
-    # ----------------------------------------------------------------------------------------------
-
-    def _hard(self, weights):
-        ops = discretization.hard_discretize(weights.ops, self.model._steps, self.none_index, weights.edges)
-        kept = ops.sum(dim=1)
-        rows = ops.cpu()  # one transfer per step tells which ops and edges are worth computing
-        active = [row.nonzero().flatten().tolist() for row in rows]
-        return replace(weights, ops=ops, edges=kept, active=active)
-
-    def _topk(self, weights):
-        ops = discretization.differentiable_topk(weights.ops, self.model._steps, self.temperature, self.none_index)
-        return replace(weights, ops=ops)
+        return set().union(*(method.frozen(self.model) for method in self.model.methods))
 
     def arch_weights(self, phase):
-        if phase == 'alpha':
+        """The weights `phase` mixes with; the weight step and evaluation treat the architecture as constant."""
+        with contextlib.nullcontext() if phase == 'alpha' else torch.no_grad():
             weights = self.model.arch_weights()
-            return {cell: self._topk(w) for cell, w in weights.items()} if self.topk_on_alphas else weights
-        with torch.no_grad():  # the weight step and evaluation treat the architecture as constant
-            weights = self.model.arch_weights()
-            if self.hd_on_weights:
-                return {cell: self._hard(w) for cell, w in weights.items()}
-            if self.topk_on_weights:
-                return {cell: self._topk(w) for cell, w in weights.items()}
-            return weights
+            for method in self.model.methods:
+                weights = method.transform(weights, phase, self.model)
+        return weights
 
     def extra_losses(self, phase):
         """Named loss terms added to the cross-entropy in `phase`. In the weight step they depend on the
         architecture only, so they are reported there but move no weight."""
-        terms = {}
         if phase == 'eval':
-            return terms
-        if self.dal_on[phase] and self.epoch >= self.dal_starting_epoch:
-            total = 0
-            for weights in self.model.arch_weights().values():
-                hard = discretization.hard_discretize(weights.ops, self.model._steps, self.none_index, weights.edges)
-                total = total + discretization.dal_loss(weights.ops, hard, self.model._steps)
-            terms['dal'] = self.dal_factor * total
-        if self.da2s:
-            alphas = [self.model.alphas_normal, self.model.alphas_reduce]
-            betas = [betas[s] for betas in (self.model.betas_normal, self.model.betas_reduce)
-                     for s in self.model.da2s_beta_slices()]
-            loss = discretization.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.da2s_weight,
-                                            self.da2s_edge_factor, self.da2s_alpha_start)
-            scale = self.da2s_weight * loss.ramp
-            terms.update(da2s_ops=scale * loss.entropy_factor * loss.op_entropy,
-                         da2s_edges=scale * self.da2s_edge_factor * loss.edge_loss)
+            return {}
+        terms = {}
+        for method in self.model.methods:
+            terms.update(method.regularisers(phase, self.model))
         if phase == 'weights':
             terms = {name: value.detach() for name, value in terms.items()}
         return terms
 
-    def loss(self, x, target, phase, params=None):
-        """(total loss, logits, {term: value}) for a batch; `params` replaces the weights (unrolled step)."""
-        weights = self.arch_weights(phase)  # float32, outside autocast
-        with self.precision.autocast():
+    def _cross_entropy(self, x, target, weights, params=None):
+        with self.amp_autocast():
             if params is None:
                 logits = self.model(x, weights)
             else:
                 logits = functional_call(self.model, params, (x,), {'weights': weights})
-        loss = self.model._criterion(logits.float(), target)
+        return self.model._criterion(logits.float(), target), logits
+
+    def loss(self, x, target, phase, params=None):
+        """(total loss, logits, {term: value}) for a batch; `params` replaces the weights (unrolled step)."""
+        weights = self.arch_weights(phase)  # float32, outside autocast
+        if phase == 'weights':
+            for method in self.model.methods:
+                weights = method.perturb(weights, lambda w: self._cross_entropy(x, target, w)[0], self.model)
+        loss, logits = self._cross_entropy(x, target, weights, params)
         terms = self.extra_losses(phase)
         for name, value in terms.items():
             loss = loss + value
@@ -150,8 +73,10 @@ class SearchObjective:
         return loss, logits, terms
 
     def summary(self):
-        """The epoch's temperature and the mean of each loss term (one device sync, at epoch end)."""
-        row = {'temperature': self.temperature}
+        """What the methods log and the epoch's mean of each loss term (one device sync, at epoch end)."""
+        row = {}
+        for method in self.model.methods:
+            row.update(method.logged())
         for name, values in self.terms.items():
             row[name] = torch.stack(values).mean().item()
         return row

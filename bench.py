@@ -7,11 +7,12 @@ steps, and of the data loader on its own. Prints a table and writes JSON for BEN
 
 It reuses the scripts' own step functions, so it measures exactly what a run executes.
 """
-import argparse
 import platform
 import statistics
 import subprocess
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -19,11 +20,13 @@ from torch import nn
 import architect as architect_lib
 import data
 import genotypes
+import loaders
 import loop
+import methods as methods_lib
 import model as model_lib
 import utils
 from train import train_step
-from train_search import METHODS, build_model, resolve_arguments, search_step
+from train_search import build_model, resolve_arguments, search_step
 from train_search import build_parser as build_search_parser
 
 # Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
@@ -47,7 +50,7 @@ def build_parser():
     parser = utils.ArgumentParser(description='Measure images per second and peak memory of every step.')
     parser.add_argument('--cases', default=','.join(CASES),
                         help='comma-separated subset of: ' + ', '.join(CASES))
-    parser.add_argument('--methods', default=','.join(sorted(METHODS)), help='search presets to measure')
+    parser.add_argument('--methods', default=','.join(sorted(methods_lib.presets())), help='search presets to measure')
     parser.add_argument('--batch_sizes', default='96,256', help="batch sizes of DARTS_V2's training and inference")
     parser.add_argument('--steps', type=utils.bounded(int, 1), default=20,
                         help='timed steps per case (the median is reported)')
@@ -76,61 +79,77 @@ def timed(step, sync, steps, warmup):
     return statistics.median(times)
 
 
-def random_batch(batch_size, channels, size, classes, device, memory_format):
-    images = torch.randn(batch_size, channels, size, size, device=device).contiguous(memory_format=memory_format)
-    return images, torch.randint(0, classes, (batch_size,), device=device)
+def random_batch(batch_size, channels, size, classes, speed):
+    images = torch.randn(batch_size, channels, size, size, device=speed.device)
+    return images.contiguous(memory_format=speed.memory_format), torch.randint(0, classes, (batch_size,),
+                                                                               device=speed.device)
 
 
-def search_case(method, extra, sizes, args, device, precision):
+@dataclass(frozen=True)
+class Speed:
+    """The speed settings of a benchmark run: autocast dtype (None: float32), memory format, compilation."""
+    dtype: Optional[torch.dtype]
+    channels_last: bool
+    compile: bool
+    device: torch.device
+
+    def autocast(self):
+        return loop.autocast_factory(self.dtype, self.device)()
+
+    @property
+    def memory_format(self):
+        return loop.memory_format(self.channels_last)
+
+
+def search_case(method, extra, sizes, tiny, speed):
     flags = ['--method', method, '--dataset', 'synthetic', '--init_channels', str(sizes['search_channels']),
              '--layers', str(sizes['search_layers']), '--amp', 'off'] + extra
-    if args.tiny:
+    if tiny:
         flags += ['--batch_size', '8']
     search_args, _, _ = resolve_arguments(build_search_parser(), flags)
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
-    model = build_model(search_args, info).to(device, memory_format=precision.memory_format)
-    objective = architect_lib.SearchObjective.from_args(model, search_args, precision)
+    model = build_model(search_args, info).to(speed.device, memory_format=speed.memory_format)
+    objective = architect_lib.SearchObjective(model, speed.autocast)
     objective.set_epoch(search_args.epochs // 2, search_args.epochs)
     w_optimizer = torch.optim.SGD(model.weights(), search_args.learning_rate, momentum=search_args.momentum,
                                   weight_decay=search_args.weight_decay)
     architect = architect_lib.Architect(model, objective, search_args.momentum, search_args.weight_decay,
                                         search_args.arch_learning_rate, search_args.arch_weight_decay)
-    batch = random_batch(search_args.batch_size, 3, sizes['image_size'], 10, device, precision.memory_format)
-    alpha_batch = random_batch(search_args.batch_size, 3, sizes['image_size'], 10, device, precision.memory_format)
+    batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
     model.train()
     step = lambda: search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
-                               search_args, update_architecture=True)
+                               search_args.grad_clip, search_args.unrolled, update_architecture=True)
     return search_args.batch_size, step
 
 
-def train_case(batch_size, sizes, args, device, precision, inference):
+def train_case(batch_size, sizes, speed, inference):
     config = dict(kind='cifar', C=sizes['train_channels'], num_classes=10, layers=sizes['train_layers'],
                   auxiliary=True, in_channels=3, image_size=sizes['image_size'])
-    net = model_lib.build_network(config, genotypes.DARTS_V2).to(device, memory_format=precision.memory_format)
+    net = model_lib.build_network(config, genotypes.DARTS_V2).to(speed.device, memory_format=speed.memory_format)
     net.drop_path_prob = 0.1
-    forward = torch.compile(net) if args.compile and not args.baseline else net
-    images, targets = random_batch(batch_size, 3, sizes['image_size'], 10, device, precision.memory_format)
+    forward = torch.compile(net) if speed.compile else net
+    images, targets = random_batch(batch_size, 3, sizes['image_size'], 10, speed)
     if inference:
         net.eval()
 
         def step():
-            with torch.no_grad(), precision.autocast():
+            with torch.no_grad(), speed.autocast():
                 forward(images)
         return step
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-    options = argparse.Namespace(auxiliary_weight=0.4, grad_clip=5.0)
     criterion = nn.CrossEntropyLoss()
-    return lambda: train_step(net, forward, images, targets, criterion, optimizer, precision, options)
+    scaler = loop.grad_scaler(speed.dtype, speed.device)
+    return lambda: train_step(net, forward, images, targets, criterion, optimizer, speed.autocast, scaler, 0.4, 5.0)
 
 
-def loader_case(batch_size, sizes, device, precision):
+def loader_case(batch_size, sizes, speed):
     count = batch_size * 8
     split = data.ImageData(torch.randint(0, 256, (count, 3, sizes['image_size'], sizes['image_size']),
                                          dtype=torch.uint8), torch.randint(0, 10, (count,)))
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
-    loader = data.DeviceLoader(split, info, batch_size, device=device, shuffle=True, augment=True,
-                               cutout_length=16, channels_last=precision.channels_last)
+    loader = loaders.DeviceLoader(split, info, batch_size, device=speed.device, shuffle=True, augment=True,
+                                  cutout_length=16, channels_last=speed.channels_last)
     batches = iter(())
 
     def step():
@@ -160,37 +179,39 @@ def batch_sizes(text):
     return sizes
 
 
+def build_plan(args, sizes, speed):
+    """[(case name, build)] where build() returns (batch size, one step to time)."""
+    cases = names_from(args.cases, CASES, '--cases')
+    methods = names_from(args.methods, methods_lib.presets(), '--methods')
+    plan = []
+    if 'search' in cases:
+        plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args.tiny, speed))
+                 for name, method, extra in SEARCH_CASES if method in methods]
+    batches = [8] if args.tiny else batch_sizes(args.batch_sizes)
+    for case, inference in (('train', False), ('infer', True)):
+        if case in cases:
+            plan += [(f'{case} DARTS_V2 b{b}', lambda b=b, i=inference: (b, train_case(b, sizes, speed, i)))
+                     for b in batches]
+    if 'loader' in cases:
+        plan += [(f'loader b{batches[0]}', lambda: (batches[0], loader_case(batches[0], sizes, speed)))]
+    return plan
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     utils.check_output_folder(args.output, '--output')
     device = utils.get_device(args.device)
     if args.baseline:
-        args.amp, args.channels_last, args.compile = 'off', False, False
+        speed = Speed(None, False, False, device)
     else:
         utils.configure_device(device)
-    precision = loop.Precision(args.amp, device, args.channels_last)
+        speed = Speed(loop.amp_dtype(args.amp, device), loop.use_channels_last(args.channels_last, device),
+                      args.compile, device)
     sizes = TINY if args.tiny else PAPER
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    cases = names_from(args.cases, CASES, '--cases')
-    methods = names_from(args.methods, METHODS, '--methods')
-
-    plan = []
-    if 'search' in cases:
-        plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args, device, precision))
-                 for name, method, extra in SEARCH_CASES if method in methods]
-    batches = [8] if args.tiny else batch_sizes(args.batch_sizes)
-    if 'train' in cases:
-        plan += [(f'train DARTS_V2 b{b}', lambda b=b: (b, train_case(b, sizes, args, device, precision, False)))
-                 for b in batches]
-    if 'infer' in cases:
-        plan += [(f'infer DARTS_V2 b{b}', lambda b=b: (b, train_case(b, sizes, args, device, precision, True)))
-                 for b in batches]
-    if 'loader' in cases:
-        plan += [(f'loader b{batches[0]}', lambda: (batches[0], loader_case(batches[0], sizes, device, precision)))]
-
     results = []
     print(f'{"case":<32} {"batch":>5} {"images/s":>10} {"ms/step":>9} {"peak MB":>9}')
-    for name, build in plan:
+    for name, build in build_plan(args, sizes, speed):
         torch.manual_seed(0)
         utils.reset_peak_memory(device)
         batch_size, step = build()
@@ -202,8 +223,8 @@ def main(argv=None):
               f'{row["peak_memory_mb"]:>9.0f}', flush=True)
     report = {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu',
               'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'commit': git_commit(),
-              'baseline': args.baseline, 'amp': str(precision.dtype), 'channels_last': precision.channels_last,
-              'compile': bool(args.compile), 'sizes': sizes, 'results': results}
+              'baseline': args.baseline, 'amp': str(speed.dtype), 'channels_last': speed.channels_last,
+              'compile': speed.compile, 'sizes': sizes, 'results': results}
     utils.write_json(args.output, report)
     print(f'wrote {args.output}')
     return report

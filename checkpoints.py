@@ -181,12 +181,12 @@ def find_checkpoint(resume, exp_path):
     return path
 
 
-def training_state(model, optimizers, scheduler, precision, epoch, samples, meters, history, distributed):
+def training_state(model, optimizers, scheduler, scaler, epoch, samples, meters, history, distributed):
     """Everything a run needs to continue exactly: weights, optimisers, schedule, gradient scaler,
     position, every rank's RNG, history. The position counts the epoch's samples all ranks have used,
     so that another number of processes can take over. Every rank calls it (it gathers)."""
     return {'model': model.state_dict(), 'optimizers': {name: opt.state_dict() for name, opt in optimizers.items()},
-            'scheduler': scheduler.state_dict(), 'scaler': precision.state_dict(), 'epoch': epoch,
+            'scheduler': scheduler.state_dict(), 'scaler': scaler.state_dict() if scaler else {}, 'epoch': epoch,
             'samples': samples, 'meters': meter_state(reduce_meters(meters, distributed)), 'history': history,
             'rng': distributed.gather(rng_state())}
 
@@ -195,7 +195,7 @@ def meter_state(meters):
     return {name: {'sum': float(meter.sum), 'count': meter.count} for name, meter in meters.items()}
 
 
-def restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters, distributed, seed, epochs):
+def restore_training_state(checkpoint, model, optimizers, scheduler, scaler, meters, distributed, seed, epochs):
     """Load `training_state` back; returns (epoch, samples, history). With the number of processes that
     saved it, every rank continues its own random stream; with another, streams restart from the seed.
     If the run now has more `epochs` than the checkpoint's (a run made longer), the schedule is not loaded;
@@ -214,7 +214,8 @@ def restore_training_state(checkpoint, model, optimizers, scheduler, precision, 
             warnings.simplefilter('ignore')
             for _ in range(epoch):
                 scheduler.step()
-    precision.load_state_dict(checkpoint['scaler'])
+    if scaler is not None and checkpoint['scaler']:
+        scaler.load_state_dict(checkpoint['scaler'])
     if distributed.is_main:  # the saved sums cover all ranks; the others start from zero
         for name, saved in checkpoint['meters'].items():
             meters[name].sum, meters[name].count = saved['sum'], saved['count']

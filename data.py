@@ -1,23 +1,20 @@
-"""Datasets, the search split, and the batch loaders.
+"""Reading datasets: CIFAR-10/100 (with an unpickler that runs no code), ImageNet class folders, a folder of
+your own images, and the synthetic set; and the search split.
 
-CIFAR-10/100, image folders and the synthetic set are held whole as uint8 tensors (`ImageData`);
-`DeviceLoader` keeps a split on the device and augments each batch there, per sample, in a few batched
-tensor operations. ImageNet is decoded by torchvision in DataLoader workers and batched by `FolderLoader`.
-Both loaders draw epoch e's order from (seed, e) and the randomness of batch (e, step) from
-(seed, e, step, rank), so a run resumes mid-epoch without saving any loader state.
+CIFAR, image folders and the synthetic set are held whole as uint8 tensors (`ImageData`), which
+`loaders.DeviceLoader` keeps on the device. ImageNet stays a torchvision ImageFolder with DARTS's
+transforms, decoded by `loaders.FolderLoader`'s workers.
 """
 import codecs
-import math
 import os
 import pickle
 import sys
 import warnings
-from dataclasses import dataclass
-from types import SimpleNamespace
+from dataclasses import dataclass, fields
+from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
@@ -29,6 +26,7 @@ from torchvision.datasets.utils import (
 )
 from tqdm import tqdm
 
+import synthetic
 from utils import UserError, bounded
 
 try:
@@ -68,67 +66,77 @@ class ImageData:
 
 # ----------------------------------------------------------------------------------------- arguments
 
+@dataclass(frozen=True)
+class DataConfig:
+    """What reading a data set takes: the values of the 'data' flags."""
+    dataset: str = 'cifar10'
+    data: str = '../data'  # the root folder
+    image_size: Optional[int] = None  # None: the dataset's own
+    in_channels: Optional[int] = None  # None: the images' own (folder), 3 (synthetic)
+    num_classes: int = 10  # synthetic only
+    synthetic_train_size: int = 5000
+    synthetic_test_size: int = 1000
+    synthetic_seed: int = 0
+    held_out_fraction: float = 0.1  # folder without a test/ or val/ subfolder
+
+    @classmethod
+    def from_flags(cls, namespace):
+        """The config of a script's parsed flags."""
+        return cls(**{field.name: getattr(namespace, field.name) for field in fields(cls)})
+
+
 def add_data_arguments(parser):
     """The 'data' argument group: which data set, where it lives, and the sizes of folder and synthetic sets."""
     group = parser.add_argument_group('data')
-    group.add_argument('--dataset', '--set', '-dataset', dest='dataset', choices=DATASETS, default='cifar10',
+    default = DataConfig()
+    group.add_argument('--dataset', '--set', '-dataset', dest='dataset', choices=DATASETS, default=default.dataset,
                        help='data set to use (--set is the alpha-DARTS spelling, -dataset the DADARTS one)')
-    group.add_argument('--data', default='../data',
+    group.add_argument('--data', default=default.data,
                        help='root folder of the data; CIFAR is downloaded there when missing')
-    group.add_argument('--image_size', type=int, default=None,
+    group.add_argument('--image_size', type=int, default=default.image_size,
                        help='side of the square training images: imagenet (default 224), folder and '
                             'synthetic (default 32); CIFAR is always 32')
-    group.add_argument('--in_channels', type=int, default=None,
+    group.add_argument('--in_channels', type=int, default=default.in_channels,
                        help="folder: convert images to 1, 3 or 4 channels (default: the first image's mode); "
                             'synthetic: number of channels (default 3)')
-    group.add_argument('--num_classes', type=bounded(int, 2), default=10, help='synthetic: number of classes')
-    group.add_argument('--synthetic_train_size', type=bounded(int, 1), default=5000, help='synthetic: training images')
-    group.add_argument('--synthetic_test_size', type=bounded(int, 1), default=1000, help='synthetic: test images')
-    group.add_argument('--synthetic_seed', type=bounded(int, 0), default=0,
+    group.add_argument('--num_classes', type=bounded(int, 2), default=default.num_classes,
+                       help='synthetic: number of classes')
+    group.add_argument('--synthetic_train_size', type=bounded(int, 1), default=default.synthetic_train_size,
+                       help='synthetic: training images')
+    group.add_argument('--synthetic_test_size', type=bounded(int, 1), default=default.synthetic_test_size,
+                       help='synthetic: test images')
+    group.add_argument('--synthetic_seed', type=bounded(int, 0), default=default.synthetic_seed,
                        help='synthetic: seed of the generated images (independent of the training --seed)')
-    group.add_argument('--held_out_fraction', type=float, default=0.1,
+    group.add_argument('--held_out_fraction', type=float, default=default.held_out_fraction,
                        help='folder without a test/ or val/ subfolder: fraction of each class held out for testing')
     group.add_argument('--workers', '-workers', type=bounded(int, 0), default=4,
                        help='imagenet: DataLoader processes decoding images')
     return group
 
 
-def add_augmentation_arguments(parser, cutmix=True):
-    """Cutout, and CutMix unless `cutmix` is False (scripts that never train leave it out)."""
-    group = parser.add_argument_group('augmentation')
-    group.add_argument('--cutout', action='store_true', help='zero a random square of every training image')
-    group.add_argument('--cutout_length', type=bounded(int, 0), default=16, help='side of the cutout square in pixels')
-    if cutmix:
-        group.add_argument('--cutmix_prob', type=bounded(float, 0, 1), default=0.0,
-                           help='probability that a training image gets a CutMix box from another (0: off)')
-        group.add_argument('--cutmix_beta', type=float, default=1.0,
-                           help='CutMix mixing ratio ~ Beta(beta, beta)')
-    return group
-
-
 # ----------------------------------------------------------------------------------------- datasets
 
-def load_dataset(args):
-    """(train split, test split, DatasetInfo). Splits are `ImageData` except for imagenet, where they are
-    torchvision ImageFolder datasets with the DARTS transforms."""
-    _check_data_arguments(args)
-    image_size = args.image_size or DEFAULT_IMAGE_SIZE[args.dataset]
-    return _LOADERS[args.dataset](args, os.path.expanduser(args.data), image_size)
+def load_dataset(config):
+    """(train split, test split, DatasetInfo) of a DataConfig. Splits are `ImageData` except for imagenet,
+    where they are torchvision ImageFolder datasets with the DARTS transforms."""
+    _check_config(config)
+    image_size = config.image_size or DEFAULT_IMAGE_SIZE[config.dataset]
+    return _READERS[config.dataset](config, os.path.expanduser(config.data), image_size)
 
 
-def _check_data_arguments(args):
-    name, channels = args.dataset, args.in_channels
+def _check_config(config):
+    name, channels = config.dataset, config.in_channels
     problems = [
         (name not in DATASETS, f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}'),
-        (args.image_size is not None and args.image_size < 8,
-         f'--image_size {args.image_size} is too small; use at least 8 pixels'),
-        (name.startswith('cifar') and args.image_size not in (None, 32),
+        (config.image_size is not None and config.image_size < 8,
+         f'--image_size {config.image_size} is too small; use at least 8 pixels'),
+        (name.startswith('cifar') and config.image_size not in (None, 32),
          'CIFAR images are 32x32; leave out --image_size, which is for imagenet, folder and synthetic'),
         (channels is not None and not _channels_fit(name, channels),
          (f'--in_channels {channels} does not fit --dataset {name}; folder takes 1, 3 or 4, synthetic any '
           f'positive number, and CIFAR and ImageNet have 3')),
-        (name == 'folder' and not 0 < args.held_out_fraction < 1,
-         f'--held_out_fraction {args.held_out_fraction} must lie strictly between 0 and 1'),
+        (name == 'folder' and not 0 < config.held_out_fraction < 1,
+         f'--held_out_fraction {config.held_out_fraction} must lie strictly between 0 and 1'),
     ]
     for failed, message in problems:
         if failed:
@@ -292,12 +300,12 @@ def _read_cifar_split(folder, names, cifar):
     return ImageData(torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches]))
 
 
-def _load_cifar(args, root, image_size):
-    cifar = _CIFAR[args.dataset]
+def _load_cifar(config, root, image_size):
+    cifar = _CIFAR[config.dataset]
     folder = _cifar_folder(root, cifar)
     train = _read_cifar_split(folder, cifar.train_files, cifar)
     test = _read_cifar_split(folder, cifar.test_files, cifar)
-    return train, test, DatasetInfo(args.dataset, cifar.num_classes, 3, 32, cifar.mean, cifar.std)
+    return train, test, DatasetInfo(config.dataset, cifar.num_classes, 3, 32, cifar.mean, cifar.std)
 
 
 # ----------------------------------------------------------------------------------------- ImageNet
@@ -335,7 +343,7 @@ class TolerantImageFolder(ImageFolder):
         raise UserError(f'{self.root} has no readable images')
 
 
-def _load_imagenet(args, root, image_size):
+def _load_imagenet(config, root, image_size):
     train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
     if not (os.path.isdir(train_dir) and os.path.isdir(val_dir)):
         raise UserError(f'ImageNet is expected as class folders {train_dir}/<class>/<image> and '
@@ -423,7 +431,7 @@ def _decode_images(samples, mode, image_size, where):
     return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels))
 
 
-def _load_folder(args, root, image_size):
+def _load_folder(config, root, image_size):
     if not os.path.isdir(root):
         raise UserError(f'the image folder {root} does not exist; --dataset folder expects '
                         f'{root}/<class>/<image> or {root}/train/<class>/<image>')
@@ -439,347 +447,27 @@ def _load_folder(args, root, image_size):
     if test_dir:
         test_files = _image_files(test_dir, classes)
     else:
-        train_files, test_files = _hold_out(train_files, args.held_out_fraction)
+        train_files, test_files = _hold_out(train_files, config.held_out_fraction)
     if not test_files:
         raise UserError(f'{root} gives an empty test split; add images or a test/ subfolder')
-    mode = COLOUR_MODES[args.in_channels] if args.in_channels else _first_mode(train_files)
+    mode = COLOUR_MODES[config.in_channels] if config.in_channels else _first_mode(train_files)
     train = _decode_images(train_files, mode, image_size, train_dir)
     test = _decode_images(test_files, mode, image_size, test_dir or f'{train_dir} (held out)')
     mean, std = _channel_stats(train.images)
     return train, test, DatasetInfo('folder', len(classes), train.images.shape[1], image_size, mean, std)
 
-
-# ----------------------------------------------------------------------------------------- synthetic
-# One base pattern per class, cycled at finer scales beyond ten classes. u, v: pixel-centre x and y in
-# [0, 1]; p: per-image random parameters shaped n x 1 x 1, so each pattern renders a whole class at once.
-
-def _stripes(t, p):
-    return (t / p.period + p.phase) % 1 < 0.5
-
-
-def _horizontal_stripes(u, v, p):
-    return _stripes(v, p)
-
-
-def _vertical_stripes(u, v, p):
-    return _stripes(u, p)
-
-
-def _diagonal_stripes(u, v, p):
-    return _stripes((u + v) / math.sqrt(2), p)
-
-
-def _checkerboard(u, v, p):
-    return _stripes(u, p) ^ _stripes(v, p)
-
-
-def _disc(u, v, p):
-    return np.hypot(u - p.x, v - p.y) < p.radius
-
-
-def _ring(u, v, p):
-    return np.abs(np.hypot(u - p.x, v - p.y) - 0.75 * p.radius) < 0.25 * p.radius
-
-
-def _cross(u, v, p):
-    across, down = np.abs(u - p.x), np.abs(v - p.y)
-    arm = 0.3 * p.radius
-    return ((across < arm) & (down < p.radius)) | ((down < arm) & (across < p.radius))
-
-
-def _square_outline(u, v, p):
-    distance = np.maximum(np.abs(u - p.x), np.abs(v - p.y))
-    return (distance < p.radius) & (distance > 0.6 * p.radius)
-
-
-def _dot_grid(u, v, p):
-    return np.hypot((u / p.period + p.phase) % 1 - 0.5, (v / p.period + p.phase) % 1 - 0.5) < 0.25
-
-
-def _triangle(u, v, p):
-    depth = v - p.y + p.radius  # 0 at the apex, 2 * radius at the base
-    return (depth > 0) & (depth < 2 * p.radius) & (np.abs(u - p.x) < depth / 2)
-
-
-_PATTERNS = (_horizontal_stripes, _vertical_stripes, _diagonal_stripes, _checkerboard, _disc, _ring, _cross,
-             _square_outline, _dot_grid, _triangle)
-
-
-def _pattern_parameters(count, scale, rng):
-    shape = (count, 1, 1)
-    return SimpleNamespace(
-        phase=rng.random(shape),
-        period=0.3 * scale * rng.uniform(0.85, 1.15, shape),
-        x=rng.uniform(0.3, 0.7, shape),
-        y=rng.uniform(0.3, 0.7, shape),
-        radius=0.28 * scale * rng.uniform(0.8, 1.2, shape),
-    )
-
-
-def _colourise(masks, channels, rng):
-    """Foreground and background colours per image, one bright and one dark (at random which), plus noise:
-    the pattern is always visible, and the mean colour says little about the class."""
-    count, size = len(masks), masks.shape[-1]
-    bright = rng.uniform(0.55, 1.0, (count, channels, 1, 1)).astype(np.float32)
-    dark = rng.uniform(0.0, 0.45, (count, channels, 1, 1)).astype(np.float32)
-    inverted = rng.random((count, 1, 1, 1)) < 0.5
-    foreground, background = np.where(inverted, dark, bright), np.where(inverted, bright, dark)
-    noise = 0.05 * rng.standard_normal((count, channels, size, size), dtype=np.float32)
-    images = np.where(masks[:, None], foreground, background) + noise
-    return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
-
-
-def synthetic_images(count, num_classes, channels, image_size, seed):
-    """`count` images of balanced random classes, each class a visual pattern at a random position, with
-    random colours and noise. Deterministic for `seed` (an int or a sequence of ints)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(count) % num_classes)
-    images = np.empty((count, channels, image_size, image_size), dtype=np.uint8)
-    centres = (np.arange(image_size) + 0.5) / image_size
-    u, v = centres[None, None, :], centres[None, :, None]
-    for label in range(num_classes):
-        members = np.flatnonzero(labels == label)
-        scale = 1 / (1 + 0.5 * (label // len(_PATTERNS)))
-        masks = _PATTERNS[label % len(_PATTERNS)](u, v, _pattern_parameters(len(members), scale, rng))
-        masks = np.broadcast_to(masks, (len(members), image_size, image_size))  # stripes vary along one axis
-        images[members] = _colourise(masks, channels, rng)
-    return ImageData(torch.from_numpy(images), torch.from_numpy(labels).long())
-
-
-def _load_synthetic(args, root, image_size):
-    shape = (args.num_classes, args.in_channels or 3, image_size)
+def _load_synthetic(config, root, image_size):
+    shape = (config.num_classes, config.in_channels or 3, image_size)
     # Train and test are drawn from different seeds derived from --synthetic_seed: independent samples.
-    train = synthetic_images(args.synthetic_train_size, *shape, seed=(args.synthetic_seed, 0))
-    test = synthetic_images(args.synthetic_test_size, *shape, seed=(args.synthetic_seed, 1))
+    splits = []
+    for count, part in ((config.synthetic_train_size, 0), (config.synthetic_test_size, 1)):
+        images, labels = synthetic.synthetic_images(count, *shape, seed=(config.synthetic_seed, part))
+        splits.append(ImageData(torch.from_numpy(images), torch.from_numpy(labels)))
+    train, test = splits
     mean, std = _channel_stats(train.images)
-    return train, test, DatasetInfo('synthetic', args.num_classes, shape[1], image_size, mean, std)
+    return train, test, DatasetInfo('synthetic', config.num_classes, shape[1], image_size, mean, std)
 
 
-_LOADERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'imagenet': _load_imagenet,
+_READERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'imagenet': _load_imagenet,
             'folder': _load_folder, 'synthetic': _load_synthetic}
 
-
-# ----------------------------------------------------------------------------------------- augmentation
-
-def _mix(*numbers):
-    """One seed from several integers: a polynomial hash modulo the prime 2**61 - 1, so that tuples such as
-    (seed, epoch, step, rank) practically never share a seed."""
-    seed = 0
-    for number in numbers:
-        seed = (seed * 1_000_003 + number + 1) % (2 ** 61 - 1)
-    return seed
-
-
-def _clipped_boxes(centre_y, centre_x, half_height, half_width, height, width):
-    """Per sample a box around the centre, clipped at the border as DARTS's Cutout clips: B x H x W masks
-    and the boxes' areas."""
-    top, bottom = (centre_y - half_height).clamp(0, height), (centre_y + half_height).clamp(0, height)
-    left, right = (centre_x - half_width).clamp(0, width), (centre_x + half_width).clamp(0, width)
-    rows = torch.arange(height, device=centre_y.device)
-    cols = torch.arange(width, device=centre_x.device)
-    in_rows = (rows >= top[:, None]) & (rows < bottom[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < right[:, None])
-    return in_rows[:, :, None] & in_cols[:, None, :], (bottom - top) * (right - left)
-
-
-def random_crop_flip(images, padding, generator):
-    """Per sample: crop H x W from the zero-padded image at a random offset, then flip with p = 0.5."""
-    batch, channels, height, width = images.shape
-    device = images.device
-    padded = F.pad(images, (padding,) * 4)
-    offsets = torch.randint(2 * padding + 1, (2, batch, 1), generator=generator, device=device)
-    rows = offsets[0] + torch.arange(height, device=device)
-    cols = offsets[1] + torch.arange(width, device=device)
-    flipped = torch.rand(batch, 1, generator=generator, device=device) < 0.5
-    cols = torch.where(flipped, cols.flip(1), cols)
-    samples = torch.arange(batch, device=device)[:, None, None, None]
-    planes = torch.arange(channels, device=device)[None, :, None, None]
-    return padded[samples, planes, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def cutout(images, length, generator):
-    """DARTS's Cutout per sample: zero a length x length square centred anywhere, clipped at the border."""
-    batch, _, height, width = images.shape
-    centres = [torch.randint(side, (batch,), generator=generator, device=images.device) for side in (height, width)]
-    square, _ = _clipped_boxes(*centres, length // 2, length // 2, height, width)
-    return images.masked_fill(square[:, None], 0.0)
-
-
-def cutmix(images, labels, num_classes, prob, beta, generator):
-    """CutMix per sample: with probability prob a sample gets a box from its neighbour in the batch,
-    its side sqrt(1 - lam) of the image's, lam ~ Beta(beta, beta); soft targets weigh each class by area."""
-    batch, _, height, width = images.shape
-    device = images.device
-    # Beta from two Gammas, because torch.distributions.Beta takes no generator.
-    gammas = torch._standard_gamma(torch.full((2, batch), float(beta), device=device), generator=generator)
-    lam = gammas[0] / gammas.sum(0).clamp_min(torch.finfo(gammas.dtype).tiny)
-    mixed = torch.rand(batch, generator=generator, device=device) < prob
-    side = (1 - lam).sqrt() * mixed  # an unmixed sample gets an empty box
-    centres = [torch.randint(size, (batch,), generator=generator, device=device) for size in (height, width)]
-    box, area = _clipped_boxes(*centres, (height * side).long() // 2, (width * side).long() // 2, height, width)
-    images = torch.where(box[:, None], images.roll(1, 0), images)
-    own_weight = (1 - area / (height * width))[:, None]
-    one_hot = F.one_hot(labels, num_classes).float()
-    return images, own_weight * one_hot + (1 - own_weight) * one_hot.roll(1, 0)
-
-
-# ----------------------------------------------------------------------------------------- loaders
-
-def _rank_samples(num_samples, shuffle, rank, world_size):
-    """Training ranks take the same number of samples, so that they step in lockstep; evaluation ranks
-    split every sample between them."""
-    return num_samples // world_size if shuffle else len(range(rank, num_samples, world_size))
-
-
-def _shard_order(num_samples, shuffle, seed, epoch, rank, world_size):
-    """This rank's samples of epoch `epoch`, in order: every rank shuffles alike and takes every
-    world_size-th sample. The first k * batch * world_size samples of the epoch's permutation are thus
-    exactly those of the first k steps of all ranks together, whatever the number of ranks."""
-    if shuffle:
-        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-    else:
-        order = torch.arange(num_samples)
-    return order[rank::world_size][:_rank_samples(num_samples, shuffle, rank, world_size)]
-
-
-class _ShardedLoader:
-    """What both loaders share: batch counting, epoch order, per-batch generators, and the augmentations
-    applied to normalised batches on the device."""
-
-    def __init__(self, num_samples, info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
-                 cutmix_beta, drop_last, seed, rank, world_size, channels_last):
-        problems = [
-            (batch_size < 1, f'the batch size must be at least 1, not {batch_size}'),
-            (cutout_length < 0, f'--cutout_length must not be negative, not {cutout_length}'),
-            (not 0 <= cutmix_prob <= 1, f'--cutmix_prob must lie in [0, 1], not {cutmix_prob}'),
-            (cutmix_beta <= 0, f'--cutmix_beta must be positive, not {cutmix_beta}'),
-            (not 0 <= rank < world_size, f'rank {rank} does not exist among {world_size} processes'),
-        ]
-        for failed, message in problems:
-            if failed:
-                raise UserError(message)
-        self.num_samples, self.num_classes = num_samples, info.num_classes
-        self.batch_size, self.device = batch_size, torch.device(device)
-        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
-        self.cutout_length, self.cutmix_prob, self.cutmix_beta = cutout_length, cutmix_prob, cutmix_beta
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.epoch = 0
-
-    def __len__(self):
-        samples = _rank_samples(self.num_samples, self.shuffle, self.rank, self.world_size)
-        return samples // self.batch_size if self.drop_last else math.ceil(samples / self.batch_size)
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __iter__(self):
-        return self.iterate(self.epoch)
-
-    def _order(self, epoch):
-        return _shard_order(self.num_samples, self.shuffle, self.seed, epoch, self.rank, self.world_size)
-
-    def _generator(self, epoch, step):
-        return torch.Generator(device=self.device).manual_seed(_mix(self.seed, epoch, step, self.rank))
-
-    def _finish(self, images, labels, generator):
-        """Cutout and CutMix on the normalised batch; soft targets whenever CutMix is on."""
-        if self.augment and self.cutout_length > 0:
-            images = cutout(images, self.cutout_length, generator)
-        if self.augment and self.cutmix_prob > 0:
-            images, labels = cutmix(images, labels, self.num_classes, self.cutmix_prob, self.cutmix_beta,
-                                    generator)
-        return images.contiguous(memory_format=self.memory_format), labels
-
-
-class DeviceLoader(_ShardedLoader):
-    """Batches of an in-memory split that lives on the device as uint8 and is augmented there per sample:
-    random crop with 4-pixel zero padding, flip, normalisation, cutout, CutMix, in a few batched operations.
-
-    Epoch e's order is a permutation drawn from (seed, e), shared by all ranks, each taking every
-    world_size-th sample; batch (e, step) draws its augmentation from (seed, e, step, rank). So
-    `iterate(e, start_step=k)` yields exactly batches k.. of epoch e, and resuming needs no saved state.
-    """
-
-    def __init__(self, data, info, batch_size, *, device, shuffle, augment, cutout_length=0, cutmix_prob=0.0,
-                 cutmix_beta=1.0, indices=None, drop_last=False, seed=0, rank=0, world_size=1,
-                 channels_last=False):
-        if indices is not None:
-            data = ImageData(data.images[indices], data.labels[indices])
-        super().__init__(len(data), info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
-                         cutmix_beta, drop_last, seed, rank, world_size, channels_last)
-        self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
-        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
-
-    def iterate(self, epoch, start_step=0):
-        """Batches start_step.. of epoch `epoch`: (float32 images, int64 classes or soft targets)."""
-        order = self._order(epoch).to(self.device)
-        for step in range(start_step, len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield self._batch(index, self._generator(epoch, step) if self.augment else None)
-
-    def _batch(self, index, generator):
-        images, labels = self.images[index], self.labels[index]
-        if self.augment:
-            images = random_crop_flip(images, CROP_PADDING, generator)
-        images = images.float().div_(255).sub_(self.mean).div_(self.std)
-        return self._finish(images, labels, generator)
-
-
-class _ShardSampler(torch.utils.data.Sampler):
-    """One rank's sample indices of an epoch, from a given batch on; `position` is set before iterating."""
-
-    def __init__(self, loader):
-        self.order = loader._order
-        self.batch_size = loader.batch_size
-        self.samples = _rank_samples(loader.num_samples, loader.shuffle, loader.rank, loader.world_size)
-        self.position = (0, 0)  # (epoch, start_step)
-
-    def __iter__(self):
-        epoch, start_step = self.position
-        return iter(self.order(epoch)[start_step * self.batch_size:].tolist())
-
-    def __len__(self):
-        return max(0, self.samples - self.position[1] * self.batch_size)
-
-
-class FolderLoader(_ShardedLoader):
-    """Batches of a torchvision dataset (ImageNet) decoded by `workers` DataLoader processes, moved to the
-    device. Order and sharding are the DeviceLoader's, so resuming mid-epoch is exact in which images come;
-    crops and flips are the dataset's transforms, and `augment` adds cutout and CutMix on the device."""
-
-    def __init__(self, dataset, info, batch_size, *, device, shuffle, augment, cutout_length=0, cutmix_prob=0.0,
-                 cutmix_beta=1.0, indices=None, drop_last=False, seed=0, rank=0, world_size=1,
-                 channels_last=False, workers=4):
-        if indices is not None:
-            dataset = torch.utils.data.Subset(dataset, torch.as_tensor(indices).tolist())
-        super().__init__(len(dataset), info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
-                         cutmix_beta, drop_last, seed, rank, world_size, channels_last)
-        self.sampler = _ShardSampler(self)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size, sampler=self.sampler, num_workers=workers, drop_last=drop_last,
-            pin_memory=self.device.type == 'cuda', persistent_workers=workers > 0,
-            # Worker seeds from our own generator, so that building the iterator leaves torch's RNG alone.
-            generator=torch.Generator().manual_seed(_mix(seed, rank)))
-
-    def iterate(self, epoch, start_step=0):
-        """Batches start_step.. of epoch `epoch`, on the device."""
-        self.sampler.position = (epoch, start_step)
-        for step, (images, labels) in enumerate(self.loader, start=start_step):
-            images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
-            yield self._finish(images, labels, self._generator(epoch, step) if self.augment else None)
-
-
-def make_loader(split, info, batch_size, *, device, train, args, indices=None, rank=0, world_size=1):
-    """The loader a script needs: a training loader shuffles and augments as the flags say, an evaluation
-    loader keeps the order and does not augment. Flags a script did not add count as off."""
-    in_memory = isinstance(split, ImageData)
-    extra = {} if in_memory else {'workers': args.workers}
-    return (DeviceLoader if in_memory else FolderLoader)(
-        split, info, batch_size, device=device, shuffle=train, augment=train, indices=indices,
-        seed=getattr(args, 'seed', 0), rank=rank, world_size=world_size,
-        channels_last=getattr(args, 'channels_last', False),
-        cutout_length=args.cutout_length if getattr(args, 'cutout', False) else 0,
-        cutmix_prob=getattr(args, 'cutmix_prob', 0.0), cutmix_beta=getattr(args, 'cutmix_beta', 1.0), **extra)

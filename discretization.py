@@ -167,21 +167,25 @@ def da2s_entropy_schedule(epoch, epochs, start=8):
 
 
 class DA2SLoss(NamedTuple):
-    """DA2S's loss and its parts, logged one by one; ramp and entropy_factor are r(e) and q(e)."""
+    """DA2S's loss as its two terms, each logged: the op entropy's lambda * r(e) * q(e) * H_ops and the edges'
+    lambda * r(e) * edge_factor * L_edges; ramp and entropy_factor are r(e) and q(e)."""
 
-    total: torch.Tensor
-    op_entropy: torch.Tensor
-    edge_loss: torch.Tensor
+    op_term: torch.Tensor
+    edge_term: torch.Tensor
     ramp: float
     entropy_factor: float
 
+    @property
+    def total(self):
+        return self.op_term + self.edge_term
+
 
 def da2s_loss(alphas_list, betas_list, epoch, epochs, weight=0.1, edge_factor=4.0, entropy_start=8):
-    """λ · r(e) · (q(e) · H_ops + edge_factor · L_edges), e counted from 1 (pass the loop's epoch + 1)."""
+    """lambda * r(e) * (q(e) * H_ops + edge_factor * L_edges), e counted from 1 (pass the loop's epoch + 1)."""
     op_entropy = da2s_op_entropy(alphas_list)
-    # a cell with a single node has no node with more than two inputs, hence no β
+    # a cell with a single node has no node with more than two inputs, hence no beta
     edge_loss = da2s_edge_loss(betas_list) if betas_list else op_entropy.new_zeros(())
     ramp = da2s_ramp(epoch, epochs)
     entropy_factor = da2s_entropy_schedule(epoch, epochs, entropy_start)
-    total = weight * ramp * (entropy_factor * op_entropy + edge_factor * edge_loss)
-    return DA2SLoss(total, op_entropy, edge_loss, ramp, entropy_factor)
+    return DA2SLoss(weight * ramp * entropy_factor * op_entropy, weight * ramp * edge_factor * edge_loss, ramp,
+                    entropy_factor)

@@ -1,32 +1,23 @@
-"""The training loop's helpers: the run folder, mixed precision, stop requests, progress lines, the non-finite
-loss guard and evaluation."""
+"""The training loop's helpers: run flags, mixed precision, the run folder, stop requests, progress lines, the
+non-finite loss guard, the epoch loop that train.py and train_search.py share, and evaluation."""
 import contextlib
+import functools
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from checkpoints import restore_training_state, save_checkpoint
-from parallel import Distributed, reduce_meters
-from utils import (
-    AverageMeter,
-    RunStopped,
-    UserError,
-    accuracy,
-    append_jsonl,
-    bounded,
-    create_exp_dir,
-    format_duration,
-    get_logger,
-    write_json,
-    write_text_atomically,
-)
+from parallel import reduce_meters
+from utils import (AverageMeter, RunStopped, UserError, accuracy, append_jsonl, bounded, create_exp_dir,
+                   format_duration, get_logger, peak_memory_mb, reset_peak_memory, write_json, write_text_atomically)
 
 
 def add_run_arguments(parser, default_seed):
@@ -39,9 +30,13 @@ def add_run_arguments(parser, default_seed):
     run.add_argument('--seed', type=bounded(int, 0), default=default_seed, help='random seed')
     run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto (CUDA when there is one)')
     run.add_argument('--gpu', type=bounded(int, 0), default=0, help='CUDA device index, as in DARTS')
-    run.add_argument('--report_freq', type=bounded(int, 1), default=50, help='log a line every N steps')
+    run.add_argument('--report_freq', type=bounded(int, 1), default=50,
+                     help='log a line every N steps (and at least every 30 seconds)')
     return run
 
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision and memory format, as timm does it: an autocast factory and an optional gradient scaler.
 
 def add_speed_arguments(parser, compile_option=False):
     speed = parser.add_argument_group('speed')
@@ -57,48 +52,65 @@ def add_speed_arguments(parser, compile_option=False):
     return speed
 
 
-class Precision:
-    """A run's numeric settings: the autocast dtype (None: float32), the fp16 gradient scaler, the
-    memory format. `step` does backward, clipping and the optimiser step in the right order for them."""
+def amp_dtype(amp, device):
+    """The autocast dtype of --amp, None for float32; `auto` is bf16 on CUDA devices that have it."""
+    if amp == 'auto':
+        amp = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported() else 'off'
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
 
-    def __init__(self, amp, device, channels_last=None):
-        if amp == 'auto':
-            amp = 'bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported() else 'off'
-        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
-        self.device_type = device.type
-        self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
-        self.channels_last = device.type == 'cuda' if channels_last is None else channels_last
-        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
 
-    def autocast(self):
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.dtype)
+def autocast_factory(dtype, device):
+    """timm's `amp_autocast`: calling it gives the autocast context of `dtype` (nothing for float32)."""
+    return contextlib.nullcontext if dtype is None else functools.partial(torch.autocast, device.type, dtype=dtype)
 
-    def step(self, loss, optimizer, parameters, grad_clip, gradient_sync=None):
-        """`gradient_sync(parameters)` averages the gradients over ranks where DDP does not."""
-        parameters = list(parameters)
-        if self.scaler is None:
-            loss.backward()
-            if gradient_sync:
-                gradient_sync(parameters)
-            nn.utils.clip_grad_norm_(parameters, grad_clip)
-            optimizer.step()
-            return
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(optimizer)
-        if gradient_sync:
-            gradient_sync(parameters)
-        nn.utils.clip_grad_norm_(parameters, grad_clip)
-        self.scaler.step(optimizer)
-        self.scaler.update()
 
-    def state_dict(self):
-        return self.scaler.state_dict() if self.scaler is not None else {}
+def grad_scaler(dtype, device):
+    """fp16 needs its gradients scaled; bf16 and float32 do not (None)."""
+    return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
-    def load_state_dict(self, state):
-        if self.scaler is not None and state:
-            self.scaler.load_state_dict(state)
+
+def use_channels_last(flag, device):
+    """--channels_last / --no_channels_last, or by default NHWC on CUDA only."""
+    return device.type == 'cuda' if flag is None else flag
+
+
+def memory_format(channels_last):
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def backward_step(loss, optimizer, parameters, grad_clip, scaler=None, gradient_sync=None):
+    """Backward, averaging over ranks where DDP does not (`gradient_sync(parameters)`), clipping and the
+    optimiser step, in the order a gradient scaler needs."""
+    parameters = list(parameters)
+    if scaler is None:
+        loss.backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    if gradient_sync:
+        gradient_sync(parameters)
+    nn.utils.clip_grad_norm_(parameters, grad_clip)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder.
+
+def new_meters():
+    return {'loss': AverageMeter(), 'top1': AverageMeter()}
+
+
+@dataclass
+class Start:
+    """Where a run starts: its first epoch and step, the meters of that epoch, and the metrics so far."""
+    epoch: int
+    step: int
+    meters: dict
+    history: list
 
 
 class Run:
@@ -121,15 +133,19 @@ class Run:
         if self.distributed.is_main:
             append_jsonl(self.path('metrics.jsonl'), row)
 
-    def begin(self, run_args, checkpoint, model, optimizers, scheduler, precision, meters):
-        """(epoch, step, history) to start from: those of `checkpoint`, with metrics.jsonl cut back to the
-        epochs it holds (redone epochs must not appear twice), or a fresh start. args.json records `run_args`
-        (a dict) either way."""
+    def save(self, state, name='checkpoint.pt'):
+        if self.distributed.is_main:
+            save_checkpoint(state, self.path(name))
+
+    def begin(self, run_args, checkpoint, model, optimizers, scheduler, scaler):
+        """The Start of `checkpoint`, with metrics.jsonl cut back to the epochs it holds (redone epochs must
+        not appear twice), or of a fresh run. args.json records `run_args` (a dict) either way."""
         self.write_json('args.json', run_args)
+        meters = new_meters()
         if checkpoint is None:
-            return 0, 0, []
+            return Start(0, 0, meters, [])
         epochs, saved_epochs = run_args['epochs'], checkpoint['args']['epochs']
-        epoch, samples, history = restore_training_state(checkpoint, model, optimizers, scheduler, precision, meters,
+        epoch, samples, history = restore_training_state(checkpoint, model, optimizers, scheduler, scaler, meters,
                                                          self.distributed, run_args['seed'], epochs)
         step = samples // (run_args['batch_size'] * self.distributed.world_size)
         if self.distributed.is_main:
@@ -139,17 +155,20 @@ class Run:
             self.logger.info('the run grows from %d to %d epochs: its schedules are now those of a %d-epoch run, '
                              'continuing at epoch %d with learning rate %.3e', saved_epochs, epochs, epochs, epoch,
                              scheduler.get_last_lr()[0])
-        return epoch, step, history
+        return Start(epoch, step, meters, history)
 
-    def save(self, state, name='checkpoint.pt'):
-        if self.distributed.is_main:
-            save_checkpoint(state, self.path(name))
 
+# ---------------------------------------------------------------------------------------------
+# Within an epoch: stop requests, the non-finite loss guard, progress.
 
 class GracefulStop:
     """SIGTERM and SIGINT set `requested` instead of killing the run, so the loop can save and exit."""
 
-    def __init__(self):
+    # In a distributed run the ranks agree on stopping every this many steps (a collective each time).
+    CHECK_STEPS = 10
+
+    def __init__(self, distributed):
+        self.distributed = distributed
         self.requested = None
         self._previous = {}
 
@@ -166,10 +185,16 @@ class GracefulStop:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc_info):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
+
+    def stops_at(self, step):
+        """Whether the loop stops after `step`; all ranks of a distributed run answer alike."""
+        if not self.distributed.enabled:
+            return self.requested is not None
+        return step % self.CHECK_STEPS == 0 and self.distributed.any(self.requested is not None)
 
 
 class NonFiniteLoss(UserError):
@@ -178,32 +203,30 @@ class NonFiniteLoss(UserError):
 
 class FiniteLossGuard:
     """Remembers the first step whose loss was not finite, as a device tensor, so that recording never makes
-    the device wait. `poll()` after each step stops a CPU run at that very step (reading a CPU tensor costs
-    nothing); `check()`, at report lines, at the end of an epoch and before a save, reads it on any device
-    and, in a distributed run, lets all ranks agree so that they stop together. Either names the epoch and
-    the first bad step, and nothing computed after it is ever saved."""
+    the device wait. A CPU run stops at that very step (reading a CPU tensor costs nothing); elsewhere
+    `check()` reads it where the loop reads the device anyway (report lines, the end of an epoch, before a
+    save) and lets all ranks agree, so that they stop together. The error names the epoch and the first bad
+    step, and nothing computed after it is ever saved."""
 
-    def __init__(self, epoch, distributed=None):
+    def __init__(self, epoch, distributed):
         self.epoch = epoch
         self.distributed = distributed
         self.first_bad = None
 
-    def update(self, loss, step):
-        bad = ~torch.isfinite(loss.detach())
-        step_tensor = torch.full_like(bad, step, dtype=torch.long)
-        if self.first_bad is None:
-            self.first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
-        else:
-            self.first_bad = torch.where((self.first_bad < 0) & bad, step_tensor, self.first_bad)
-
-    def poll(self):
-        """Raise if a loss so far was non-finite, where telling costs no wait (the CPU)."""
-        if self.first_bad is not None and self.first_bad.device.type == 'cpu':
+    def record(self, step, losses):
+        for loss in losses:
+            bad = ~torch.isfinite(loss.detach())
+            step_tensor = torch.full_like(bad, step, dtype=torch.long)
+            if self.first_bad is None:
+                self.first_bad = torch.where(bad, step_tensor, torch.full_like(step_tensor, -1))
+            else:
+                self.first_bad = torch.where((self.first_bad < 0) & bad, step_tensor, self.first_bad)
+        if self.first_bad.device.type == 'cpu' and not self.distributed.enabled:
             self._raise_if(int(self.first_bad))
 
     def check(self):
         local = -1 if self.first_bad is None else int(self.first_bad)
-        if self.distributed is not None and self.distributed.enabled:
+        if self.distributed.enabled:
             bad = [step for step in self.distributed.gather(local) if step >= 0]
             local = min(bad) if bad else -1
         self._raise_if(local)
@@ -214,19 +237,16 @@ class FiniteLossGuard:
                                 f'stopped and the last good checkpoint was kept (lower the learning rate?)')
 
 
-class StepMonitor:
-    """The bookkeeping after each step of an epoch: loss and accuracy meters, the non-finite loss guard,
-    progress, and whether a stop was requested. Progress is a log line at the epoch's first step, then one
+class Progress:
+    """An epoch's loss and accuracy meters and its progress: a log line at the epoch's first step, then one
     every `report_freq` steps or every `REPORT_SECONDS`, whichever comes first, each with the epoch's
     progress and the time it has left; on a terminal a tqdm bar shows the same between the lines."""
 
     REPORT_SECONDS = 30.0
 
-    def __init__(self, epoch, epochs, steps, meters, stop, logger, report_freq, label, distributed):
-        self.guard = FiniteLossGuard(epoch, distributed)
-        self.epoch, self.epochs, self.steps = epoch, epochs, steps
-        self.meters, self.stop, self.logger, self.report_freq, self.label = meters, stop, logger, report_freq, label
-        self.distributed = distributed
+    def __init__(self, epoch, epochs, steps, meters, logger, report_freq, label):
+        self.epoch, self.epochs, self.steps, self.meters = epoch, epochs, steps, meters
+        self.logger, self.report_freq, self.label = logger, report_freq, label
         self.bar = None
 
     def track(self, batches, start_step):
@@ -240,29 +260,17 @@ class StepMonitor:
             return self.bar
         return batches
 
-    def after_step(self, step, loss, logits, targets):
-        """Record the step; True when the loop should stop and save."""
-        self.guard.update(loss, step)
-        if not self.distributed.enabled:
-            self.guard.poll()
+    def update(self, step, loss, logits, targets):
+        """Count the step, and write a line when one is due. True at the lines due by step count, which
+        every rank writes alike (rank 0 alone shows them); they read the device anyway."""
         n = logits.size(0)
         self.meters['loss'].update(loss, n)
         self.meters['top1'].update(accuracy(logits, targets)[0], n)
         now = time.monotonic()
-        # Ranks must check together (a collective), so only the step count decides; time adds lines of
-        # rank 0 alone.
         scheduled = step % self.report_freq == 0
         if scheduled or step == self.start_step or now - self.last_report >= self.REPORT_SECONDS:
-            if scheduled or not self.distributed.enabled:
-                self.guard.check()
             self._report(step, now)
-        requested = self.stop.requested is not None
-        if self.distributed.enabled:  # all ranks must stop at the same step
-            requested = step % Distributed.STOP_CHECK_STEPS == 0 and self.distributed.any(requested)
-        if requested:
-            self.guard.check()
-            return True
-        return False
+        return scheduled
 
     def _report(self, step, now):
         self.last_report = now
@@ -275,19 +283,43 @@ class StepMonitor:
         if self.bar is not None:
             self.bar.set_postfix_str(f'loss {loss:.4f} top1 {top1:.2f}', refresh=False)
 
-    def end_epoch(self):
-        """The epoch's last check: every loss of it was finite."""
+    def close(self):
         if self.bar is not None:
             self.bar.close()
-        self.guard.check()
 
-    def stop_run(self, step, exp_dir):
-        """After the checkpoint of a requested stop is saved: say how to continue, and end the run."""
-        if self.bar is not None:
-            self.bar.close()
-        self.logger.info('%s received: saved a checkpoint at epoch %d, step %d; continue with --resume %s',
-                         self.stop.requested, self.epoch, step, exp_dir)
-        raise RunStopped(self.stop.requested)
+
+def run_epoch(batches, start_step, step_fn, progress, guard, stop):
+    """Steps start_step.. of an epoch. `step_fn(batch)` trains on a batch and returns (logits, targets,
+    losses), losses[0] being the reported training loss. Returns the step to resume from when a stop was
+    requested, else None."""
+    try:
+        for step, batch in enumerate(batches, start=start_step):
+            logits, targets, losses = step_fn(batch)
+            guard.record(step, losses)
+            if progress.update(step, losses[0], logits, targets):
+                guard.check()
+            if stop.stops_at(step):
+                guard.check()
+                return step + 1
+        guard.check()
+        return None
+    finally:
+        progress.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The epoch loop train.py and train_search.py share.
+
+@dataclass
+class EpochHooks:
+    """What a script tells the shared epoch loop."""
+    label: str  # the first word of progress lines: train or search
+    steps: int  # steps per epoch
+    begin: Callable  # (epoch) -> None: set the epoch's schedules
+    batches: Callable  # (epoch, start_step) -> the epoch's batches from start_step on
+    step: Callable  # (batch) -> (logits, targets, losses): one training step
+    end: Callable  # (epoch, seconds) -> (metrics of the epoch, words for its log line): evaluate, save files
+    state: Callable  # (epoch, step, meters, history) -> the checkpoint that resumes there
 
 
 class RunClock:
@@ -301,9 +333,47 @@ class RunClock:
         return format_duration(per_epoch * (self.epochs - epochs_done))
 
 
-def evaluate(model, loader, criterion, forward=None, precision=None, distributed=None):
+def run_epochs(run, hooks, start, epochs, report_freq, scheduler, device, distributed):
+    """Epochs start.epoch..epochs-1, each followed by its metrics row, its log line and a checkpoint. A
+    SIGTERM or SIGINT saves a checkpoint at the step it reached and ends the run with RunStopped. Returns
+    the metrics history."""
+    epoch, start_step, meters, history = start.epoch, start.step, start.meters, start.history
+    clock = RunClock(epoch, epochs)
+    with GracefulStop(distributed) as stop:
+        while epoch < epochs:
+            hooks.begin(epoch)
+            lr = scheduler.get_last_lr()[0]
+            started = time.time()
+            reset_peak_memory(device)
+            progress = Progress(epoch, epochs, hooks.steps, meters, run.logger, report_freq, hooks.label)
+            batches = progress.track(hooks.batches(epoch, start_step), start_step)
+            resume_step = run_epoch(batches, start_step, hooks.step, progress, FiniteLossGuard(epoch, distributed),
+                                    stop)
+            if resume_step is not None:
+                run.save(hooks.state(epoch, resume_step, meters, history))
+                run.logger.info('%s received: saved a checkpoint at epoch %d, step %d; continue with --resume %s',
+                                stop.requested, epoch, resume_step, run.exp_dir)
+                raise RunStopped(stop.requested)
+            seconds = time.time() - started
+            totals = reduce_meters(meters, distributed)
+            fields, words = hooks.end(epoch, seconds)
+            scheduler.step()
+            row = {'epoch': epoch, 'lr': lr, 'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
+                   **fields, 'time_s': seconds, 'images_per_s': totals['loss'].count / max(seconds, 1e-9),
+                   'peak_memory_mb': peak_memory_mb(device)}
+            history.append(row)
+            run.append_metrics(row)
+            epoch, start_step, meters = epoch + 1, 0, new_meters()
+            run.logger.info('epoch %d lr %.3e train_acc %.2f %s (%.1fs, %.0f img/s; %s left in the run)', row['epoch'],
+                            lr, row['train_top1'], words, seconds, row['images_per_s'], clock.time_left(epoch))
+            run.save(hooks.state(epoch, 0, meters, history))
+    return history
+
+
+def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nullcontext, distributed=None):
     """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`. In a
-    distributed run each rank evaluates its shard and the results are summed over ranks."""
+    distributed run each rank evaluates its shard and the results are summed over ranks. An evaluation
+    of more than 30 seconds logs its progress."""
     forward = forward or model
     model.eval()
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
@@ -311,7 +381,7 @@ def evaluate(model, loader, criterion, forward=None, precision=None, distributed
     started = last_report = time.monotonic()
     with torch.no_grad():
         for index, (images, targets) in enumerate(loader.iterate(0)):
-            with precision.autocast() if precision else contextlib.nullcontext():
+            with amp_autocast():
                 logits = forward(images)
             logits = logits[0] if isinstance(logits, tuple) else logits
             acc1, acc5 = accuracy(logits, targets, topk=(1, 5))
@@ -320,7 +390,7 @@ def evaluate(model, loader, criterion, forward=None, precision=None, distributed
             top1.update(acc1, n)
             top5.update(acc5, n)
             now = time.monotonic()
-            if now - last_report >= StepMonitor.REPORT_SECONDS:  # a long evaluation is not silence
+            if now - last_report >= Progress.REPORT_SECONDS:
                 last_report, done = now, index + 1
                 logger.info('evaluating: batch %d/%d, %s left', done, len(loader),
                             format_duration((now - started) / done * (len(loader) - done)))
@@ -328,12 +398,3 @@ def evaluate(model, loader, criterion, forward=None, precision=None, distributed
         loss_meter, top1, top5 = reduce_meters({'loss': loss_meter, 'top1': top1, 'top5': top5}, distributed).values()
     return {'loss': loss_meter.avg, 'top1': top1.avg, 'top5': top5.avg, 'images': top1.count}
 
-
-def summarize_weights(rows):
-    """One log line for a vector of weights (its values) or a matrix of softmaxed rows (each row's largest
-    weight and the mean entropy against a uniform row's); the full values go to metrics.jsonl."""
-    if not rows or not isinstance(rows[0], list):
-        return ' '.join(f'{value:.3f}' for value in rows)
-    entropy = [-sum(p * np.log(p) for p in row if p > 0) for row in rows]
-    return (f'largest per edge {" ".join(f"{max(row):.3f}" for row in rows)}; mean entropy '
-            f'{np.mean(entropy):.3f} (uniform {np.log(len(rows[0])):.3f})')

@@ -5,6 +5,7 @@ Architecture weights travel as `CellWeights` (one per cell type), computed by `N
 from the architecture parameters. The architect may transform them (hard discretization, top-k masks)
 before the forward pass, so the cells never need to know which method is searching.
 """
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import discretization
+import methods as methods_lib
 from attention import AlphaChannelAttention, build_attention, select_channels
 from genotypes import ATTENTION_PRIMITIVES, make_genotype
 from operations import OPS, POOLING_OPS, FactorizedReduce, ReLUConvBN, resolve_primitives
@@ -32,6 +33,9 @@ class CellWeights:
     second: Optional[torch.Tensor] = None      # E x n_ops, the second stacked mixture (`double_mixed`)
     bottleneck: Optional[torch.Tensor] = None  # n_attentions, after the cell's concatenation
     active: Optional[list] = None              # per edge, the op indices worth computing (hard weights)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
 
 
 def channel_shuffle(x, groups):
@@ -56,8 +60,7 @@ class MixedOp(nn.Module):
     enter the ops (the first C/K, then shuffled; or, with alpha-attention, those the attention scores
     highest); the other channels pass through, max-pooled on stride-2 edges."""
 
-    def __init__(self, C, stride, primitives, spatial_size, partial_channels=1, alpha_attention=False,
-                 n_arch_ops=None):
+    def __init__(self, C, stride, primitives, spatial_size, partial_channels=1, alpha_attention=False):
         super().__init__()
         self.partial_channels = partial_channels
         self.stride = stride
@@ -67,7 +70,7 @@ class MixedOp(nn.Module):
         # Channels the ops skip pass through, pooled on stride-2 edges (with alpha-attention at K=1 there
         # are none, but the pass-through is still the tensor the chosen channels are written into).
         self.pool = nn.MaxPool2d(2, 2) if stride == 2 and (partial_channels > 1 or alpha_attention) else None
-        self.channel_attention = AlphaChannelAttention(C, n_arch_ops or len(primitives)) if alpha_attention else None
+        self.channel_attention = AlphaChannelAttention(C, len(primitives)) if alpha_attention else None
 
     def mix(self, x, weights, active=None):
         indices = self._computed if active is None else active
@@ -164,33 +167,30 @@ class Cell(nn.Module):
 
 
 class Network(nn.Module):
-    """The DARTS supernet. Options, named like the command-line flags:
-    primitives ('darts', 'alpha_darts' or a comma list), partial_channels (K, 1 = off), edge_norm (None: on
-    with partial channels or alpha-attention), alpha_attention, location (Att-DARTS), da2s (DA2S edge
-    parameters and sharpened op weights), max_skip, in_channels, image_size."""
+    """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
+    a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
+    in_channels, image_size. `methods` (methods.Method) decide the architecture weights and how the cell is
+    derived; without any, DARTS's softmax and top-2 rule."""
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
-                 primitives='darts', partial_channels=1, edge_norm=None, alpha_attention=False,
-                 location='no_attention', da2s=False, max_skip=None, in_channels=3, image_size=32):
+                 primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
+                 max_skip=None, in_channels=3, image_size=32, methods=()):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
         if partial_channels < 1 or C % partial_channels:
             raise UserError(f'--partial_channels {partial_channels} must divide --init_channels {C}')
-        if edge_norm is None:
-            edge_norm = partial_channels > 1 or alpha_attention
-        if edge_norm and da2s:
-            raise UserError('--da2s brings its own edge weights; use it without --edge_norm')
-        self._C, self._num_classes, self._layers = C, num_classes, layers
+        methods_lib.check_compatible(methods)
+        self.methods = list(methods)
+        self._layers = layers
         self._criterion = criterion or nn.CrossEntropyLoss()
         self._steps, self._multiplier = steps, multiplier
         self.op_names = resolve_primitives(primitives)
         if location in ('mixed_with_operation', 'double_mixed'):
             self.op_names = self.op_names + list(EDGE_ATTENTION_OPS)
-        self.options = dict(primitives=primitives, partial_channels=partial_channels, edge_norm=edge_norm,
-                            alpha_attention=alpha_attention, location=location, da2s=da2s, max_skip=max_skip,
-                            in_channels=in_channels, image_size=image_size, steps=steps, multiplier=multiplier,
-                            stem_multiplier=stem_multiplier)
+        self.options = dict(primitives=primitives, partial_channels=partial_channels, alpha_attention=alpha_attention,
+                            location=location, max_skip=max_skip, in_channels=in_channels, image_size=image_size,
+                            steps=steps, multiplier=multiplier, stem_multiplier=stem_multiplier)
 
         C_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
@@ -210,37 +210,44 @@ class Network(nn.Module):
         self.classifier = nn.Linear(C_prev, num_classes)
         self._initialize_arch_parameters()
 
+    @property
+    def steps(self):
+        return self._steps
+
+    @property
+    def num_edges(self):
+        return sum(i + 2 for i in range(self._steps))
+
+    @property
+    def none_index(self):
+        return self.op_names.index('none') if 'none' in self.op_names else None
+
     # ----------------------------------------------------------------------------------------------
     # Architecture parameters.
 
     def _initialize_arch_parameters(self):
-        edges = sum(i + 2 for i in range(self._steps))
+        edges = self.num_edges
         location = self.options['location']
         self._arch_names = []
 
-        def register(name, shape, init=None):
-            value = init if init is not None else 1e-3 * torch.randn(*shape)
+        def register(name, value):
             setattr(self, name, nn.Parameter(value))
             self._arch_names.append(name)
 
         for cell in CELL_TYPES:
-            register(f'alphas_{cell}', (edges, len(self.op_names)))
+            register(f'alphas_{cell}', 1e-3 * torch.randn(edges, len(self.op_names)))
         for cell in CELL_TYPES:
-            if self.options['edge_norm']:
-                register(f'betas_{cell}', (edges,))
-            elif self.options['da2s']:
-                # DA2S: one parameter per input of every node with more than two inputs, near 2/n.
-                register(f'betas_{cell}', None, torch.cat([discretization.da2s_initial_betas(i + 2)
-                                                          for i in range(1, self._steps)]))
-        if location == 'double_mixed':
+            for method in self.methods:
+                for name, value in method.arch_parameters(self).items():
+                    register(f'{name}_{cell}', value)
+        mixtures = [('second_alphas', len(self.op_names), location == 'double_mixed'),
+                    ('attention_alphas', len(ATTENTION_PRIMITIVES), location in ('after_every', 'after_every_and_end')),
+                    ('bottleneck_alphas', None, location in ('end', 'after_every_and_end'))]
+        for name, width, searched in mixtures:
             for cell in CELL_TYPES:
-                register(f'second_alphas_{cell}', (edges, len(self.op_names)))
-        if location in ('after_every', 'after_every_and_end'):
-            for cell in CELL_TYPES:
-                register(f'attention_alphas_{cell}', (edges, len(ATTENTION_PRIMITIVES)))
-        if location in ('end', 'after_every_and_end'):
-            for cell in CELL_TYPES:
-                register(f'bottleneck_alphas_{cell}', (len(ATTENTION_PRIMITIVES),))
+                if searched:
+                    shape = (len(ATTENTION_PRIMITIVES),) if width is None else (edges, width)
+                    register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
 
     def arch_parameters(self):
         return [getattr(self, name) for name in self._arch_names]
@@ -252,37 +259,31 @@ class Network(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def _edge_weights(self, cell):
-        if self.options['edge_norm']:
-            betas = getattr(self, f'betas_{cell}')
-            return torch.cat([F.softmax(betas[s], dim=-1) for s in discretization.node_slices(self._steps)])
-        if self.options['da2s']:
-            betas = getattr(self, f'betas_{cell}')
-            return torch.cat([betas.new_ones(2)] + [discretization.da2s_edge_weights(betas[s])
-                                                    for s in self.da2s_beta_slices()])
-        return None
+    def cell_arch_parameters(self, cell):
+        """One cell type's architecture parameters, by name without the cell suffix (`alphas`, `betas`, ...)."""
+        suffix = f'_{cell}'
+        return {name[:-len(suffix)]: getattr(self, name) for name in self._arch_names if name.endswith(suffix)}
 
-    def da2s_beta_slices(self):
-        """DA2S's betas: one per input of each node with more than two inputs (nodes 1 onwards)."""
-        return [slice(s.start - 2, s.stop - 2) for s in discretization.node_slices(self._steps)[1:]]
+    def _owner(self, hook):
+        return next((method for method in self.methods if methods_lib.overrides(method, hook)), methods_lib.Method())
 
     def arch_weights(self):
-        """Soft weights of both cell types: softmax (DA2S: sharpened softmax) of the op parameters,
-        per-node edge weights, and the attention mixtures. Always float32."""
+        """Soft weights of both cell types: the op mixture (DARTS: softmax of the op parameters; a method may
+        define its own), the edge weights of a method that has them, and the attention mixtures. Always
+        float32."""
         result = {}
+        op_method, edge_method = self._owner('op_weights'), self._owner('edge_weights')
         for cell in CELL_TYPES:
-            alphas = getattr(self, f'alphas_{cell}').float()
-            ops = discretization.da2s_op_weights(alphas) if self.options['da2s'] else F.softmax(alphas, dim=-1)
-            optional = {}
-            for field, name in (('attention', 'attention_alphas'), ('second', 'second_alphas'),
-                                ('bottleneck', 'bottleneck_alphas')):
-                if hasattr(self, f'{name}_{cell}'):
-                    optional[field] = F.softmax(getattr(self, f'{name}_{cell}').float(), dim=-1)
-            result[cell] = CellWeights(ops=ops, edges=self._edge_weights(cell), **optional)
+            parameters = {name: value.float() for name, value in self.cell_arch_parameters(cell).items()}
+            optional = {field: F.softmax(parameters[name], dim=-1) for field, name in (
+                ('attention', 'attention_alphas'), ('second', 'second_alphas'), ('bottleneck', 'bottleneck_alphas'))
+                if name in parameters}
+            result[cell] = CellWeights(ops=op_method.op_weights(parameters['alphas']),
+                                       edges=edge_method.edge_weights(parameters, self), **optional)
         return result
 
     # ----------------------------------------------------------------------------------------------
-    # Forward pass and loss.
+    # Forward pass.
 
     def forward(self, x, weights=None):
         if weights is None:
@@ -300,9 +301,6 @@ class Network(nn.Module):
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
 
-    def _loss(self, x, target, weights=None):
-        return self._criterion(self(x, weights).float(), target)
-
     # ----------------------------------------------------------------------------------------------
     # Genotype.
 
@@ -312,14 +310,13 @@ class Network(nn.Module):
             weights = {cell: CellWeights(**{k: (v.detach().float().cpu() if torch.is_tensor(v) else v)
                                             for k, v in vars(w).items()})
                        for cell, w in self.arch_weights().items()}
-            betas = {cell: getattr(self, f'betas_{cell}').detach().float().cpu()
-                     for cell in CELL_TYPES if self.options['da2s']}
+        strength_method = self._owner('edge_strength')
         cells = {}
         for cell in CELL_TYPES:
-            cells[cell] = derive_cell(weights[cell], self.op_names, self._steps, betas.get(cell))
+            strength = strength_method.edge_strength(edge_strength(weights[cell], self.op_names), cell, self)
+            cells[cell] = derive_cell(weights[cell], self.op_names, self._steps, strength)
         if self.options['max_skip'] is not None:
-            cells['normal'] = limit_skips(cells['normal'], weights['normal'], self.op_names, self._steps,
-                                          self.options['max_skip'])
+            cells['normal'] = limit_skips(cells['normal'], weights['normal'], self.op_names, self.options['max_skip'])
         concat = list(range(2 + self._steps - self._multiplier, self._steps + 2))
         bottlenecks = {cell: best_attention(weights[cell].bottleneck) for cell in CELL_TYPES}
         return make_genotype(normal=[entry for entry, _ in cells['normal']], normal_concat=concat,
@@ -340,25 +337,20 @@ def best_attention(weights):
     return '' if name == 'Identity' else name
 
 
-def derive_cell(weights, op_names, steps, da2s_betas=None):
-    """[((op, input[, attention]), edge), ...] two per node. An edge's strength is its best non-`none` op
-    weight times its edge weight; DA2S chooses edges by the two largest betas instead."""
-    entries, offset, beta_offset = [], 0, 0
+def edge_strength(weights, op_names):
+    """DARTS's strength of every edge: its best non-`none` op weight, times its edge weight if it has one."""
+    best = torch.stack([row[_best_op(row, op_names)] for row in weights.ops]).double()
+    return best if weights.edges is None else best * weights.edges.double()
+
+
+def derive_cell(weights, op_names, steps, strength):
+    """[((op, input[, attention]), edge), ...] two per node: the node's two strongest edges, and on each its
+    best non-`none` op (and its attention, or second op, when searched)."""
+    entries, offset = [], 0
     for node in range(steps):
-        n_inputs = node + 2
-        rows = range(offset, offset + n_inputs)
-        best = {e: _best_op(weights.ops[e], op_names) for e in rows}
-        if da2s_betas is not None and n_inputs > 2:
-            betas = da2s_betas[beta_offset:beta_offset + n_inputs]
-            strength = {e: betas[e - offset].item() for e in rows}
-            beta_offset += n_inputs
-        else:
-            edge_weight = weights.edges if weights.edges is not None else None
-            strength = {e: weights.ops[e][best[e]].item() * (edge_weight[e].item() if edge_weight is not None else 1.0)
-                        for e in rows}
-        chosen = sorted(rows, key=lambda e: -strength[e])[:2]
-        for e in chosen:
-            op = op_names[best[e]]
+        rows = range(offset, offset + node + 2)
+        for e in sorted(rows, key=lambda e: -strength[e].item())[:2]:
+            op = op_names[_best_op(weights.ops[e], op_names)]
             if weights.second is not None:
                 attention = op_names[_best_op(weights.second[e], op_names)]
             elif weights.attention is not None:
@@ -366,11 +358,11 @@ def derive_cell(weights, op_names, steps, da2s_betas=None):
             else:
                 attention = ''
             entries.append(((op, e - offset, attention) if attention else (op, e - offset), e))
-        offset += n_inputs
+        offset += node + 2
     return entries
 
 
-def limit_skips(entries, weights, op_names, steps, max_skip):
+def limit_skips(entries, weights, op_names, max_skip):
     """P-DARTS's remedy for skip collapse: keep at most `max_skip` skip_connect in the cell; the weakest
     surplus ones become their edge's best op other than skip_connect and `none`."""
     skips = [i for i, (entry, _) in enumerate(entries) if entry[0] == 'skip_connect']

@@ -10,9 +10,6 @@ class Distributed:
     """This process's place in a `torchrun` job (even one of a single process); without torchrun, rank 0 of 1
     and every call is a no-op. NCCL connects GPUs, gloo CPUs."""
 
-    # In a distributed run the ranks agree on stopping every this many steps (a collective each time).
-    STOP_CHECK_STEPS = 10
-
     def __init__(self):
         self.world_size = int(os.environ.get('WORLD_SIZE', 1))
         self.rank = int(os.environ.get('RANK', 0))
@@ -85,14 +82,14 @@ class Distributed:
         return gathered
 
 
-def run_distributed(work, args, *inputs):
-    """Join the torchrun job if there is one (one device per process), call
-    `work(*inputs, device, distributed)`, and leave the job however it ends."""
+def run_distributed(work, device='auto', gpu=0):
+    """Join the torchrun job if there is one (one device per process: its LOCAL_RANK; else --device and
+    --gpu choose), call `work(device, distributed)`, and leave the job however it ends."""
     distributed = Distributed()
-    device = get_device(args.device, distributed.local_rank if distributed.enabled else args.gpu)
+    device = get_device(device, distributed.local_rank if distributed.enabled else gpu)
     distributed.start(device)
     try:
-        return work(*inputs, device, distributed)
+        return work(device, distributed)
     finally:
         distributed.stop()
 

@@ -4,6 +4,7 @@
     python test.py --model_path cifar10_model.pt --auxiliary --arch DARTS_V2   # DARTS's released weights
 """
 import argparse
+import functools
 import json
 import os
 
@@ -13,6 +14,7 @@ import torch.nn as nn
 import checkpoints
 import data
 import genotypes
+import loaders
 import loop
 import model as model_lib
 import parallel
@@ -87,34 +89,34 @@ def main(argv=None):
     if args.output:
         utils.check_output_folder(args.output, '--output')
     given = checkpoints.given_arguments(parser, argv)
-    return parallel.run_distributed(evaluate_weights, args, args, given)
+    return parallel.run_distributed(functools.partial(evaluate_weights, args, given), args.device, args.gpu)
 
 
 def evaluate_weights(args, given, device, distributed):
     utils.configure_device(device)
-    precision = loop.Precision(args.amp, device, args.channels_last)
+    amp_autocast = loop.autocast_factory(loop.amp_dtype(args.amp, device), device)
+    channels_last = loop.use_channels_last(args.channels_last, device)
     logger = utils.get_logger(enabled=distributed.is_main)
     source = checkpoints.load_checkpoint(args.model_path)
     config, genotype, saved_args, told, genotype_source = describe_model(args, given, source)
 
     # The data flags the weights were trained with, unless the command line says otherwise.
-    data_args = argparse.Namespace(**{**vars(args), **{k: v for k, v in saved_args.items()
-                                                        if k not in given and k in vars(args) and k != 'model_path'}})
-    _, test_split, info = data.load_dataset(data_args)
+    data_flags = {**vars(args), **{k: v for k, v in saved_args.items() if k not in given and k in vars(args)}}
+    _, test_split, info = data.load_dataset(data.DataConfig.from_flags(argparse.Namespace(**data_flags)))
     config = {**config, 'num_classes': info.num_classes, 'in_channels': info.in_channels,
               'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size)}
     net = model_lib.build_network(config, genotype)
     checkpoints.load_weights(net, source, origin=args.model_path,
-                       hint=f'it was built with {told}; give the flags the weights were trained with')
-    net.to(device, memory_format=precision.memory_format)
-    data_args.channels_last = precision.channels_last
-    loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=data_args,
-                              rank=distributed.rank, world_size=distributed.world_size)
+                             hint=f'it was built with {told}; give the flags the weights were trained with')
+    net.to(device, memory_format=loop.memory_format(channels_last))
+    loader = loaders.make_loader(test_split, info, args.batch_size, device=device, train=False,
+                                 channels_last=channels_last, workers=data_flags['workers'], rank=distributed.rank,
+                                 world_size=distributed.world_size)
 
     logger.info('network: %s', told)
     logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
-    result = loop.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net, precision,
-                            distributed)
+    result = loop.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net,
+                           amp_autocast, distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
     result.update(params_M=utils.count_parameters_in_millions(net), flops=flops, multiply_adds=flops // 2,
                   dataset=info.name, model_path=args.model_path, genotype=genotypes.genotype_to_dict(genotype))

@@ -4,7 +4,7 @@
     python train.py --dataset imagenet --data /imagenet --auxiliary --arch PC_DARTS_image
     python train.py --dataset synthetic --init_channels 8 --layers 5 --epochs 5   # offline demo
 """
-import time
+import functools
 
 import torch
 import torch.nn as nn
@@ -12,6 +12,7 @@ import torch.nn as nn
 import checkpoints
 import data
 import genotypes
+import loaders
 import loop
 import model as model_lib
 import parallel
@@ -25,7 +26,7 @@ IMAGENET_DEFAULTS = dict(init_channels=48, layers=14, batch_size=128, learning_r
 def build_parser():
     parser = utils.ArgumentParser(description='Retrain a genotype from scratch and report test accuracy.')
     data.add_data_arguments(parser)
-    data.add_augmentation_arguments(parser, cutmix=True)
+    loaders.add_augmentation_arguments(parser, cutmix=True)
     arch = parser.add_argument_group('architecture')
     arch.add_argument('--arch', default='DARTS', help='published genotype name (see genotypes.py)')
     arch.add_argument('--arch_path', help="genotype.json from a search (ours or Att-DARTS's)")
@@ -70,29 +71,18 @@ def resolve_arguments(parser, argv):
                                    lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
 
 
-def train_step(net, forward, images, targets, criterion, optimizer, precision, args):
+def train_step(net, forward, images, targets, criterion, optimizer, amp_autocast, scaler, auxiliary_weight,
+               grad_clip):
     """Forward (main and auxiliary loss), backward, clip, step; returns (loss, logits) as device tensors.
-    `forward` is the network itself or its compiled form."""
-    with precision.autocast():
+    `forward` is the network itself or its compiled or DDP form."""
+    with amp_autocast():
         logits, logits_aux = forward(images)
     loss = criterion(logits.float(), targets)
     if logits_aux is not None:
-        loss = loss + args.auxiliary_weight * criterion(logits_aux.float(), targets)
+        loss = loss + auxiliary_weight * criterion(logits_aux.float(), targets)
     optimizer.zero_grad(set_to_none=True)
-    precision.step(loss, optimizer, net.parameters(), args.grad_clip)
+    loop.backward_step(loss, optimizer, net.parameters(), grad_clip, scaler)
     return loss, logits
-
-
-def train_epoch(net, forward, loader, criterion, optimizer, precision, args, start_step, monitor):
-    """One epoch from `start_step`; returns the step to resume from if a stop was requested, else None."""
-    net.train()
-    batches = monitor.track(loader.iterate(monitor.epoch, start_step), start_step)
-    for step, (images, targets) in enumerate(batches, start=start_step):
-        loss, logits = train_step(net, forward, images, targets, criterion, optimizer, precision, args)
-        if monitor.after_step(step, loss, logits, targets):
-            return step + 1
-    monitor.end_epoch()
-    return None
 
 
 def build_scheduler(optimizer, args):
@@ -111,7 +101,7 @@ def build_scheduler(optimizer, args):
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    return parallel.run_distributed(train, args, args, checkpoint)
+    return parallel.run_distributed(functools.partial(train, args, checkpoint), args.device, args.gpu)
 
 
 def train(args, checkpoint, device, distributed):
@@ -119,18 +109,21 @@ def train(args, checkpoint, device, distributed):
         raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
                               'statistics')
     utils.configure_device(device)
-    precision = loop.Precision(args.amp, device, args.channels_last)
-    args.channels_last = precision.channels_last
+    dtype = loop.amp_dtype(args.amp, device)
+    amp_autocast, scaler = loop.autocast_factory(dtype, device), loop.grad_scaler(dtype, device)
+    channels_last = loop.use_channels_last(args.channels_last, device)
     genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch)
-    train_split, test_split, info = data.load_dataset(args)
-    shard = {'rank': distributed.rank, 'world_size': distributed.world_size}
-    train_loader = data.make_loader(train_split, info, args.batch_size, device=device, train=True, args=args, **shard)
-    test_loader = data.make_loader(test_split, info, args.batch_size, device=device, train=False, args=args, **shard)
+    train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args))
+    loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
+                          rank=distributed.rank, world_size=distributed.world_size)
+    train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True,
+                                       augmentation=loaders.Augmentation.from_flags(args), **loader_options)
+    test_loader = loaders.make_loader(test_split, info, args.batch_size, train=False, **loader_options)
     config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
                   in_channels=info.in_channels, image_size=info.image_size)
     utils.seed_everything(args.seed)  # the same initial weights on every rank
-    net = model_lib.build_network(config, genotype).to(device, memory_format=precision.memory_format)
+    net = model_lib.build_network(config, genotype).to(device, memory_format=loop.memory_format(channels_last))
     utils.seed_everything(args.seed + distributed.rank)  # each rank its own drop-path stream
     forward = net
     if distributed.enabled:
@@ -138,65 +131,48 @@ def train(args, checkpoint, device, distributed):
         forward = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == 'cuda' else None)
     forward = torch.compile(forward) if args.compile else forward
     run = loop.Run('eval', args.save, args.exp_path, distributed)
-    logger = run.logger
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = build_scheduler(optimizer, args)
-    samples_per_step = args.batch_size * distributed.world_size
+    run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
+    start = run.begin(run_args, checkpoint, net, {'w': optimizer}, scheduler, scaler)
+    run.logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
+    run.logger.info('%.6f M parameters (auxiliary head excluded); %d process(es) of batch %d; %d classes',
+                    utils.count_parameters_in_millions(net), distributed.world_size, args.batch_size, info.num_classes)
+    run.logger.info('%d epoch(s) of %d steps, each epoch followed by a test pass of %d batches', args.epochs,
+                    len(train_loader), len(test_loader))
 
-    meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-    run_args = {**vars(args), 'num_classes': info.num_classes}
-    epoch, start_step, history = run.begin(run_args, checkpoint, net, {'w': optimizer}, scheduler, precision, meters)
-    logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
-    logger.info('%.6f M parameters (auxiliary head excluded); %d process(es) of batch %d; %d classes',
-                utils.count_parameters_in_millions(net), distributed.world_size, args.batch_size, info.num_classes)
-    logger.info('%d epoch(s) of %d steps, each epoch followed by a test pass of %d batches', args.epochs,
-                len(train_loader), len(test_loader))
+    def begin(epoch):
+        net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+        net.train()
 
-    def save(epoch, step):
-        state = checkpoints.training_state(net, {'w': optimizer}, scheduler, precision, epoch, step * samples_per_step,
-                                     meters, history, distributed)
-        run.save({'kind': 'train', 'args': run_args, 'network': config,
-                  'genotype': genotypes.genotype_to_dict(genotype), **state})
+    def step(batch):
+        images, targets = batch
+        loss, logits = train_step(net, forward, images, targets, criterion, optimizer, amp_autocast, scaler,
+                                  args.auxiliary_weight, args.grad_clip)
+        return logits, targets, (loss,)
 
-    clock = loop.RunClock(epoch, args.epochs)
-    with loop.GracefulStop() as stop:
-        while epoch < args.epochs:
-            net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
-            lr = scheduler.get_last_lr()[0]
-            started = time.time()
-            utils.reset_peak_memory(device)
-            monitor = loop.StepMonitor(epoch, args.epochs, len(train_loader), meters, stop, logger, args.report_freq,
-                                        'train', distributed)
-            resume_step = train_epoch(net, forward, train_loader, criterion, optimizer, precision, args, start_step,
-                                      monitor)
-            if resume_step is not None:
-                save(epoch, resume_step)
-                monitor.stop_run(resume_step, run.exp_dir)
-            seconds = time.time() - started
-            test = loop.evaluate(net, test_loader, criterion, forward, precision, distributed)
-            scheduler.step()
-            totals = parallel.reduce_meters(meters, distributed)
-            row = {'epoch': epoch, 'lr': lr, 'drop_path_prob': net.drop_path_prob,
-                   'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
-                   'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5'],
-                   'time_s': seconds, 'images_per_s': totals['loss'].count / max(seconds, 1e-9),
-                   'peak_memory_mb': utils.peak_memory_mb(device)}
-            history.append(row)
-            run.append_metrics(row)
-            epoch, start_step = epoch + 1, 0
-            logger.info('epoch %d lr %.3e train_acc %.2f test_acc %.2f test_top5 %.2f (%.1fs, %.0f img/s; %s left '
-                        'in the run)', row['epoch'], lr, row['train_top1'], row['test_top1'], row['test_top5'], seconds,
-                        row['images_per_s'], clock.time_left(epoch))
-            meters = {'loss': utils.AverageMeter(), 'top1': utils.AverageMeter()}
-            run.save(net.state_dict(), 'weights.pt')
-            save(epoch, 0)
+    def end(epoch, seconds):
+        test = loop.evaluate(net, test_loader, criterion, forward, amp_autocast, distributed)
+        run.save(net.state_dict(), 'weights.pt')
+        fields = {'drop_path_prob': net.drop_path_prob, 'test_loss': test['loss'], 'test_top1': test['top1'],
+                  'test_top5': test['top5']}
+        return fields, f'test_acc {test["top1"]:.2f} test_top5 {test["top5"]:.2f}'
+
+    def state(epoch, step, meters, history):
+        samples = step * args.batch_size * distributed.world_size
+        return {'kind': 'train', 'args': run_args, 'network': config, 'genotype': genotypes.genotype_to_dict(genotype),
+                **checkpoints.training_state(net, {'w': optimizer}, scheduler, scaler, epoch, samples, meters, history,
+                                             distributed)}
+
+    hooks = loop.EpochHooks('train', len(train_loader), begin, train_loader.iterate, step, end, state)
+    history = loop.run_epochs(run, hooks, start, args.epochs, args.report_freq, scheduler, device, distributed)
     final = history[-1] if history else {}
     if final:
-        logger.info('test_acc %.2f test_top5 %.2f', final['test_top1'], final['test_top5'])
-    logger.info('wrote %s: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, log.txt; '
-                'test it with: python test.py --model_path %s', run.exp_dir, run.path('weights.pt'))
+        run.logger.info('test_acc %.2f test_top5 %.2f', final['test_top1'], final['test_top5'])
+    run.logger.info('wrote %s: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, log.txt; '
+                    'test it with: python test.py --model_path %s', run.exp_dir, run.path('weights.pt'))
     return final
 
 

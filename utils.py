@@ -145,9 +145,9 @@ class _ConsoleHandler(logging.StreamHandler):
     """Log lines on stdout; on a terminal they pass through tqdm, so that a progress bar stays whole below them."""
 
     def emit(self, record):
-        if not self.stream.isatty():
-            return super().emit(record)
         try:
+            if not self.stream.isatty():
+                return super().emit(record)
             from tqdm import tqdm
             tqdm.write(self.format(record), file=self.stream)
         except Exception:  # logging's own convention: a failing handler reports and never raises
@@ -234,3 +234,13 @@ def peak_memory_mb(device):
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarize_weights(rows):
+    """One log line for a vector of weights (its values) or a matrix of softmaxed rows (each row's largest
+    weight and the mean entropy against a uniform row's); the full values go to metrics.jsonl."""
+    if not rows or not isinstance(rows[0], list):
+        return ' '.join(f'{value:.3f}' for value in rows)
+    entropy = [-sum(p * np.log(p) for p in row if p > 0) for row in rows]
+    return (f'largest per edge {" ".join(f"{max(row):.3f}" for row in rows)}; mean entropy '
+            f'{np.mean(entropy):.3f} (uniform {np.log(len(rows[0])):.3f})')

@@ -1,4 +1,5 @@
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -16,6 +17,15 @@ if ROOT not in sys.path:
 # One thread: several tests start processes of their own, and two OpenMP threads per process on two
 # cores make tiny ops many times slower when anything else runs.
 torch.set_num_threads(1)
+
+
+def supernet(*sizes, **flags):
+    """A model_search.Network from flags named as train_search.py's: the network takes its options, and the
+    search methods the flags switch on come along (edge normalisation with partial channels, DA2S, ...)."""
+    import methods
+    from model_search import Network
+    options = {name: value for name, value in flags.items() if name in inspect.signature(Network).parameters}
+    return Network(*sizes, **options, methods=methods.build(flags))
 
 
 def load_script(name):

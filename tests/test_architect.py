@@ -4,15 +4,15 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+from conftest import supernet
 from torch.func import functional_call
 
 from architect import Architect, SearchObjective
-from model_search import Network
 
 
 def tiny_supernet(**options):
     torch.manual_seed(0)
-    net = Network(4, 3, 3, steps=2, multiplier=2, image_size=8, **options).double()
+    net = supernet(4, 3, 3, steps=2, multiplier=2, image_size=8, **options).double()
     with torch.no_grad():
         for p in net.arch_parameters():
             p.copy_(torch.randn_like(p))
@@ -43,7 +43,7 @@ def exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta):
     arch = net.arch_parameters()
     named = [(name, p) for name, p in net.named_parameters() if all(p is not a for a in arch)]
     names, weights = zip(*named)
-    train_loss = net._loss(x_train, y_train)
+    train_loss = net._criterion(net(x_train), y_train)
     grads = torch.autograd.grad(train_loss, weights, create_graph=True)
     unrolled = {name: w - eta * g for name, w, g in zip(names, weights, grads)}
     val_loss = net._criterion(functional_call(net, unrolled, (x_valid,)), y_valid)
@@ -60,7 +60,7 @@ def test_second_order_gradient_matches_autograd_through_the_unrolled_step(option
     optimizer = torch.optim.SGD(net.weights(), eta)
     before = [w.detach().clone() for w in net.weights()]
     ours, _ = architect.unrolled_gradients(*data, eta, optimizer)
-    first_order = torch.autograd.grad(net._loss(data[2], data[3]), net.arch_parameters())
+    first_order = torch.autograd.grad(net._criterion(net(data[2]), data[3]), net.arch_parameters())
     flat = lambda grads: torch.cat([g.flatten() for g in grads])  # noqa: E731
     error = (flat(ours) - flat(exact)).norm() / flat(exact).norm()
     assert error < 1e-3
@@ -93,7 +93,7 @@ def test_unrolled_steps_do_not_accumulate_tensors():
     counts = []
     for _ in range(4):
         architect.step(*data, 0.1, optimizer, unrolled=True)
-        loss = net._loss(data[0], data[1])
+        loss = net._criterion(net(data[0]), data[1])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -104,12 +104,12 @@ def test_unrolled_steps_do_not_accumulate_tensors():
 
 def small_supernet(**options):
     torch.manual_seed(0)
-    return Network(4, 3, 3, image_size=8, **options)
+    return supernet(4, 3, 3, image_size=8, **options)
 
 
 def test_hard_discretization_runs_two_ops_per_node_in_the_weight_step():
-    net = small_supernet(partial_channels=2)
-    objective = SearchObjective(net, hd_on_weights=True)
+    net = small_supernet(partial_channels=2, hd_on_weights=True)
+    objective = SearchObjective(net)
     weights = objective.arch_weights('weights')['normal']
     for start, size in ((0, 2), (2, 3), (5, 4), (9, 5)):
         kept = weights.ops[start:start + size]
@@ -129,11 +129,11 @@ def test_hard_discretization_runs_two_ops_per_node_in_the_weight_step():
 
 
 def test_top_k_masks_and_the_temperature_schedule():
-    net = small_supernet()
-    objective = SearchObjective(net, topk_on_alphas=True, linear_temperature_increase=True, linear_temperature_max=200)
+    net = small_supernet(topk_on_alphas=True, linear_temperature_increase=True, linear_temperature_max=200)
+    objective = SearchObjective(net)
     for epoch, expected in ((0, 1.0), (25, 100.0), (49, 196.0)):
         objective.set_epoch(epoch, 50)
-        assert objective.temperature == pytest.approx(expected)
+        assert objective.summary()['temperature'] == pytest.approx(expected)
     masked = objective.arch_weights('alpha')['normal'].ops
     soft = net.arch_weights()['normal'].ops
     assert masked.requires_grad and not torch.allclose(masked, soft)
@@ -141,27 +141,25 @@ def test_top_k_masks_and_the_temperature_schedule():
 
 
 def test_discretization_loss_terms_are_reported_and_only_move_the_architecture():
-    net = small_supernet()
+    net, plain_net = small_supernet(dal_on_alphas=True, dal_on_weights=True, dal_factor=2.0), small_supernet()
     x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
-    plain = SearchObjective(net)
-    dal = SearchObjective(net, dal_on_alphas=True, dal_on_weights=True, dal_factor=2.0)
+    plain, dal = SearchObjective(plain_net), SearchObjective(net)
     loss, _, terms = dal.loss(x, y, 'alpha')
     assert set(terms) == {'dal'} and terms['dal'] > 0
     assert torch.autograd.grad(terms['dal'], net.alphas_normal)[0].abs().sum() > 0
-    weights = net.weights()
-    with_term = torch.autograd.grad(dal.loss(x, y, 'weights')[0], weights, allow_unused=True)
-    without = torch.autograd.grad(plain.loss(x, y, 'weights')[0], weights, allow_unused=True)
+    with_term = torch.autograd.grad(dal.loss(x, y, 'weights')[0], net.weights(), allow_unused=True)
+    without = torch.autograd.grad(plain.loss(x, y, 'weights')[0], plain_net.weights(), allow_unused=True)
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(with_term, without))
     summary = dal.summary()
     assert summary['temperature'] == 1.0 and summary['alpha_dal'] > 0 and summary['weights_dal'] > 0
 
 
 def test_da2s_holds_the_op_parameters_until_its_start_epoch():
-    net = small_supernet(da2s=True)
+    net = small_supernet(da2s=True, da2s_alpha_start=3)
     assert net.betas_normal.shape == (12,)  # nodes with 3, 4 and 5 inputs
     edges = net.arch_weights()['normal'].edges
     assert edges[:2].tolist() == [1.0, 1.0] and edges[2:5].sum().item() == pytest.approx(3.0)
-    objective = SearchObjective(net, da2s=True, da2s_alpha_start=3)
+    objective = SearchObjective(net)
     architect = Architect(net, objective, 0.9, 3e-4, 0.01, 1e-3)
     x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
     optimizer = torch.optim.SGD(net.weights(), 0.1)

@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import os
 import pickle
 import struct
@@ -11,19 +12,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import data
+import loaders
 from utils import UserError
 
 SIDE = 16  # small images keep the augmentation checks fast
 
 
 def parse(*argv):
+    """The DataConfig of a command line of data flags."""
     parser = argparse.ArgumentParser()
     data.add_data_arguments(parser)
-    data.add_augmentation_arguments(parser)
-    return parser.parse_args([str(arg) for arg in argv])
+    return data.DataConfig.from_flags(parser.parse_args([str(arg) for arg in argv]))
 
 
 def noise_images(count, side=SIDE, channels=3, seed=0):
@@ -50,21 +51,17 @@ def crop_flip_candidates(image, padding=4):
 def test_arguments_defaults_alias_and_help():
     parser = argparse.ArgumentParser()
     data.add_data_arguments(parser)
-    data.add_augmentation_arguments(parser)
     args = parser.parse_args([])
     assert (args.dataset, args.data, args.image_size, args.in_channels) == ('cifar10', '../data', None, None)
-    assert (args.cutout, args.cutout_length, args.cutmix_prob, args.cutmix_beta) == (False, 16, 0.0, 1.0)
     assert args.synthetic_seed == 0 and args.workers == 4 and args.held_out_fraction == 0.1
     assert parser.parse_args(['--set', 'cifar100']).dataset == 'cifar100'
     assert all(action.help for action in parser._actions if action.dest != 'help')
-    no_cutmix = argparse.ArgumentParser()
-    data.add_augmentation_arguments(no_cutmix, cutmix=False)
-    assert not hasattr(no_cutmix.parse_args([]), 'cutmix_prob')
+    assert data.DataConfig.from_flags(args) == data.DataConfig()
 
 
 def test_bad_arguments_are_user_errors(tmp_path):
     with pytest.raises(UserError, match='cifar10, cifar100, imagenet, folder, synthetic'):
-        data.load_dataset(argparse.Namespace(**{**vars(parse()), 'dataset': 'mnist'}))
+        data.load_dataset(dataclasses.replace(parse(), dataset='mnist'))
     with pytest.raises(UserError, match='image_size'):
         data.load_dataset(parse('--dataset', 'synthetic', '--image_size', 4))
     with pytest.raises(UserError, match='in_channels'):
@@ -187,158 +184,6 @@ def test_cifar_missing_or_bad_batch_file_is_named(tmp_path):
         data.load_dataset(parse('--dataset', 'cifar10', '--data', tmp_path))
 
 
-# ----------------------------------------------------------------------------------------- augmentation
-
-def loader_batch(images, info, **options):
-    split = data.ImageData(images, torch.zeros(len(images), dtype=torch.int64))
-    loader = data.DeviceLoader(split, info, len(images), device='cpu', shuffle=False, augment=True, **options)
-    return next(iter(loader))
-
-
-def test_random_crop_and_flip_per_sample():
-    image = noise_images(1)[0]
-    output, _ = loader_batch(image.expand(64, -1, -1, -1).clone(), identity_info(1))
-    pixels = (output * 255).round().to(torch.uint8)
-    candidates = crop_flip_candidates(image)
-    matches = (pixels[:, None] == candidates[None]).flatten(2).all(2)
-    assert matches.any(1).all(), 'every output is a crop of the zero-padded image, flipped or not'
-    chosen = matches.float().argmax(1)
-    assert len(set(chosen.tolist())) > 10
-    flipped = chosen >= len(candidates) // 2
-    assert 10 < flipped.sum() < 54
-
-
-def test_cutout_zeroes_a_clipped_square_per_sample():
-    length = 8
-    image = noise_images(1)[0]
-    # With mean 0.5 no pixel value normalises to exactly 0, so the zeros are the cutout.
-    output, _ = loader_batch(image.expand(64, -1, -1, -1).clone(), identity_info(1, mean=0.5),
-                             cutout_length=length)
-    cut = (output == 0).all(1)
-    pixels = ((output + 0.5) * 255).round().to(torch.uint8)
-    candidates = crop_flip_candidates(image)
-    agrees = (pixels[:, None] == candidates[None]) | cut[:, None, None]
-    assert agrees.flatten(2).all(2).any(1).all(), 'outside the square, the image is a crop of the original'
-    corners = set()
-    for square in cut:
-        rows, cols = square.any(1).nonzero().flatten(), square.any(0).nonzero().flatten()
-        assert torch.equal(square, square.any(1)[:, None] & square.any(0)[None, :]), 'a rectangle'
-        for index in (rows, cols):
-            assert index[-1] - index[0] + 1 == len(index) <= length
-            if index[0] > 0 and index[-1] < SIDE - 1:
-                assert len(index) == length, 'only clipping at the border shortens a side'
-        corners.add((rows[0].item(), cols[0].item(), len(rows), len(cols)))
-    assert len(corners) > 10
-    assert any(height < length or width < length for _, _, height, width in corners), 'some squares clipped'
-
-
-def test_cutmix_weights_are_the_pasted_area():
-    batch = 256
-    labels = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(0))
-    images = labels.float()[:, None, None, None].expand(batch, 3, SIDE, SIDE)  # class 0 black, class 1 white
-    generator = torch.Generator().manual_seed(1)
-    mixed, targets = data.cutmix(images, labels, 2, prob=0.5, beta=1.0, generator=generator)
-    assert targets.shape == (batch, 2) and targets.dtype == torch.float32
-    assert torch.allclose(targets.sum(1), torch.ones(batch))
-    own_weight = targets.gather(1, labels[:, None]).squeeze(1)
-    pasted = (mixed != images).all(1)
-    assert torch.equal(pasted.flatten(1).sum(1), ((1 - own_weight) * SIDE * SIDE).round().long())
-    for box in pasted:
-        assert torch.equal(box, box.any(1)[:, None] & box.any(0)[None, :]), 'a pasted box is a rectangle'
-    # About half the samples get a box, and about half of those from the other class.
-    assert 0.1 < (own_weight < 1).float().mean() < 0.45
-
-
-def test_loader_targets_soft_only_with_cutmix():
-    split = data.ImageData(noise_images(40), torch.arange(40) % 4)
-    info = identity_info(4)
-    plain = data.DeviceLoader(split, info, 16, device='cpu', shuffle=True, augment=True, channels_last=True)
-    images, targets = next(iter(plain))
-    assert images.dtype == torch.float32 and images.is_contiguous(memory_format=torch.channels_last)
-    assert targets.dtype == torch.int64 and targets.shape == (16,)
-    mixing = data.DeviceLoader(split, info, 16, device='cpu', shuffle=True, augment=True, cutmix_prob=1.0)
-    _, soft = next(iter(mixing))
-    assert soft.shape == (16, 4) and torch.allclose(soft.sum(1), torch.ones(16))
-    evaluation = data.DeviceLoader(split, info, 16, device='cpu', shuffle=False, augment=False, cutmix_prob=1.0)
-    assert next(iter(evaluation))[1].dtype == torch.int64
-
-
-class CountTorchCalls(TorchFunctionMode):
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.calls += 1
-        return func(*args, **(kwargs or {}))
-
-
-def test_no_python_loop_over_images():
-    split = data.ImageData(noise_images(256), torch.arange(256) % 10)
-    calls = []
-    for batch_size in (8, 128):
-        loader = data.DeviceLoader(split, identity_info(10), batch_size, device='cpu', shuffle=True, augment=True,
-                                   cutout_length=8, cutmix_prob=0.5)
-        batches = loader.iterate(0)
-        with CountTorchCalls() as counter:
-            next(batches)
-        calls.append(counter.calls)
-    assert calls[0] == calls[1] < 150
-
-
-# ----------------------------------------------------------------------------------------- order
-
-def order_of(loader, epoch, start_step=0):
-    return torch.cat([targets for _, targets in loader.iterate(epoch, start_step)]).tolist()
-
-
-def test_resume_mid_epoch_gives_the_same_batches():
-    split = data.ImageData(noise_images(50), torch.arange(50) % 5)
-    loader = data.DeviceLoader(split, identity_info(5), 8, device='cpu', shuffle=True, augment=True,
-                               cutout_length=8, cutmix_prob=0.5, seed=3)
-    whole = list(loader.iterate(2))
-    resumed = list(loader.iterate(2, start_step=4))
-    assert len(whole) == len(loader) == 7 and len(resumed) == 3
-    for (images, targets), (again, again_targets) in zip(whole[4:], resumed):
-        assert torch.equal(images, again) and torch.equal(targets, again_targets)
-    loader.set_epoch(2)
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(loader, whole))
-
-
-def test_epoch_order_shuffles_shards_and_subsets():
-    n = 51
-    split = data.ImageData(noise_images(n), torch.arange(n))  # label = sample index
-
-    def make(**options):
-        settings = {'shuffle': True, 'seed': 7, **options}
-        return data.DeviceLoader(split, identity_info(n), 4, device='cpu', augment=False, **settings)
-
-    single = make()
-    assert sorted(order_of(single, 0)) == list(range(n))
-    assert order_of(single, 0) != order_of(single, 1)
-    assert order_of(single, 0) == order_of(make(), 0)
-    assert order_of(make(shuffle=False), 0) == list(range(n))
-    ranks = [order_of(make(rank=rank, world_size=2), 0) for rank in range(2)]
-    assert len(ranks[0]) == len(ranks[1]) == n // 2
-    assert not set(ranks[0]) & set(ranks[1])
-    assert set(ranks[0]) | set(ranks[1]) == set(order_of(single, 0)[:2 * (n // 2)])
-    assert len(make(drop_last=True)) == n // 4 and len(single) == -(-n // 4)
-    assert sorted(order_of(make(indices=torch.arange(10, 20)), 0)) == list(range(10, 20))
-
-
-def test_make_loader_follows_the_flags():
-    split = data.ImageData(noise_images(20), torch.arange(20))
-    args = parse('--cutout', '--cutout_length', 4, '--cutmix_prob', 1.0)
-    args.seed = 5
-    train = data.make_loader(split, identity_info(20), 8, device='cpu', train=True, args=args,
-                             indices=torch.arange(12))
-    images, targets = next(iter(train))
-    assert isinstance(train, data.DeviceLoader) and len(train) == 2 and targets.shape == (8, 20)
-    assert (images == 0).any(), 'cutout on'
-    evaluation = data.make_loader(split, identity_info(20), 8, device='cpu', train=False, args=args)
-    assert order_of(evaluation, 0) == list(range(20))
-
-
 def test_split_indices():
     first, rest = data.split_indices(10, 0.5)
     assert first.tolist() == [0, 1, 2, 3, 4] and rest.tolist() == [5, 6, 7, 8, 9]
@@ -394,14 +239,14 @@ def test_synthetic_is_learnable_but_not_from_mean_colour(one_thread):
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
     optimizer = torch.optim.Adam(net.parameters(), 3e-3)
-    loader = data.DeviceLoader(train, info, 64, device='cpu', shuffle=True, augment=False)
+    loader = loaders.DeviceLoader(train, info, 64, device='cpu', shuffle=True, augment=False)
     for epoch in range(4):
         for images, targets in loader.iterate(epoch):
             optimizer.zero_grad()
             F.cross_entropy(net(images), targets).backward()
             optimizer.step()
     net.eval()
-    images, targets = next(iter(data.DeviceLoader(test, info, 500, device='cpu', shuffle=False, augment=False)))
+    images, targets = next(loaders.DeviceLoader(test, info, 500, device='cpu', shuffle=False, augment=False).iterate(0))
     with torch.no_grad():
         assert (net(images).argmax(1) == targets).float().mean() > 0.8
 
@@ -472,15 +317,15 @@ def test_imagenet_folder_loader(tmp_path):
     train, test, info = data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path, '--image_size', 32))
     assert (len(train), len(test), info.num_classes, info.image_size) == (6, 6, 2, 32)
     for workers in (0, 1):
-        loader = data.FolderLoader(train, info, 4, device='cpu', shuffle=True, augment=False, workers=workers)
+        loader = loaders.FolderLoader(train, info, 4, device='cpu', shuffle=True, augment=False, workers=workers)
         batches = list(loader.iterate(0))
         assert len(batches) == len(loader) == 2
         images, labels = batches[0]
         assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32 and images.min() < 0
         assert labels.dtype == torch.int64
         assert [b[1].tolist() for b in loader.iterate(0, start_step=1)] == [batches[1][1].tolist()]
-    evaluation = data.FolderLoader(test, info, 6, device='cpu', shuffle=False, augment=False, workers=0)
-    assert next(iter(evaluation))[1].tolist() == [0, 0, 0, 1, 1, 1]
+    evaluation = loaders.FolderLoader(test, info, 6, device='cpu', shuffle=False, augment=False, workers=0)
+    assert next(evaluation.iterate(0))[1].tolist() == [0, 0, 0, 1, 1, 1]
     with pytest.raises(UserError, match='train'):
         data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path / 'val'))
 

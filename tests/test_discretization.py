@@ -260,4 +260,4 @@ def test_da2s_loss_combines_the_terms_and_reaches_alphas_and_betas():
 
 def test_da2s_loss_without_betas():
     loss = da2s_loss([torch.zeros(2, N_OPS)], [], epoch=10, epochs=10)
-    assert loss.edge_loss == 0 and loss.total > 0
+    assert loss.edge_term == 0 and loss.total > 0

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import supernet
 
 import operations
 from model_search import MixedOp, Network, channel_shuffle
@@ -10,7 +11,7 @@ OPS = operations.DARTS_PRIMITIVES  # none, max, avg, skip, sep3, sep5, dil3, dil
 
 def tiny(**options):
     torch.manual_seed(0)
-    return Network(8, 5, 3, image_size=16, **options)
+    return supernet(8, 5, 3, image_size=16, **options)
 
 
 def set_alphas(net, cell, rows):

@@ -3,14 +3,13 @@ import json
 
 import pytest
 import torch
-from conftest import load_script
+from conftest import load_script, supernet
 
 import genotypes
 import loop
 import model
 import utils
 from architect import SearchObjective
-from model_search import Network
 
 bench = load_script('bench')
 train = load_script('train')
@@ -30,18 +29,18 @@ def test_bf16_logits_are_within_one_percent_of_float32():
     net, x = eval_net(), torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = net(x)[0]
-        with loop.Precision('bf16', torch.device('cpu')).autocast():
+        with loop.autocast_factory(torch.bfloat16, torch.device('cpu'))():
             low = net(x)[0]
     assert low.dtype == torch.bfloat16 and relative_error(low, reference) < 1e-2
     torch.manual_seed(0)
-    supernet = Network(16, 10, 3, partial_channels=2, alpha_attention=True, image_size=16)
+    search_net = supernet(16, 10, 3, partial_channels=2, alpha_attention=True, image_size=16)
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
-        reference = supernet(x)
-        with loop.Precision('bf16', torch.device('cpu')).autocast():
-            low = supernet(x)
+        reference = search_net(x)
+        with loop.autocast_factory(torch.bfloat16, torch.device('cpu'))():
+            low = search_net(x)
     assert relative_error(low, reference) < 1e-2
-    assert supernet.arch_weights()['normal'].ops.dtype == torch.float32
+    assert search_net.arch_weights()['normal'].ops.dtype == torch.float32
 
 
 def test_channels_last_computes_the_same_function():
@@ -51,31 +50,27 @@ def test_channels_last_computes_the_same_function():
         net.to(memory_format=torch.channels_last)
         assert (net(x.contiguous(memory_format=torch.channels_last))[0] - reference).abs().max() < 1e-6
     torch.manual_seed(0)
-    supernet = Network(8, 10, 3, partial_channels=4, image_size=16)
+    search_net = supernet(8, 10, 3, partial_channels=4, image_size=16)
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
-        reference = supernet(x)
-        supernet.to(memory_format=torch.channels_last)
-        assert (supernet(x.contiguous(memory_format=torch.channels_last)) - reference).abs().max() < 1e-6
+        reference = search_net(x)
+        search_net.to(memory_format=torch.channels_last)
+        assert (search_net(x.contiguous(memory_format=torch.channels_last)) - reference).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize('options', [{}, {'partial_channels': 2}, {'location': 'after_every'}])
 def test_skipping_zero_weighted_ops_and_edges_changes_nothing(options):
     torch.manual_seed(0)
-    supernet = Network(16, 10, 3, image_size=16, **options)
-    objective = SearchObjective(supernet, hd_on_weights=True)
-    hard = objective.arch_weights('weights')
+    search_net = supernet(16, 10, 3, image_size=16, hd_on_weights=True, **options)
+    hard = SearchObjective(search_net).arch_weights('weights')
     assert sum(len(ops) for ops in hard['normal'].active) == 8
-    every_op = {cell: type(w)(**{**vars(w), 'active': None}) for cell, w in hard.items()}
+    every_op = {cell: w.replace(active=None) for cell, w in hard.items()}
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
-        assert (supernet(x, hard) - supernet(x, every_op)).abs().max() <= 1e-6
+        assert (search_net(x, hard) - search_net(x, every_op)).abs().max() <= 1e-6
 
 
-def test_automatic_precision_and_its_refusals():
-    cpu = loop.Precision('auto', torch.device('cpu'))
-    assert cpu.dtype is None and cpu.scaler is None and not cpu.channels_last
-    assert loop.Precision('fp16', torch.device('cpu')).scaler is not None
+def test_fp16_search_is_refused():
     with pytest.raises(utils.UserError, match='--amp fp16 is for train.py and test.py'):
         train_search.main(['--dataset', 'synthetic', '--amp', 'fp16'])
 

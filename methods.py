@@ -1,0 +1,338 @@
+"""Search methods as units: each is one class that writes its change to DARTS at the search engine's extension
+points, with its flags and its paper's presets, registered here. Adding a method is one class in one place
+(see "Adding a method" in the README)."""
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+import discretization
+from utils import UserError
+
+REGISTRY = []  # method classes, in the order their hooks apply
+
+
+def register(method_class):
+    """Class decorator: add a method's flags to train_search.py, its presets to --method, and its hooks
+    to every search whose flags switch it on."""
+    REGISTRY.append(method_class)
+    return method_class
+
+
+class Method:
+    """A search method's changes to DARTS. The supernet (model_search.Network) and the search engine
+    (architect.SearchObjective) call these hooks; each default keeps DARTS as it is, so a method overrides
+    only what it changes. `net` is the supernet: `net.steps`, `net.op_names`, `net.none_index`,
+    `net.arch_weights()` and the architecture parameters by name.
+
+    The architecture weights the supernet mixes with:
+      arch_parameters(net)              extra architecture parameters of one cell type, {name: initial value};
+                                        the supernet registers them as NAME_normal and NAME_reduce
+      op_weights(alphas)                each edge's op mixture from its op parameters (DARTS: softmax)
+      edge_weights(parameters, net)     each edge's weight from a cell type's parameters {name: tensor}
+    A search step:
+      set_epoch(epoch, epochs)          schedules; epochs count from 0
+      transform(weights, phase, net)    the weights a phase mixes with: 'alpha' (the architecture step),
+                                        'weights' (the weight step) or 'eval' (the validation pass)
+      perturb(weights, loss_of, net)    the weight step's weights, perturbed; loss_of(weights) is its loss
+      regularisers(phase, net)          named loss terms added in 'alpha' or 'weights' (in the weight step
+                                        they are logged but move no weight)
+      frozen(net)                       names of architecture parameters held still this epoch
+    The derived cell:
+      edge_strength(strength, cell, net)   how strongly each edge competes for its node's two inputs
+                                           (DARTS: its best non-`none` op weight times its edge weight)
+    Logging:
+      logged()                          values for the log and metrics.jsonl, every epoch
+
+    `add_arguments(parser)` adds the method's flags, and the constructor takes their values by name (it may
+    also read other flags of train_search.py, such as partial_channels). `presets` maps a --method name to
+    the paper's settings; any flag typed on the command line still wins. `switch` names the flag that
+    turns the method on, for messages."""
+
+    presets = {}
+    switch = ''
+
+    @staticmethod
+    def add_arguments(parser):
+        """The method's flags, in a group of their own."""
+
+    def active(self):
+        """Whether the flags switch the method on."""
+        return True
+
+    def arch_parameters(self, net):
+        return {}
+
+    def op_weights(self, alphas):
+        return F.softmax(alphas, dim=-1)
+
+    def edge_weights(self, parameters, net):
+        return None
+
+    def set_epoch(self, epoch, epochs):
+        pass
+
+    def transform(self, weights, phase, net):
+        return weights
+
+    def perturb(self, weights, loss_of, net):
+        return weights
+
+    def regularisers(self, phase, net):
+        return {}
+
+    def frozen(self, net):
+        return set()
+
+    def edge_strength(self, strength, cell, net):
+        return strength
+
+    def logged(self):
+        return {}
+
+
+EXCLUSIVE_HOOKS = {'op_weights': 'define the op weights', 'edge_weights': 'define the edge weights',
+                   'edge_strength': 'choose the edges of the derived cell'}
+
+
+def overrides(method, hook):
+    return getattr(type(method), hook) is not getattr(Method, hook)
+
+
+def check_compatible(methods):
+    """Two methods cannot both own a hook whose result is one value, such as the edge weights."""
+    for hook, what in EXCLUSIVE_HOOKS.items():
+        owners = [method for method in methods if overrides(method, hook)]
+        if len(owners) > 1:
+            raise UserError(f'{owners[0].switch} and {owners[1].switch} both {what}; use one of them')
+
+
+def presets():
+    """Every registered --method name and its settings."""
+    return {name: settings for method_class in REGISTRY for name, settings in method_class.presets.items()}
+
+
+def add_arguments(parser):
+    for method_class in REGISTRY:
+        method_class.add_arguments(parser)
+
+
+def build(options):
+    """The methods that `options` (flag name -> value) switch on, each given the values it takes."""
+    methods = []
+    for method_class in REGISTRY:
+        names = inspect.signature(method_class).parameters
+        method = method_class(**{name: options[name] for name in names if name in options})
+        if method.active():
+            methods.append(method)
+    check_compatible(methods)
+    return methods
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods of the seed papers.
+
+@register
+class DARTS(Method):
+    """DARTS (Liu et al., ICLR 2019): the defaults of every hook; softmax over each edge's ops."""
+    presets = {'darts': {}}
+
+    def active(self):
+        return False  # nothing to change
+
+
+@register
+class EdgeNormalization(Method):
+    """PC-DARTS's edge normalisation (Xu et al., ICLR 2020): one parameter beta per edge, softmaxed over the
+    edges of each node; it multiplies the edge's output and its strength when the cell is derived. On by
+    default with partial channels, whose sampling noise it steadies. Partial channels themselves change
+    what an edge computes, so they are an option of the supernet (--partial_channels)."""
+    presets = {'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1,
+                                learning_rate_min=0.0, arch_learning_rate=6e-4, warmup_epochs=15)}
+    switch = '--edge_norm (on by default with --partial_channels or --alpha_attention)'
+
+    def __init__(self, edge_norm=None, partial_channels=1, alpha_attention=False):
+        self.on = edge_norm if edge_norm is not None else partial_channels > 1 or alpha_attention
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('edge normalisation (PC-DARTS)')
+        group.add_argument('--edge_norm', dest='edge_norm', action='store_const', const=True, default=None,
+                           help='edge normalisation (default: on with partial channels or alpha-attention)')
+        group.add_argument('--no_edge_norm', dest='edge_norm', action='store_const', const=False,
+                           help='no edge normalisation')
+
+    def active(self):
+        return self.on
+
+    def arch_parameters(self, net):
+        return {'betas': 1e-3 * torch.randn(net.num_edges)}
+
+    def edge_weights(self, parameters, net):
+        betas = parameters['betas']
+        return torch.cat([F.softmax(betas[rows], dim=-1) for rows in discretization.node_slices(net.steps)])
+
+
+@register
+class AlphaDARTS(Method):
+    """alpha-DARTS: channel attention, steered by the architecture weights, chooses the searched channels of
+    every edge. That changes what an edge computes, so it is an option of the supernet
+    (--alpha_attention); here are its paper's settings."""
+    presets = {'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
+                                   warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80)}
+
+    def active(self):
+        return False
+
+
+@register
+class AttDARTS(Method):
+    """Att-DARTS: attention modules searched with the ops. Their mixtures are parts of the supernet's cells
+    (--location), and their weights architecture parameters of the supernet; here is its paper's setting."""
+    presets = {'att_darts': dict(location='after_every')}
+
+    def active(self):
+        return False
+
+
+@register
+class DiscretizationAware(Method):
+    """DADARTS's options: the hard-discretized cell in the weight step (hd_on_weights), differentiable top-k
+    masks whose temperature may rise linearly (topk_on_alphas, topk_on_weights), and the discretization
+    loss (dal_on_alphas, dal_on_weights)."""
+    presets = {'dadarts': dict(dal_on_alphas=True, topk_on_alphas=True, linear_temperature_increase=True,
+                               linear_temperature_max=200.0, hd_on_weights=True)}
+    switch = '--hd_on_weights, --topk_on_* or --dal_on_*'
+
+    def __init__(self, hd_on_weights=False, topk_on_alphas=False, topk_on_weights=False, temperature=1.0,
+                 linear_temperature_increase=False, linear_temperature_max=200.0, dal_on_alphas=False,
+                 dal_on_weights=False, dal_factor=1.0, dal_starting_epoch=0):
+        self.hd_on_weights, self.topk = hd_on_weights, {'alpha': topk_on_alphas, 'weights': topk_on_weights,
+                                                        'eval': topk_on_weights}
+        self.base_temperature, self.temperature = temperature, temperature
+        self.linear_temperature_increase, self.linear_temperature_max = linear_temperature_increase, \
+            linear_temperature_max
+        self.dal = {'alpha': dal_on_alphas, 'weights': dal_on_weights}
+        self.dal_factor, self.dal_starting_epoch, self.epoch = dal_factor, dal_starting_epoch, 0
+
+    @staticmethod
+    def add_arguments(parser):
+        """The single-dash spellings of the DADARTS seed work too."""
+        group = parser.add_argument_group('discretization-aware search (DADARTS)')
+        flag = lambda name, **kw: group.add_argument(f'--{name}', f'-{name}', **kw)
+        flag('hd_on_weights', action='store_true', help='the weight step and the validation pass use the '
+                                                        'hard-discretized cell (two edges per node, one op each)')
+        flag('topk_on_alphas', action='store_true', help='the architecture step uses differentiable top-k masked '
+                                                         'weights')
+        flag('topk_on_weights', action='store_true', help='the weight step uses differentiable top-k masked weights')
+        flag('temperature', type=float, default=1.0, help='top-k temperature when it does not increase')
+        flag('linear_temperature_increase', action='store_true',
+             help='raise the top-k temperature linearly: max(1, linear_temperature_max * epoch / epochs)')
+        flag('linear_temperature_max', type=float, default=200.0, help='final top-k temperature')
+        flag('dal_on_alphas', action='store_true',
+             help='add the discretization loss (MSE between soft and hard weights) to the architecture step')
+        flag('dal_on_weights', action='store_true',
+             help='add the discretization loss to the weight step (it depends on the architecture only, so it is '
+                  'reported there but moves no weight)')
+        flag('dal_factor', type=float, default=1.0, help='weight of the discretization loss')
+        flag('dal_starting_epoch', type=int, default=0, help='first epoch (from 0) with the discretization loss')
+
+    def active(self):
+        return self.hd_on_weights or any(self.topk.values()) or any(self.dal.values())
+
+    def set_epoch(self, epoch, epochs):
+        self.epoch = epoch
+        self.temperature = discretization.linear_temperature(epoch, epochs, self.linear_temperature_max) \
+            if self.linear_temperature_increase else self.base_temperature
+
+    def transform(self, weights, phase, net):
+        if phase != 'alpha' and self.hd_on_weights:
+            return {cell: hard_weights(w, net) for cell, w in weights.items()}
+        if self.topk[phase]:
+            return {cell: w.replace(ops=discretization.differentiable_topk(w.ops, net.steps, self.temperature,
+                                                                           net.none_index))
+                    for cell, w in weights.items()}
+        return weights
+
+    def regularisers(self, phase, net):
+        if not self.dal[phase] or self.epoch < self.dal_starting_epoch:
+            return {}
+        total = 0
+        for weights in net.arch_weights().values():
+            hard = discretization.hard_discretize(weights.ops, net.steps, net.none_index, weights.edges)
+            total = total + discretization.dal_loss(weights.ops, hard, net.steps)
+        return {'dal': self.dal_factor * total}
+
+    def logged(self):
+        return {'temperature': self.temperature}
+
+
+def hard_weights(weights, net):
+    """Per node the two strongest edges with weight 1 on their best op, everything else 0; and which ops
+    and edges are worth computing (one transfer to the host per step)."""
+    ops = discretization.hard_discretize(weights.ops, net.steps, net.none_index, weights.edges)
+    active = [row.nonzero().flatten().tolist() for row in ops.cpu()]
+    return weights.replace(ops=ops, edges=ops.sum(dim=1), active=active)
+
+
+@register
+class DA2S(Method):
+    """DA2S: sharpened op weights softmax(f(alpha)), edge parameters beta for every node with more than two
+    inputs (a node with n inputs weights them by n * softmax(min(beta, 1))), and the loss
+    lambda * r(e) * (q(e) * H_ops + edge_factor * L_edges) in both steps. The op parameters stay still until
+    the entropy term starts, and the derived cell takes each node's two largest betas."""
+    presets = {'da2s': dict(da2s=True, edge_norm=False)}
+    switch = '--da2s'
+
+    def __init__(self, da2s=False, da2s_weight=0.1, da2s_edge_factor=4.0, da2s_alpha_start=8):
+        self.on, self.weight, self.edge_factor, self.alpha_start = da2s, da2s_weight, da2s_edge_factor, \
+            da2s_alpha_start
+        self.epoch, self.epochs = 0, 1
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('discretization-aware architecture search (DA2S)')
+        flag = lambda name, **kw: group.add_argument(f'--{name}', f'-{name}', **kw)
+        flag('da2s', action='store_true', help="DA2S: sharpened op weights, per-node edge parameters and DA2S's loss")
+        flag('da2s_weight', type=float, default=0.1, help='DA2S: weight lambda of its loss')
+        flag('da2s_edge_factor', type=float, default=4.0, help='DA2S: weight of the edge term inside its loss')
+        flag('da2s_alpha_start', type=int, default=8,
+             help='DA2S: epoch (from 1) at which the op parameters start to learn and the entropy term starts')
+
+    def active(self):
+        return self.on
+
+    @staticmethod
+    def beta_slices(net):
+        """Its betas: one per input of each node with more than two inputs (nodes 1 onwards)."""
+        return [slice(rows.start - 2, rows.stop - 2) for rows in discretization.node_slices(net.steps)[1:]]
+
+    def arch_parameters(self, net):
+        return {'betas': torch.cat([discretization.da2s_initial_betas(node + 2) for node in range(1, net.steps)])}
+
+    def op_weights(self, alphas):
+        return discretization.da2s_op_weights(alphas)
+
+    def edge_weights(self, parameters, net):
+        betas = parameters['betas']
+        return torch.cat([betas.new_ones(2)] + [discretization.da2s_edge_weights(betas[rows])
+                                                for rows in self.beta_slices(net)])
+
+    def set_epoch(self, epoch, epochs):
+        self.epoch, self.epochs = epoch, epochs
+
+    def regularisers(self, phase, net):
+        alphas = [net.alphas_normal, net.alphas_reduce]
+        betas = [betas[rows] for betas in (net.betas_normal, net.betas_reduce) for rows in self.beta_slices(net)]
+        loss = discretization.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,
+                                        self.alpha_start)
+        return {'da2s_ops': loss.op_term, 'da2s_edges': loss.edge_term}
+
+    def frozen(self, net):
+        """alpha's learning rate is 0 until the entropy term starts (epochs counted from 1)."""
+        if self.epoch + 1 < self.alpha_start:
+            return {name for name, _ in net.named_arch_parameters() if not name.startswith('betas')}
+        return set()
+
+    def edge_strength(self, strength, cell, net):
+        return torch.cat([strength[:2], getattr(net, f'betas_{cell}').detach().float().cpu()])
