@@ -1,5 +1,6 @@
-"""Throughput and peak memory of the search step of every method, of DARTS_V2's training and inference
-steps, and of the data loader on its own. Prints a table and writes JSON for BENCHMARKS.md.
+"""Benchmark: images per second and peak memory of every search method's step, DARTS_V2's training and inference.
+
+It also times the data loader on its own, prints a table and writes JSON for BENCHMARKS.md.
 
     python bench.py                       # everything, at the papers' sizes
     python bench.py --baseline            # the same steps with every speed option off
@@ -119,7 +120,7 @@ def search_case(method, extra, sizes, tiny, speed):
     model.train()
     step = lambda: search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
                                search_args.grad_clip, search_args.unrolled, update_architecture=True)
-    return search_args.batch_size, step
+    return search_args.batch_size, step, model
 
 
 def train_case(batch_size, sizes, speed, inference):
@@ -185,7 +186,7 @@ def build_plan(args, sizes, speed):
     methods = names_from(args.methods, methods_lib.presets(), '--methods')
     plan = []
     if 'search' in cases:
-        plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args.tiny, speed))
+        plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args.tiny, speed)[:2])
                  for name, method, extra in SEARCH_CASES if method in methods]
     batches = [8] if args.tiny else batch_sizes(args.batch_sizes)
     for case, inference in (('train', False), ('infer', True)):

@@ -1,5 +1,6 @@
-"""Checkpoints: atomic saving, loading that runs no code, weights in every released form, and resuming a
-run exactly (its arguments, state and random streams)."""
+"""Checkpoints: atomic saving, loading that runs no code, weights in every released form, resuming a run.
+
+A resumed run continues exactly: its arguments, training state and random streams come back."""
 import argparse
 import copy
 import os

@@ -1,13 +1,10 @@
-"""Reading datasets: CIFAR-10/100 (with an unpickler that runs no code), ImageNet class folders, a folder of
-your own images, and the synthetic set; and the search split.
+"""Reading datasets (CIFAR-10/100, ImageNet, a folder of your own images, synthetic) and the search split.
 
 CIFAR, image folders and the synthetic set are held whole as uint8 tensors (`ImageData`), which
 `loaders.DeviceLoader` keeps on the device. ImageNet stays a torchvision ImageFolder with DARTS's
 transforms, decoded by `loaders.FolderLoader`'s workers.
 """
-import codecs
 import os
-import pickle
 import sys
 import warnings
 from dataclasses import dataclass, fields
@@ -19,24 +16,15 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.datasets.utils import (
-    check_integrity,
-    download_and_extract_archive,
-    extract_archive,
-)
 from tqdm import tqdm
 
+import cifar as cifar_format
 import synthetic
 from utils import UserError, bounded
 
-try:
-    from numpy._core.multiarray import _reconstruct as _numpy_reconstruct
-except ImportError:  # numpy < 2 has no numpy._core
-    from numpy.core.multiarray import _reconstruct as _numpy_reconstruct
 
 DATASETS = ('cifar10', 'cifar100', 'imagenet', 'folder', 'synthetic')
 DEFAULT_IMAGE_SIZE = {'cifar10': 32, 'cifar100': 32, 'imagenet': 224, 'folder': 32, 'synthetic': 32}
-CROP_PADDING = 4  # DARTS: RandomCrop(32, padding=4)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.2)  # DARTS's ImageNet brightness, contrast, saturation, hue
@@ -177,135 +165,10 @@ def _channel_stats(images):
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-# ----------------------------------------------------------------------------------------- CIFAR
-
-@dataclass(frozen=True)
-class _CifarFormat:
-    title: str
-    folder: str
-    archive: str
-    url: str
-    md5: str
-    train_files: tuple
-    test_files: tuple
-    label_key: str
-    num_classes: int
-    mean: tuple
-    std: tuple
-
-
-_CIFAR = {
-    'cifar10': _CifarFormat(
-        'CIFAR-10', 'cifar-10-batches-py', 'cifar-10-python.tar.gz',
-        'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz', 'c58f30108f718f92721af3b95e74349a',
-        tuple(f'data_batch_{i}' for i in range(1, 6)), ('test_batch',), 'labels', 10,
-        (0.49139968, 0.48215827, 0.44653124), (0.24703233, 0.24348505, 0.26158768)),
-    'cifar100': _CifarFormat(
-        'CIFAR-100', 'cifar-100-python', 'cifar-100-python.tar.gz',
-        'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz', 'eb9058c3a382ffc7106e4002c42a8d85',
-        ('train',), ('test',), 'fine_labels', 100,
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-}
-
-
-# The only globals a data pickle may name: what numpy arrays need to be rebuilt.
-_SAFE_GLOBALS = {
-    ('numpy.core.multiarray', '_reconstruct'): _numpy_reconstruct,
-    ('numpy._core.multiarray', '_reconstruct'): _numpy_reconstruct,
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy', 'dtype'): np.dtype,
-    ('_codecs', 'encode'): codecs.encode,  # how protocol-2 pickles written by Python 3 store bytes
-}
-# What loading a damaged pickle can raise.
-_DAMAGED_PICKLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-                   OverflowError, MemoryError)
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Admits numpy arrays, lists, dicts, strings and numbers only: any other global named by a pickle
-    could run code while loading, and a data file has no business naming one."""
-
-    def __init__(self, file, path):
-        super().__init__(file, encoding='bytes')  # the CIFAR files are Python 2 pickles
-        self.path = path
-
-    def find_class(self, module, name):
-        if (module, name) not in _SAFE_GLOBALS:
-            raise UserError(f'{self.path} was refused: it references {module}.{name}, and a data file must '
-                            f'hold only arrays, lists, dicts, strings and numbers')
-        return _SAFE_GLOBALS[module, name]
-
-
-def _cifar_folder(root, cifar):
-    """The extracted CIFAR folder under root, extracted from the archive there or downloaded if missing."""
-    folder = os.path.join(root, cifar.folder)
-    archive = os.path.join(root, cifar.archive)
-    if os.path.isdir(folder):
-        return folder
-    if os.path.isfile(archive):
-        if not check_integrity(archive, cifar.md5):
-            raise UserError(f'{archive} is damaged or incomplete (wrong md5 checksum); replace it, or put '
-                            f'the extracted folder {cifar.folder} into {root}')
-        extract_archive(archive, root)
-    else:
-        created = not os.path.exists(root)
-        try:
-            download_and_extract_archive(cifar.url, root, filename=cifar.archive, md5=cifar.md5)
-        except (OSError, RuntimeError) as error:  # URLError is an OSError; a bad checksum a RuntimeError
-            _remove_failed_download(root, archive, created)
-            raise UserError(f'{cifar.title} is not in {root} and could not be downloaded (no network? '
-                            f'{str(error)[:100]}); put {cifar.archive} or its extracted folder '
-                            f'{cifar.folder} into {root}') from None
-    if not os.path.isdir(folder):
-        raise UserError(f'{archive} does not hold the folder {cifar.folder}; is it the {cifar.title} '
-                        f'python archive?')
-    return folder
-
-
-def _remove_failed_download(root, archive, created):
-    """Leave nothing behind that looks like data: the partial archive, and the folder if the download made it."""
-    if os.path.isfile(archive):
-        os.remove(archive)
-    if created and os.path.isdir(root) and not os.listdir(root):
-        os.rmdir(root)
-
-
-def _read_cifar_batch(path, cifar):
-    if not os.path.isfile(path):
-        raise UserError(f'{path} is missing from the {cifar.title} folder; extract {cifar.archive} again')
-    try:
-        with open(path, 'rb') as f:
-            batch = _ArrayUnpickler(f, path).load()
-    except UserError:
-        raise
-    except _DAMAGED_PICKLE as error:
-        raise UserError(f'{path} is not a readable {cifar.title} batch file ({type(error).__name__})') from None
-    if not isinstance(batch, dict):
-        raise UserError(f'{path} does not hold a dict, so it is not a {cifar.title} batch file')
-    batch = {key.decode('latin1') if isinstance(key, bytes) else key: value for key, value in batch.items()}
-    data, labels = batch.get('data'), np.asarray(batch.get(cifar.label_key, []))
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise UserError(f'{path} has no uint8 array of shape (N, 3072) under "data"')
-    valid_labels = (labels.shape == (len(data),) and labels.dtype.kind in 'iu'
-                    and np.all((labels >= 0) & (labels < cifar.num_classes)))
-    if not valid_labels:
-        raise UserError(f'{path} needs one label in 0..{cifar.num_classes - 1} per image under '
-                        f'"{cifar.label_key}"')
-    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))
-    return images, torch.from_numpy(labels.astype(np.int64))
-
-
-def _read_cifar_split(folder, names, cifar):
-    batches = [_read_cifar_batch(os.path.join(folder, name), cifar) for name in names]
-    return ImageData(torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches]))
-
-
 def _load_cifar(config, root, image_size):
-    cifar = _CIFAR[config.dataset]
-    folder = _cifar_folder(root, cifar)
-    train = _read_cifar_split(folder, cifar.train_files, cifar)
-    test = _read_cifar_split(folder, cifar.test_files, cifar)
-    return train, test, DatasetInfo(config.dataset, cifar.num_classes, 3, 32, cifar.mean, cifar.std)
+    (train_images, train_labels), (test_images, test_labels), cifar = cifar_format.read_cifar(config.dataset, root)
+    return (ImageData(train_images, train_labels), ImageData(test_images, test_labels),
+            DatasetInfo(config.dataset, cifar.num_classes, 3, 32, cifar.mean, cifar.std))
 
 
 # ----------------------------------------------------------------------------------------- ImageNet

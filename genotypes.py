@@ -115,56 +115,54 @@ AmoebaNet = make_genotype(
             ('conv_7x1_1x7', 0), ('sep_conv_3x3', 5)],
     reduce_concat=[3, 4, 6])
 
-DARTS_V1 = make_genotype(
+def darts_style(normal, reduce):
+    """A cell of four nodes whose output concatenates all four, as DARTS and its successors publish them."""
+    return make_genotype(normal=normal, normal_concat=range(2, 6), reduce=reduce, reduce_concat=range(2, 6))
+
+
+# DARTS (Liu et al., ICLR 2019), first-order search: 3.00% error on CIFAR-10.
+DARTS_V1 = darts_style(
     normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1),
             ('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)],
-    normal_concat=range(2, 6),
     reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 0),
-            ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)],
-    reduce_concat=range(2, 6))
+            ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)])
 
-DARTS_V2 = make_genotype(
+# DARTS, second-order search: the cell of the paper, 2.76% on CIFAR-10 and 26.7% top-1 on ImageNet.
+DARTS_V2 = darts_style(
     normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1),
             ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)],
-    normal_concat=range(2, 6),
     reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1),
-            ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)],
-    reduce_concat=range(2, 6))
+            ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)])
 
-PC_DARTS_cifar = make_genotype(
+# PC-DARTS (Xu et al., ICLR 2020), searched on CIFAR-10 in 0.1 GPU-days: 2.57%.
+PC_DARTS_cifar = darts_style(
     normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 0), ('dil_conv_3x3', 1),
             ('sep_conv_5x5', 0), ('sep_conv_3x3', 1), ('avg_pool_3x3', 0), ('dil_conv_3x3', 1)],
-    normal_concat=range(2, 6),
     reduce=[('sep_conv_5x5', 1), ('max_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_5x5', 2),
-            ('sep_conv_3x3', 0), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2)],
-    reduce_concat=range(2, 6))
+            ('sep_conv_3x3', 0), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2)])
 
-PC_DARTS_image = make_genotype(
+# PC-DARTS searched on ImageNet directly: 24.2% top-1.
+PC_DARTS_image = darts_style(
     normal=[('skip_connect', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 0), ('skip_connect', 1),
             ('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('dil_conv_5x5', 4)],
-    normal_concat=range(2, 6),
     reduce=[('sep_conv_3x3', 0), ('skip_connect', 1), ('dil_conv_5x5', 2), ('max_pool_3x3', 1),
-            ('sep_conv_3x3', 2), ('sep_conv_3x3', 1), ('sep_conv_5x5', 0), ('sep_conv_3x3', 3)],
-    reduce_concat=range(2, 6))
+            ('sep_conv_3x3', 2), ('sep_conv_3x3', 1), ('sep_conv_5x5', 0), ('sep_conv_3x3', 3)])
 
-Att_DARTS = make_genotype(
+# Att-DARTS (Nakai et al., 2020), ops and attentions searched together: 2.54% on CIFAR-10.
+Att_DARTS = darts_style(
     normal=[('sep_conv_3x3', 0, 'DoubleAttention'), ('sep_conv_3x3', 1, 'CBAM'), ('sep_conv_3x3', 0, 'CBAM'),
             ('skip_connect', 2, 'CBAM'), ('skip_connect', 0, 'CBAM'), ('sep_conv_3x3', 1, 'CBAM'),
             ('skip_connect', 0, 'CBAM'), ('skip_connect', 2, 'CBAM')],
-    normal_concat=range(2, 6),
     reduce=[('max_pool_3x3', 0, 'BAM'), ('dil_conv_3x3', 1, 'DoubleAttention'), ('avg_pool_3x3', 0, 'BAM'),
             ('skip_connect', 2, 'CBAM'), ('skip_connect', 2, 'CBAM'), ('avg_pool_3x3', 0, 'BAM'),
-            ('skip_connect', 2, 'CBAM'), ('avg_pool_3x3', 0, 'BAM')],
-    reduce_concat=range(2, 6))
+            ('skip_connect', 2, 'CBAM'), ('avg_pool_3x3', 0, 'BAM')])
 
 # Read off the normal and reduction cell figures of the alpha-DARTS paper's repository.
-ALPHA_DARTS = make_genotype(
+ALPHA_DARTS = darts_style(
     normal=[('sep_conv_5x5', 0), ('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_5x5', 2),
             ('max_pool_3x3', 0), ('avg_pool_3x3', 3), ('dil_conv_5x5', 4), ('sep_conv_5x5', 1)],
-    normal_concat=range(2, 6),
     reduce=[('max_pool_3x3', 1), ('max_pool_3x3', 0), ('max_pool_5x5', 1), ('sep_conv_5x5', 0),
-            ('max_pool_3x3', 3), ('max_pool_5x5', 0), ('sep_conv_5x5', 3), ('max_pool_3x3', 0)],
-    reduce_concat=range(2, 6))
+            ('max_pool_3x3', 3), ('max_pool_5x5', 0), ('sep_conv_5x5', 3), ('max_pool_3x3', 0)])
 
 DARTS = DARTS_V2
 PCDARTS = PC_DARTS_cifar
@@ -358,19 +356,6 @@ def genotype_repr(genotype):
         if getattr(genotype, f'{cell}_bottleneck'):
             order.append(f'{cell}_bottleneck={getattr(genotype, f"{cell}_bottleneck")!r}')
     return f'Genotype({", ".join(order)})'
-
-
-def genotype_name(genotype):
-    """The published name of a genotype, or None."""
-    for name, published in GENOTYPES.items():
-        if published == genotype:
-            return name
-    return None
-
-
-def has_attention(genotype):
-    return any(len(entry) > 2 for cell in CELL_FIELDS for entry in getattr(genotype, cell)) \
-        or bool(genotype.normal_bottleneck or genotype.reduce_bottleneck)
 
 
 def count_ops(genotype, op='skip_connect', cell='normal'):

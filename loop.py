@@ -1,5 +1,7 @@
-"""The training loop's helpers: run flags, mixed precision, the run folder, stop requests, progress lines, the
-non-finite loss guard, the epoch loop that train.py and train_search.py share, and evaluation."""
+"""The training loop's helpers, and the epoch loop that train.py and train_search.py share.
+
+Run flags, mixed precision, the run folder, stop requests, progress lines, the non-finite loss guard and
+evaluation."""
 import contextlib
 import functools
 import json
@@ -137,25 +139,25 @@ class Run:
         if self.distributed.is_main:
             save_checkpoint(state, self.path(name))
 
-    def begin(self, run_args, checkpoint, model, optimizers, scheduler, scaler):
-        """The Start of `checkpoint`, with metrics.jsonl cut back to the epochs it holds (redone epochs must
-        not appear twice), or of a fresh run. args.json records `run_args` (a dict) either way."""
-        self.write_json('args.json', run_args)
-        meters = new_meters()
-        if checkpoint is None:
-            return Start(0, 0, meters, [])
-        epochs, saved_epochs = run_args['epochs'], checkpoint['args']['epochs']
-        epoch, samples, history = restore_training_state(checkpoint, model, optimizers, scheduler, scaler, meters,
-                                                         self.distributed, run_args['seed'], epochs)
-        step = samples // (run_args['batch_size'] * self.distributed.world_size)
-        if self.distributed.is_main:
-            write_text_atomically(self.path('metrics.jsonl'), ''.join(json.dumps(row) + '\n' for row in history))
-        self.logger.info('resumed from epoch %d, step %d (%d process(es))', epoch, step, self.distributed.world_size)
-        if epochs != saved_epochs:
-            self.logger.info('the run grows from %d to %d epochs: its schedules are now those of a %d-epoch run, '
-                             'continuing at epoch %d with learning rate %.3e', saved_epochs, epochs, epochs, epoch,
-                             scheduler.get_last_lr()[0])
-        return Start(epoch, step, meters, history)
+def begin_run(run, run_args, checkpoint, model, optimizers, scheduler, scaler):
+    """The Start of a run: from `checkpoint`, with metrics.jsonl cut back to the epochs it holds (redone
+    epochs must not appear twice), or from scratch. args.json records `run_args` (a dict) either way."""
+    run.write_json('args.json', run_args)
+    meters = new_meters()
+    if checkpoint is None:
+        return Start(0, 0, meters, [])
+    epochs, saved_epochs = run_args['epochs'], checkpoint['args']['epochs']
+    epoch, samples, history = restore_training_state(checkpoint, model, optimizers, scheduler, scaler, meters,
+                                                     run.distributed, run_args['seed'], epochs)
+    step = samples // (run_args['batch_size'] * run.distributed.world_size)
+    if run.distributed.is_main:
+        write_text_atomically(run.path('metrics.jsonl'), ''.join(json.dumps(row) + '\n' for row in history))
+    run.logger.info('resumed from epoch %d, step %d (%d process(es))', epoch, step, run.distributed.world_size)
+    if epochs != saved_epochs:
+        run.logger.info('the run grows from %d to %d epochs: its schedules are now those of a %d-epoch run, '
+                        'continuing at epoch %d with learning rate %.3e', saved_epochs, epochs, epochs, epoch,
+                        scheduler.get_last_lr()[0])
+    return Start(epoch, step, meters, history)
 
 
 # ---------------------------------------------------------------------------------------------

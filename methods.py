@@ -1,6 +1,7 @@
-"""Search methods as units: each is one class that writes its change to DARTS at the search engine's extension
-points, with its flags and its paper's presets, registered here. Adding a method is one class in one place
-(see "Adding a method" in the README)."""
+"""Search methods as units: one class each, at the search engine's extension points, with flags and presets.
+
+Each method writes its change to DARTS in one class and registers it here with its flags and its paper's
+presets; adding a method is one class in one place (see "Adding a method" in the README)."""
 import inspect
 
 import torch
@@ -115,6 +116,21 @@ def presets():
 def add_arguments(parser):
     for method_class in REGISTRY:
         method_class.add_arguments(parser)
+
+
+def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs):
+    """(warm-up epochs, what to tell the user). A preset's warm-up (PC-DARTS: 15 of 50 epochs) would freeze
+    the architecture for the whole of a short run; unless --warmup_epochs was typed, it shrinks with the
+    run, keeping the paper's share, and at least one epoch trains the architecture."""
+    if warmup_epochs < epochs:
+        return warmup_epochs, []
+    if typed:
+        return warmup_epochs, [f'warning: the architecture will not train, because --warmup_epochs {warmup_epochs} '
+                               f'keeps it frozen for all {epochs} epochs']
+    paper_epochs = presets()[method].get('epochs', default_epochs)
+    warmup = min(round(epochs * warmup_epochs / paper_epochs), epochs - 1)
+    return warmup, [f'{method} freezes the architecture for {warmup_epochs} of its {paper_epochs} epochs; this run '
+                    f'of {epochs} keeps it frozen for {warmup} (the same share; --warmup_epochs sets it)']
 
 
 def build(options):

@@ -1,5 +1,7 @@
-"""The supernet of differentiable search: mixed edges, partial channels, edge weights, attention mixtures,
-alpha-attention, and genotype derivation from the architecture weights.
+"""The supernet of differentiable search (`MixedOp`, `Cell`, `Network`) and the derivation of its genotype.
+
+Mixed edges, partial channels, attention mixtures and alpha-attention live here; the search methods
+(methods.py) decide the architecture weights and how edges are chosen.
 
 Architecture weights travel as `CellWeights` (one per cell type), computed by `Network.arch_weights()`
 from the architecture parameters. The architect may transform them (hard discretization, top-k masks)

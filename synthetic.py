@@ -1,5 +1,6 @@
-"""The synthetic dataset: a learnable image classification set drawn on the fly, each class a visual pattern
-at a random position, in random colours, with noise; deterministic for a seed, any size, channels and
+"""The synthetic dataset: a learnable image classification set drawn on the fly, deterministic for a seed.
+
+Each class is a visual pattern at a random position, in random colours, with noise; any size, channels and
 number of classes. It serves demos, tests and benchmarks without a download."""
 import math
 from types import SimpleNamespace

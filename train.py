@@ -98,6 +98,21 @@ def build_scheduler(optimizer, args):
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[args.warmup_epochs])
 
 
+def build_network(args, info, genotype, device, distributed, channels_last):
+    """(network, its forward: under DDP and compiled as the flags say, its config for checkpoints)."""
+    config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
+                  num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
+                  in_channels=info.in_channels, image_size=info.image_size)
+    utils.seed_everything(args.seed)  # the same initial weights on every rank
+    net = model_lib.build_network(config, genotype).to(device, memory_format=loop.memory_format(channels_last))
+    utils.seed_everything(args.seed + distributed.rank)  # each rank its own drop-path stream
+    forward = net
+    if distributed.enabled:
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(net) if args.sync_bn else net
+        forward = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == 'cuda' else None)
+    return net, torch.compile(forward) if args.compile else forward, config
+
+
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
@@ -119,24 +134,14 @@ def train(args, checkpoint, device, distributed):
     train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True,
                                        augmentation=loaders.Augmentation.from_flags(args), **loader_options)
     test_loader = loaders.make_loader(test_split, info, args.batch_size, train=False, **loader_options)
-    config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
-                  num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
-                  in_channels=info.in_channels, image_size=info.image_size)
-    utils.seed_everything(args.seed)  # the same initial weights on every rank
-    net = model_lib.build_network(config, genotype).to(device, memory_format=loop.memory_format(channels_last))
-    utils.seed_everything(args.seed + distributed.rank)  # each rank its own drop-path stream
-    forward = net
-    if distributed.enabled:
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(net) if args.sync_bn else net
-        forward = nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == 'cuda' else None)
-    forward = torch.compile(forward) if args.compile else forward
+    net, forward, config = build_network(args, info, genotype, device, distributed, channels_last)
     run = loop.Run('eval', args.save, args.exp_path, distributed)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = build_scheduler(optimizer, args)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
-    start = run.begin(run_args, checkpoint, net, {'w': optimizer}, scheduler, scaler)
+    start = loop.begin_run(run, run_args, checkpoint, net, {'w': optimizer}, scheduler, scaler)
     run.logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
     run.logger.info('%.6f M parameters (auxiliary head excluded); %d process(es) of batch %d; %d classes',
                     utils.count_parameters_in_millions(net), distributed.world_size, args.batch_size, info.num_classes)

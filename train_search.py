@@ -67,7 +67,7 @@ def build_parser():
 
 def resolve_arguments(parser, argv):
     """(args, checkpoint or None, notes for the log): command line over (resumed arguments or the method
-    preset) over parser defaults."""
+    preset) over parser defaults, with a preset's warm-up fitted to a short run."""
     args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search',
                                                      lambda args: methods.presets().get(args.method, {}))
     if not 0 < args.train_portion < 1:
@@ -75,28 +75,12 @@ def resolve_arguments(parser, argv):
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
-    given = checkpoints.given_arguments(parser, argv)
     if checkpoint:
         return args, checkpoint, []
-    args, notes = fit_warmup(args, given, parser.get_default('epochs'))
-    return args, None, notes
-
-
-def fit_warmup(args, given, default_epochs):
-    """A preset's warm-up (PC-DARTS: 15 of 50 epochs) would freeze the architecture for the whole of a short
-    run; unless --warmup_epochs was typed, it shrinks with the run, keeping the paper's proportion, and
-    at least one epoch trains the architecture. Returns (the arguments, what to tell the user)."""
-    if args.warmup_epochs < args.epochs:
-        return args, []
-    if 'warmup_epochs' in given:
-        return args, [f'warning: the architecture will not train, because --warmup_epochs {args.warmup_epochs} '
-                      f'keeps it frozen for all {args.epochs} epochs']
-    preset = methods.presets()[args.method]
-    paper_epochs = preset.get('epochs', default_epochs)
-    warmup = min(round(args.epochs * args.warmup_epochs / paper_epochs), args.epochs - 1)
-    note = (f'{args.method} freezes the architecture for {args.warmup_epochs} of its {paper_epochs} epochs; this run '
-            f'of {args.epochs} keeps it frozen for {warmup} (the same share; --warmup_epochs sets it)')
-    return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), [note]
+    typed = 'warmup_epochs' in checkpoints.given_arguments(parser, argv)
+    warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
+                                       parser.get_default('epochs'))
+    return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
 
 
 def build_model(args, info):
@@ -106,6 +90,26 @@ def build_model(args, info):
         partial_channels=args.partial_channels, max_skip=args.max_skip, location=args.location,
         alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
         methods=methods.build(vars(args)))
+
+
+def build_loaders(args, train_split, info, device, distributed, channels_last):
+    """Loaders of the search split: the weights' half, the architecture's half, and that half for validation."""
+    first, rest = data.split_indices(len(train_split), args.train_portion)
+    options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
+                   rank=distributed.rank, world_size=distributed.world_size,
+                   augmentation=loaders.Augmentation.from_flags(args))
+    return tuple(loaders.make_loader(train_split, info, args.batch_size, train=train, indices=indices, **options)
+                 for indices, train in ((first, True), (rest, True), (rest, False)))
+
+
+def build_optimizers(args, model, objective, distributed):
+    """(SGD of the weights, its cosine schedule, the Architect with Adam of the architecture), as in DARTS."""
+    w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
+                                  weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
+    architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
+                                        args.arch_weight_decay, distributed.average)
+    return w_optimizer, scheduler, architect
 
 
 def alpha_batches(loader, epoch, start_step):
@@ -153,31 +157,14 @@ def search(args, checkpoint, notes, device, distributed):
     utils.seed_everything(args.seed)
     model = build_model(args, info).to(device, memory_format=loop.memory_format(channels_last))
     run = loop.Run('search', args.save, args.exp_path, distributed)
-    first, rest = data.split_indices(len(train_split), args.train_portion)
-    loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
-                          rank=distributed.rank, world_size=distributed.world_size)
-    augmentation = loaders.Augmentation.from_flags(args)
-    train_loader, alpha_loader, valid_loader = (
-        loaders.make_loader(train_split, info, args.batch_size, train=train, augmentation=augmentation,
-                            indices=indices, **loader_options) for indices, train in ((first, True), (rest, True),
-                                                                                     (rest, False)))
+    train_loader, alpha_loader, valid_loader = build_loaders(args, train_split, info, device, distributed,
+                                                             channels_last)
     objective = architect_lib.SearchObjective(model, amp_autocast)
-    w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
-                                  weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
-    architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
-                                        args.arch_weight_decay, distributed.average)
+    w_optimizer, scheduler, architect = build_optimizers(args, model, objective, distributed)
     optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
-    start = run.begin(run_args, checkpoint, model, optimizers, scheduler, None)
-    for note in notes:
-        run.logger.info(note)
-    run.logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes',
-                    ', '.join(model.op_names), utils.count_parameters_in_millions(model), distributed.world_size,
-                    args.batch_size, info.num_classes)
-    run.logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each '
-                    'epoch followed by a validation pass of %d batches', args.epochs, len(train_loader),
-                    args.warmup_epochs, len(valid_loader))
+    start = loop.begin_run(run, run_args, checkpoint, model, optimizers, scheduler, None)
+    log_plan(run.logger, notes, model, info, args, distributed.world_size, len(train_loader), len(valid_loader))
     epoch_state = {}
 
     def begin(epoch):
@@ -201,8 +188,7 @@ def search(args, checkpoint, notes, device, distributed):
         genotype, terms = model.genotype(), objective.summary()
         fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
                   'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
-                  'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
-                  'arch_weights': describe_architecture(model), **terms}
+                  **architecture_fields(model, genotype), **terms}
         log_architecture(run.logger, genotype, fields['arch_weights'], terms)
         if distributed.is_main:
             genotypes.save_genotype(genotype, run.path('genotype.json'))
@@ -221,6 +207,23 @@ def search(args, checkpoint, notes, device, distributed):
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
                     run.exp_dir, run.path('genotype.json'))
     return model.genotype()
+
+
+def log_plan(logger, notes, model, info, args, processes, steps, valid_batches):
+    """The first lines of a search: notes on its arguments, its space and methods, and the steps ahead."""
+    for note in notes:
+        logger.info(note)
+    logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes; methods: %s',
+                ', '.join(model.op_names), utils.count_parameters_in_millions(model), processes, args.batch_size,
+                info.num_classes, ', '.join(type(method).__name__ for method in model.methods) or 'DARTS')
+    logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each epoch '
+                'followed by a validation pass of %d batches', args.epochs, steps, args.warmup_epochs, valid_batches)
+
+
+def architecture_fields(model, genotype):
+    """The derived cell, the op names and every softmaxed architecture weight, for metrics.jsonl."""
+    return {'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
+            'arch_weights': describe_architecture(model)}
 
 
 def log_architecture(logger, genotype, arch_weights, terms):

@@ -1,5 +1,6 @@
-"""Small shared pieces, as in DARTS's utils.py: user errors and argument checks, meters, accuracy, counts,
-seeding, devices, logging and plain files."""
+"""Small shared pieces, as in DARTS's utils.py: meters, accuracy, counts, seeding, devices, logging, user errors.
+
+Also argument checks, plain files and experiment folders."""
 import argparse
 import json
 import logging

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+import cifar
 import data
 import loaders
 from utils import UserError
@@ -140,7 +141,7 @@ def test_cifar_archive_is_checked_and_extracted(tmp_path, monkeypatch):
         archive.add(tmp_path / 'staging' / 'cifar-10-batches-py', arcname='cifar-10-batches-py')
     with pytest.raises(UserError, match='checksum'):  # not the official archive
         data.load_dataset(parse('--dataset', 'cifar10', '--data', tmp_path))
-    monkeypatch.setattr(data, 'check_integrity', lambda path, md5: True)
+    monkeypatch.setattr(cifar, 'check_integrity', lambda path, md5: True)
     train, test, _ = data.load_dataset(parse('--dataset', 'cifar10', '--data', tmp_path))
     assert torch.equal(torch.cat([train.images, test.images]), images)
 
@@ -167,7 +168,7 @@ def test_cifar_pickle_naming_other_globals_is_refused(tmp_path):
 def test_cifar_missing_offline_says_where_to_put_it(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError('no network')
-    monkeypatch.setattr(data, 'download_and_extract_archive', offline)
+    monkeypatch.setattr(cifar, 'download_and_extract_archive', offline)
     with pytest.raises(UserError, match='put cifar-100-python.tar.gz or its extracted folder cifar-100-python into'):
         data.load_dataset(parse('--dataset', 'cifar100', '--data', tmp_path))
 

@@ -105,7 +105,29 @@ def test_bench_runs_on_the_cpu_and_prints_the_table(in_tmp, capsys):
                      'search pc_darts (2nd order)', 'train DARTS_V2 b8', 'infer DARTS_V2 b8', 'loader b8']
     assert all(name in printed for name in names) and 'images/s' in printed
     saved = json.loads((in_tmp / 'bench.json').read_text())
-    assert saved['results'] == report['results'] and all(row['images_per_s'] > 0 for row in saved['results'])
+    assert saved['results'] == report['results']
+    for row in saved['results']:
+        assert row['images_per_s'] * row['ms_per_step'] / 1000 == pytest.approx(row['batch'])
     baseline = bench.main(['--tiny', '--steps', '1', '--warmup', '0', '--device', 'cpu', '--cases', 'train',
                            '--baseline', '--amp', 'bf16', '--output', 'baseline.json'])
     assert baseline['baseline'] and baseline['amp'] == 'None' and not baseline['channels_last']
+
+
+def test_bench_reports_the_median_of_the_timed_steps_after_the_warm_up(monkeypatch):
+    now, durations = [0.0], iter([5.0, 1.0, 3.0, 2.0])  # a slow first (warm-up) step, then three timed ones
+
+    def step():
+        now[0] += next(durations)
+    monkeypatch.setattr(bench.time, 'perf_counter', lambda: now[0])
+    assert bench.timed(step, lambda: None, steps=3, warmup=1) == 2.0
+
+
+def test_the_benchmarked_search_step_is_a_real_one():
+    """It moves both the architecture (first, on its batch) and the weights, as a search step does."""
+    speed = bench.Speed(None, False, False, torch.device('cpu'))
+    batch_size, step, model = bench.search_case('pc_darts', [], bench.TINY, True, speed)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    step()
+    after = model.state_dict()
+    assert batch_size == 8 and not torch.equal(before['alphas_normal'], after['alphas_normal'])
+    assert not torch.equal(before['classifier.weight'], after['classifier.weight'])

@@ -1,4 +1,4 @@
-"""visualize.py: cell drawings and their graph sources, a search's history, and network sizes."""
+"""visualize.py and drawing.py: cell drawings and their graph sources, a search's history, and network sizes."""
 import collections
 import re
 
@@ -7,6 +7,7 @@ import pytest
 from conftest import load_script, run_script
 from PIL import Image
 
+import drawing
 import genotypes
 import operations
 import utils
@@ -29,7 +30,7 @@ def drawn_edges(source):
 
 
 def expected_edges(genotype, cell):
-    return collections.Counter((visualize.state_name(source), str(position // 2), op, after[0] if after else '')
+    return collections.Counter((drawing.state_name(source), str(position // 2), op, after[0] if after else '')
                                for position, (op, source, *after) in enumerate(getattr(genotype, cell)))
 
 
@@ -42,9 +43,9 @@ def genotype_forms(tmp_path, name):
 
 
 def assert_cells_drawn(outdir, genotype, file_format):
-    for cell, stem in visualize.CELL_FILES.items():
-        drawing = (outdir / f'{stem}.{file_format}').read_bytes()
-        assert SIGNATURES[file_format] in drawing[:1000], (stem, drawing[:40])
+    for cell, stem in drawing.CELL_FILES.items():
+        picture = (outdir / f'{stem}.{file_format}').read_bytes()
+        assert SIGNATURES[file_format] in picture[:1000], (stem, picture[:40])
         source = (outdir / f'{stem}.gv').read_text()
         assert drawn_edges(source) == expected_edges(genotype, cell), stem
         for op, *_ in getattr(genotype, cell):
@@ -66,7 +67,7 @@ def test_attention_cells_show_every_attention(tmp_path, form):
     source = genotype_forms(tmp_path, 'Att_DARTS')[form]
     visualize.main([source, '--outdir', str(tmp_path)])
     assert_cells_drawn(tmp_path, genotypes.Att_DARTS, 'pdf')
-    for cell, stem in visualize.CELL_FILES.items():
+    for cell, stem in drawing.CELL_FILES.items():
         text = (tmp_path / f'{stem}.gv').read_text()
         assert all(attention in text for _, _, attention in getattr(genotypes.Att_DARTS, cell))
 
@@ -158,10 +159,10 @@ def test_history_other_format_and_folder(search_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize('epochs', [[0], [0, 1, 2], list(range(600))])
 def test_epoch_axes_have_integer_ticks_and_room_from_one_epoch_to_hundreds(epochs):
-    figure = visualize.require('matplotlib.figure').Figure()
+    figure = drawing.require('matplotlib.figure').Figure()
     ax = figure.subplots()
     ax.plot(epochs, epochs)
-    visualize.epoch_axis(ax, epochs)
+    drawing.epoch_axis(ax, epochs)
     low, high = ax.get_xlim()
     ticks = [tick for tick in ax.get_xticks() if low <= tick <= high]
     assert (low, high) == (epochs[0] - 0.5, epochs[-1] + 0.5)
@@ -171,11 +172,11 @@ def test_epoch_axes_have_integer_ticks_and_room_from_one_epoch_to_hundreds(epoch
 def test_coinciding_candidates_stay_apart():
     """All ten ops of the alpha_darts space at 1/10, as in the first epochs: each keeps its own marker and
     line style, and its points sit apart along the epoch axis."""
-    figure = visualize.require('matplotlib.figure').Figure()
+    figure = drawing.require('matplotlib.figure').Figure()
     ax = figure.subplots()
     labels = operations.SEARCH_SPACES['alpha_darts']
-    colors = visualize.require('matplotlib').colormaps['tab10']
-    visualize.plot_candidates(ax, [0], [[0.1]] * len(labels), labels, colors)
+    colors = drawing.require('matplotlib').colormaps['tab10']
+    drawing.plot_candidates(ax, [0], [[0.1]] * len(labels), labels, colors)
     lines = ax.get_lines()
     assert len({line.get_marker() for line in lines}) == len({line.get_xdata()[0] for line in lines}) == len(labels)
     assert len({line.get_linestyle() for line in lines}) > 1
