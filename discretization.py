@@ -58,6 +58,12 @@ def hard_discretize(weights, steps, none_index=0, edge_strength=None):
     return best_one_hot * edge_kept.unsqueeze(1)
 
 
+def one_hot_best(weights):
+    """1 on each row's largest weight, 0 elsewhere: NAS-Bench-201's hard discretization, `none` included."""
+    weights = weights.detach()
+    return torch.zeros_like(weights).scatter_(1, weights.argmax(dim=1, keepdim=True), 1.0)
+
+
 def topk_mask(values, k, temperature, dim=-1):
     """m_i = sigmoid(T · (x_i − τ)), τ = (k-th largest + (k+1)-th largest) / 2 along dim.
 
@@ -94,9 +100,10 @@ def linear_temperature(epoch, epochs, t_max):
     return max(1.0, t_max * epoch / epochs)
 
 
-def dal_loss(weights, hard_weights, steps):
-    """DADARTS's discretization loss: mean over nodes of mean((w_node − HD(w)_node)²)."""
-    return torch.stack([F.mse_loss(weights[rows], hard_weights[rows]) for rows in node_slices(steps)]).mean()
+def dal_loss(weights, hard_weights, slices):
+    """DADARTS's discretization loss: mean over nodes of mean((w_node − HD(w)_node)²); `slices` are the
+    nodes' rows (`node_slices(steps)` in the DARTS cell)."""
+    return torch.stack([F.mse_loss(weights[rows], hard_weights[rows]) for rows in slices]).mean()
 
 
 def da2s_sharpen(alpha):

@@ -12,7 +12,7 @@ import json
 import os
 from collections import namedtuple
 
-from operations import OPS
+from operations import NB201_PRIMITIVES, OPS
 from utils import UserError
 
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat normal_bottleneck reduce_bottleneck',
@@ -23,6 +23,7 @@ ATTENTION_PRIMITIVES = ['Identity', 'SE', 'BAM', 'CBAM', 'GE_theta-plus', 'Doubl
 FIELDS = Genotype._fields
 CELL_FIELDS = ('normal', 'reduce')
 MAX_NODES = 64
+NB201_KEY = 'nas_bench_201'  # our genotype.json of a NAS-Bench-201 cell: {"nas_bench_201": "|op~0|+..."}
 
 
 class GenotypeError(UserError):
@@ -90,6 +91,47 @@ def validate_genotype(genotype):
             raise GenotypeError(f'{cell}_bottleneck: unknown attention {bottleneck!r}; valid attentions are '
                                 f'{", ".join(ATTENTION_PRIMITIVES)}'[:400])
     return genotype
+
+
+
+class CellNB201(namedtuple('CellNB201', 'nodes')):
+    """A NAS-Bench-201 cell: for each node 1, 2, 3, ... the (op, input) of its edges, in the benchmark's order.
+    Node 0 is the cell's input and the last node its output; `str()` of it is the benchmark's architecture
+    string, `|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|`."""
+    __slots__ = ()
+
+    def __str__(self):
+        return '+'.join('|' + '|'.join(f'{op}~{source}' for op, source in node) + '|' for node in self.nodes)
+
+    @property
+    def edges(self):
+        return [edge for node in self.nodes for edge in node]
+
+
+def parse_nb201(text):
+    """A CellNB201 from the benchmark's architecture string; each node must take every earlier node once."""
+    nodes = []
+    for position, node_text in enumerate(text.strip().split('+'), start=1):
+        if len(node_text) < 2 or not (node_text.startswith('|') and node_text.endswith('|')):
+            raise GenotypeError(f'node {position} of the NAS-Bench-201 string must look like |op~input|...|, '
+                                f'not {node_text[:40]!r}')
+        edges = []
+        for edge in node_text[1:-1].split('|'):
+            op, _, source = edge.partition('~')
+            if op not in NB201_PRIMITIVES:
+                raise GenotypeError(f'unknown NAS-Bench-201 op {op[:30]!r} at node {position}; use one of '
+                                    f'{", ".join(NB201_PRIMITIVES)}')
+            if not (source.isdigit() and source.isascii()) or int(source) >= position:
+                raise GenotypeError(f'node {position} takes input {source[:10]!r}; it can take nodes 0 to '
+                                    f'{position - 1} only, each as op~index')
+            edges.append((op, int(source)))
+        if sorted(source for _, source in edges) != list(range(position)):
+            raise GenotypeError(f'node {position} must take each of nodes 0 to {position - 1} exactly once, as '
+                                f'NAS-Bench-201 cells do')
+        if position > MAX_NODES:
+            raise GenotypeError(f'a NAS-Bench-201 cell of more than {MAX_NODES} nodes is not a cell')
+        nodes.append(tuple(edges))
+    return CellNB201(tuple(nodes))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +234,12 @@ def _flatten_cell(cell, entries):
 
 
 def genotype_from_fields(fields, origin='genotype'):
-    """Build a Genotype from a dict of its fields (ours, Att-DARTS's genotype.json) or a 4/6-item list."""
+    """Build a Genotype from a dict of its fields (ours, Att-DARTS's genotype.json) or a 4/6-item list; a
+    CellNB201 from our {"nas_bench_201": STRING}."""
+    if isinstance(fields, dict) and set(fields) == {NB201_KEY}:
+        if not isinstance(fields[NB201_KEY], str):
+            raise GenotypeError(f'{origin}: {NB201_KEY} must be an architecture string')
+        return parse_nb201(fields[NB201_KEY])
     if isinstance(fields, (list, tuple)) and len(fields) in (4, 6):
         fields = dict(zip(FIELDS, fields))
     if not isinstance(fields, dict):
@@ -274,14 +321,19 @@ def genotype_from_json_text(text, origin='genotype JSON'):
 
 def parse_genotype(source):
     """A Genotype from any accepted form: a Genotype, a published name, a JSON file (ours or Att-DARTS's),
-    a text file holding a repr, the repr DARTS logs print, the nested per-node form, or JSON text."""
+    a text file holding a repr, the repr DARTS logs print, the nested per-node form, or JSON text; or a
+    CellNB201 from NAS-Bench-201's architecture string (as text, in a file, or in our genotype.json)."""
     if isinstance(source, Genotype):
         return make_genotype(*source)
+    if isinstance(source, CellNB201):
+        return parse_nb201(str(source))
     if not isinstance(source, str):
         raise GenotypeError(f'a genotype must be a name, a file or text, got {type(source).__name__}')
     text = source.strip()
     if text in GENOTYPES:
         return GENOTYPES[text]
+    if text.startswith('|'):
+        return parse_nb201(text)
     if text.startswith('Genotype') or '(' in text:
         return genotype_from_text(text)
     if text.startswith(('{', '[')):
@@ -294,17 +346,19 @@ def parse_genotype(source):
         except (OSError, UnicodeDecodeError) as error:
             raise GenotypeError(f'cannot read genotype file {shown} ({error})') from None
         content = content.strip()
+        if content.startswith('|'):
+            return parse_nb201(content)
         if content.startswith(('{', '[')):
             return genotype_from_json_text(content, origin=shown)
         if content.startswith('Genotype'):
             return genotype_from_text(content)
-        raise GenotypeError(f'{shown} holds neither genotype JSON nor a Genotype(...) text')
+        raise GenotypeError(f'{shown} holds neither genotype JSON, a Genotype(...) text nor a NAS-Bench-201 string')
     if text.endswith('.json') or os.sep in text:
         raise GenotypeError(f'genotype file {shown} does not exist')
     close = difflib.get_close_matches(text, GENOTYPES, n=1, cutoff=0.6)
     hint = f' (did you mean {close[0]}?)' if close else ''
     raise GenotypeError(f'unknown genotype {text[:60]!r}{hint}; use one of {", ".join(GENOTYPES)}, a genotype.json '
-                        f'file or Genotype(...) text')
+                        f'file, Genotype(...) text or a NAS-Bench-201 string |op~0|+|...|')
 
 
 def genotype_from_flags(text=None, path=None, name=None, default='DARTS'):
@@ -322,7 +376,9 @@ def genotype_from_flags(text=None, path=None, name=None, default='DARTS'):
 
 def genotype_to_dict(genotype):
     """Our genotype.json content. Every entry is an [op, input, attention] triple (attention "" when
-    absent) because Att-DARTS's loader reads three items per entry."""
+    absent) because Att-DARTS's loader reads three items per entry. A NAS-Bench-201 cell is its string."""
+    if isinstance(genotype, CellNB201):
+        return {NB201_KEY: str(genotype)}
     fields = {}
     for cell in CELL_FIELDS:
         fields[cell] = [[entry[0], entry[1], entry[2] if len(entry) > 2 else ''] for entry in getattr(genotype, cell)]
@@ -346,7 +402,10 @@ def _concat_text(concat):
 
 
 def genotype_repr(genotype):
-    """The text DARTS logs print (bottleneck fields only when set), which `parse_genotype` reads back."""
+    """The text DARTS logs print (bottleneck fields only when set), which `parse_genotype` reads back; for
+    a NAS-Bench-201 cell, its architecture string."""
+    if isinstance(genotype, CellNB201):
+        return str(genotype)
     parts = []
     for cell in CELL_FIELDS:
         parts.append(f'{cell}={list(getattr(genotype, cell))!r}')
@@ -359,4 +418,6 @@ def genotype_repr(genotype):
 
 
 def count_ops(genotype, op='skip_connect', cell='normal'):
-    return sum(entry[0] == op for entry in getattr(genotype, cell))
+    """How many edges of a cell type carry `op` (a NAS-Bench-201 cell has one type)."""
+    edges = genotype.edges if isinstance(genotype, CellNB201) else getattr(genotype, cell)
+    return sum(entry[0] == op for entry in edges)

@@ -23,8 +23,9 @@ def register(method_class):
 class Method:
     """A search method's changes to DARTS. The supernet (model_search.Network) and the search engine
     (architect.SearchObjective) call these hooks; each default keeps DARTS as it is, so a method overrides
-    only what it changes. `net` is the supernet: `net.steps`, `net.op_names`, `net.none_index`,
-    `net.arch_weights()` and the architecture parameters by name.
+    only what it changes. `net` is the supernet (DARTS's or NAS-Bench-201's): `net.cell_types`,
+    `net.node_slices()`, `net.op_names`, `net.none_index`, `net.chooses_edges`, `net.hard_ops(weights)`,
+    `net.topk_ops(ops, temperature)`, `net.arch_weights()` and the architecture parameters by name.
 
     The architecture weights the supernet mixes with:
       arch_parameters(net)              extra architecture parameters of one cell type, {name: initial value};
@@ -186,7 +187,7 @@ class EdgeNormalization(Method):
 
     def edge_weights(self, parameters, net):
         betas = parameters['betas']
-        return torch.cat([F.softmax(betas[rows], dim=-1) for rows in discretization.node_slices(net.steps)])
+        return torch.cat([F.softmax(betas[rows], dim=-1) for rows in net.node_slices()])
 
 
 @register
@@ -265,9 +266,7 @@ class DiscretizationAware(Method):
         if phase != 'alpha' and self.hd_on_weights:
             return {cell: hard_weights(w, net) for cell, w in weights.items()}
         if self.topk[phase]:
-            return {cell: w.replace(ops=discretization.differentiable_topk(w.ops, net.steps, self.temperature,
-                                                                           net.none_index))
-                    for cell, w in weights.items()}
+            return {cell: w.replace(ops=net.topk_ops(w.ops, self.temperature)) for cell, w in weights.items()}
         return weights
 
     def regularisers(self, phase, net):
@@ -275,8 +274,7 @@ class DiscretizationAware(Method):
             return {}
         total = 0
         for weights in net.arch_weights().values():
-            hard = discretization.hard_discretize(weights.ops, net.steps, net.none_index, weights.edges)
-            total = total + discretization.dal_loss(weights.ops, hard, net.steps)
+            total = total + discretization.dal_loss(weights.ops, net.hard_ops(weights), net.node_slices())
         return {'dal': self.dal_factor * total}
 
     def logged(self):
@@ -284,10 +282,11 @@ class DiscretizationAware(Method):
 
 
 def hard_weights(weights, net):
-    """Per node the two strongest edges with weight 1 on their best op, everything else 0; and which ops
-    and edges are worth computing (one transfer to the host per step)."""
-    ops = discretization.hard_discretize(weights.ops, net.steps, net.none_index, weights.edges)
-    active = [row.nonzero().flatten().tolist() for row in ops.cpu()]
+    """The hard-discretized cell (DARTS: per node the two strongest edges with weight 1 on their best op;
+    NAS-Bench-201: every edge's best op), and which ops and edges are worth computing: `none` never is
+    (one transfer to the host per step)."""
+    ops = net.hard_ops(weights)
+    active = [[i for i in row.nonzero().flatten().tolist() if i != net.none_index] for row in ops.cpu()]
     return weights.replace(ops=ops, edges=ops.sum(dim=1), active=active)
 
 
@@ -296,7 +295,9 @@ class DA2S(Method):
     """DA2S: sharpened op weights softmax(f(alpha)), edge parameters beta for every node with more than two
     inputs (a node with n inputs weights them by n * softmax(min(beta, 1))), and the loss
     lambda * r(e) * (q(e) * H_ops + edge_factor * L_edges) in both steps. The op parameters stay still until
-    the entropy term starts, and the derived cell takes each node's two largest betas."""
+    the entropy term starts, and the derived cell takes each node's two largest betas. Where every node
+    keeps all its inputs (NAS-Bench-201) there are no betas and no edge term: only the sharpened op
+    weights and their entropy."""
     presets = {'da2s': dict(da2s=True, edge_norm=False)}
     switch = '--da2s'
 
@@ -321,15 +322,20 @@ class DA2S(Method):
     @staticmethod
     def beta_slices(net):
         """Its betas: one per input of each node with more than two inputs (nodes 1 onwards)."""
-        return [slice(rows.start - 2, rows.stop - 2) for rows in discretization.node_slices(net.steps)[1:]]
+        return [slice(rows.start - 2, rows.stop - 2) for rows in net.node_slices()[1:]]
 
     def arch_parameters(self, net):
-        return {'betas': torch.cat([discretization.da2s_initial_betas(node + 2) for node in range(1, net.steps)])}
+        if not net.chooses_edges:
+            return {}
+        return {'betas': torch.cat([discretization.da2s_initial_betas(rows.stop - rows.start)
+                                    for rows in net.node_slices()[1:]])}
 
     def op_weights(self, alphas):
         return discretization.da2s_op_weights(alphas)
 
     def edge_weights(self, parameters, net):
+        if 'betas' not in parameters:
+            return None
         betas = parameters['betas']
         return torch.cat([betas.new_ones(2)] + [discretization.da2s_edge_weights(betas[rows])
                                                 for rows in self.beta_slices(net)])
@@ -338,8 +344,9 @@ class DA2S(Method):
         self.epoch, self.epochs = epoch, epochs
 
     def regularisers(self, phase, net):
-        alphas = [net.alphas_normal, net.alphas_reduce]
-        betas = [betas[rows] for betas in (net.betas_normal, net.betas_reduce) for rows in self.beta_slices(net)]
+        alphas = [getattr(net, f'alphas_{cell}') for cell in net.cell_types]
+        betas = [getattr(net, f'betas_{cell}')[rows] for cell in net.cell_types if hasattr(net, f'betas_{cell}')
+                 for rows in self.beta_slices(net)]
         loss = discretization.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,
                                         self.alpha_start)
         return {'da2s_ops': loss.op_term, 'da2s_edges': loss.edge_term}

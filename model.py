@@ -1,16 +1,19 @@
-"""Evaluation networks built from a genotype, as in DARTS: `NetworkCIFAR` and `NetworkImageNet`.
+"""Evaluation networks built from a genotype: DARTS's `NetworkCIFAR` and `NetworkImageNet`, and `NetworkNB201`.
 
 For genotypes without attention the module tree and parameter names equal the DARTS reference
 (`stem.0.weight`, `cells.3._ops.5.op.2.weight`, `auxiliary_head.features.2.weight`, ...), so weights
 released by DARTS, PC-DARTS and alpha-DARTS load unchanged. An edge's attention (or its second op,
 after Att-DARTS's `double_mixed` search) sits in `_attentions`, which Att-DARTS calls `_second_layers`;
 the cell-output attention sits in `_bottleneck`. `checkpoints.load_weights` renames Att-DARTS's checkpoints.
+`NetworkNB201` has the module tree of NAS-Bench-201's own networks (`stem`, `cells.K.layers.E`, `lastact`,
+`classifier`), so that the weights released with NATS-Bench load unchanged.
 """
 import torch
 import torch.nn as nn
 
 from attention import build_attention
-from operations import OPS, FactorizedReduce, Identity, ReLUConvBN
+from genotypes import CellNB201
+from operations import OPS, FactorizedReduce, Identity, Pooling, ReLUConvBN, ResNetBasicBlock
 from utils import UserError
 
 
@@ -198,11 +201,58 @@ class NetworkImageNet(_Network):
         return self._forward_cells(s0, s1)
 
 
-NETWORKS = {'cifar': NetworkCIFAR, 'imagenet': NetworkImageNet}
+class NB201Cell(nn.Module):
+    """A NAS-Bench-201 cell: `layers` holds its edges in the architecture string's order, as the benchmark's
+    cell does; node i sums its edges, and the last node is the output."""
+
+    def __init__(self, genotype, C):
+        super().__init__()
+        self.layers = nn.ModuleList(Pooling() if op == 'avg_pool_3x3' else OPS[op](C, 1, True)
+                                    for op, _ in genotype.edges)
+        self.sources = [source for _, source in genotype.edges]
+        self.node_sizes = [len(node) for node in genotype.nodes]
+
+    def forward(self, x):
+        nodes, edge = [x], 0
+        for size in self.node_sizes:
+            nodes.append(sum(self.layers[e](nodes[self.sources[e]]) for e in range(edge, edge + size)))
+            edge += size
+        return nodes[-1]
 
 
-def network_kind(dataset, image_size):
-    """ImageNet's strided stem for ImageNet and for large images of a user's own; CIFAR's otherwise."""
+class NetworkNB201(nn.Module):
+    """NAS-Bench-201's network: a 3x3 stem to C channels, three stages of N cells at C, 2C and 4C channels
+    joined by residual blocks of stride 2, BN and ReLU, global pooling and a linear classifier. Returns
+    (logits, None) as the other networks do (no auxiliary head)."""
+
+    def __init__(self, C, N, genotype, num_classes, in_channels=3):
+        super().__init__()
+        self.drop_path_prob = 0.0  # the benchmark trains without drop path; train.py may still set it
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        for stage in range(3):
+            C_stage = C * 2 ** stage
+            if stage:
+                self.cells.append(ResNetBasicBlock(C_stage // 2, C_stage))
+            self.cells.extend(NB201Cell(genotype, C_stage) for _ in range(N))
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * C, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x)
+        return self.classifier(self.global_pooling(self.lastact(x)).flatten(1)), None
+
+
+
+
+def network_kind(dataset, image_size, genotype=None):
+    """NAS-Bench-201's network for its cells; for DARTS cells ImageNet's strided stem for ImageNet and for
+    large images of a user's own, CIFAR's otherwise."""
+    if isinstance(genotype, CellNB201):
+        return 'nb201'
     return 'imagenet' if dataset == 'imagenet' or image_size >= 128 else 'cifar'
 
 
@@ -212,7 +262,10 @@ def sizes_from_weights(state_dict):
     layers = 1 + max((int(key.split('.')[1]) for key in state_dict if key.startswith('cells.')), default=-1)
     sizes = dict(kind=None, C=None, layers=layers or None, num_classes=None, in_channels=None,
                  auxiliary=any(key.startswith('auxiliary_head.') for key in state_dict))
-    if 'stem.0.weight' in state_dict:  # CIFAR's stem: 3C channels
+    if 'lastact.0.weight' in state_dict and 'stem.0.weight' in state_dict:  # NAS-Bench-201: a stem of C, 3N + 2 cells
+        stem = state_dict['stem.0.weight'].shape
+        sizes.update(kind='nb201', C=stem[0], in_channels=stem[1], layers=(layers - 2) // 3)
+    elif 'stem.0.weight' in state_dict:  # CIFAR's stem: 3C channels
         stem = state_dict['stem.0.weight'].shape
         sizes.update(kind='cifar', C=stem[0] // 3, in_channels=stem[1])
     elif 'stem0.3.weight' in state_dict and 'stem0.0.weight' in state_dict:  # ImageNet's: C/2, then C
@@ -224,8 +277,10 @@ def sizes_from_weights(state_dict):
 
 
 def build_network(config, genotype):
-    """A network from a config dict (as stored in checkpoints): kind, C, num_classes, layers, auxiliary,
-    in_channels, image_size."""
-    network = NETWORKS[config['kind']]
+    """A network from a config dict (as stored in checkpoints): kind (cifar, imagenet or nb201), C,
+    num_classes, layers (N for nb201), auxiliary, in_channels, image_size."""
+    if config['kind'] == 'nb201':
+        return NetworkNB201(config['C'], config['layers'], genotype, config['num_classes'], config['in_channels'])
+    network = {'cifar': NetworkCIFAR, 'imagenet': NetworkImageNet}[config['kind']]
     return network(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
                    in_channels=config['in_channels'], image_size=config['image_size'])

@@ -1,116 +1,22 @@
-"""The supernet of differentiable search (`MixedOp`, `Cell`, `Network`) and the derivation of its genotype.
+"""The supernets of differentiable search and the derivation of their genotypes: DARTS's (`Cell`, `Network`)
+and NAS-Bench-201's (`NB201SearchCell`, `NetworkNB201`).
 
-Mixed edges, partial channels, attention mixtures and alpha-attention live here; the search methods
-(methods.py) decide the architecture weights and how edges are chosen.
-
-Architecture weights travel as `CellWeights` (one per cell type), computed by `Network.arch_weights()`
-from the architecture parameters. The architect may transform them (hard discretization, top-k masks)
-before the forward pass, so the cells never need to know which method is searching.
+Their edges are `mixed_op.MixedOp`s; the search methods (methods.py) decide the architecture weights the
+edges mix with and how the DARTS cell chooses its edges.
 """
-import dataclasses
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import methods as methods_lib
-from attention import AlphaChannelAttention, build_attention, select_channels
-from genotypes import ATTENTION_PRIMITIVES, make_genotype
-from operations import OPS, POOLING_OPS, FactorizedReduce, ReLUConvBN, resolve_primitives
+import discretization
+from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
+from mixed_op import AttentionMix, CellWeights, MixedOp
+from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, resolve_primitives
 from utils import UserError
 
 LOCATIONS = ('no_attention', 'after_every', 'end', 'after_every_and_end', 'mixed_with_operation', 'double_mixed')
 EDGE_ATTENTION_OPS = ATTENTION_PRIMITIVES[1:]  # attentions that join the ops (`mixed_with_operation`)
-CELL_TYPES = ('normal', 'reduce')
-
-
-@dataclass
-class CellWeights:
-    """The mixing weights of one cell type for one forward pass."""
-    ops: torch.Tensor                          # E x n_ops, the op mixture of every edge
-    edges: Optional[torch.Tensor] = None       # E, multiplies each edge (edge normalisation, DA2S, hard mask)
-    attention: Optional[torch.Tensor] = None   # E x n_attentions, after every edge
-    second: Optional[torch.Tensor] = None      # E x n_ops, the second stacked mixture (`double_mixed`)
-    bottleneck: Optional[torch.Tensor] = None  # n_attentions, after the cell's concatenation
-    active: Optional[list] = None              # per edge, the op indices worth computing (hard weights)
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-
-def channel_shuffle(x, groups):
-    """Interleave `groups` channel groups so that the next edge searches on another slice (PC-DARTS)."""
-    batch, channels, height, width = x.shape
-    grouped = x.view(batch, groups, channels // groups, height, width)
-    return grouped.transpose(1, 2).reshape(batch, channels, height, width)
-
-
-def build_candidate(name, C, stride, spatial_size):
-    """A candidate of a mixed edge. Pooling gets a BatchNorm (affine=False) as in DARTS; an attention on a
-    stride-2 edge follows a stride-2 skip_connect (Att-DARTS)."""
-    if name in OPS:
-        op = OPS[name](C, stride, False)
-        return nn.Sequential(op, nn.BatchNorm2d(C, affine=False)) if name in POOLING_OPS else op
-    attention = build_attention(name, C, spatial_size)
-    return nn.Sequential(FactorizedReduce(C, C, affine=False), attention) if stride == 2 else attention
-
-
-class MixedOp(nn.Module):
-    """One edge: sum_i w_i * op_i(x). `none` is never computed. With partial channels K only C/K channels
-    enter the ops (the first C/K, then shuffled; or, with alpha-attention, those the attention scores
-    highest); the other channels pass through, max-pooled on stride-2 edges."""
-
-    def __init__(self, C, stride, primitives, spatial_size, partial_channels=1, alpha_attention=False):
-        super().__init__()
-        self.partial_channels = partial_channels
-        self.stride = stride
-        C_mixed = C // partial_channels
-        self._ops = nn.ModuleList(build_candidate(name, C_mixed, stride, spatial_size) for name in primitives)
-        self._computed = [i for i, name in enumerate(primitives) if name != 'none']
-        # Channels the ops skip pass through, pooled on stride-2 edges (with alpha-attention at K=1 there
-        # are none, but the pass-through is still the tensor the chosen channels are written into).
-        self.pool = nn.MaxPool2d(2, 2) if stride == 2 and (partial_channels > 1 or alpha_attention) else None
-        self.channel_attention = AlphaChannelAttention(C, len(primitives)) if alpha_attention else None
-
-    def mix(self, x, weights, active=None):
-        indices = self._computed if active is None else active
-        out = 0
-        for i in indices:
-            out = out + weights[i] * self._ops[i](x)
-        return out
-
-    def _pass_through(self, x):
-        return x if self.pool is None else self.pool(x)
-
-    def forward(self, x, weights, active=None, gram=None):
-        if self.channel_attention is not None:
-            mask = self.channel_attention(x, gram)
-            x = x * mask[:, :, None, None].to(x.dtype)
-            chosen = select_channels(mask, x.size(1) // self.partial_channels)
-            mixed = self.mix(x.index_select(1, chosen), weights, active)
-            return self._pass_through(x).index_copy(1, chosen, mixed.to(x.dtype))
-        if self.partial_channels == 1:
-            return self.mix(x, weights, active)
-        split = x.size(1) // self.partial_channels
-        mixed = self.mix(x[:, :split], weights, active)
-        out = torch.cat([mixed, self._pass_through(x[:, split:]).to(mixed.dtype)], dim=1)
-        return channel_shuffle(out, self.partial_channels)
-
-
-class AttentionMix(nn.Module):
-    """sum_k w_k * attention_k(x) over the attention primitives (Identity first)."""
-
-    def __init__(self, C, spatial_size):
-        super().__init__()
-        self._attentions = nn.ModuleList(build_attention(name, C, spatial_size) for name in ATTENTION_PRIMITIVES)
-
-    def forward(self, x, weights):
-        out = 0
-        for weight, attention in zip(weights, self._attentions):
-            out = out + weight * attention(x)
-        return out
 
 
 class Cell(nn.Module):
@@ -168,11 +74,95 @@ class Cell(nn.Module):
         return out
 
 
-class Network(nn.Module):
+class _Supernet(nn.Module):
+    """What both supernets share: the architecture parameters (the op mixture of every edge per cell type,
+    those of the search methods, and the supernet's own mixtures), the weights they give, and the network's
+    weights apart from them. A supernet sets `cell_types`, `steps`, `num_edges`, `op_names` and `methods`."""
+
+    def _initialize_arch_parameters(self, mixtures=()):
+        """`mixtures`: (name, shape) of further parameters per cell type, registered last."""
+        self._arch_names = []
+
+        def register(name, value):
+            setattr(self, name, nn.Parameter(value))
+            self._arch_names.append(name)
+
+        for cell in self.cell_types:
+            register(f'alphas_{cell}', 1e-3 * torch.randn(self.num_edges, len(self.op_names)))
+        for cell in self.cell_types:
+            for method in self.methods:
+                for name, value in method.arch_parameters(self).items():
+                    register(f'{name}_{cell}', value)
+        for name, shape in mixtures:
+            for cell in self.cell_types:
+                register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
+
+    @property
+    def none_index(self):
+        return self.op_names.index('none') if 'none' in self.op_names else None
+
+    def arch_parameters(self):
+        return [getattr(self, name) for name in self._arch_names]
+
+    def named_arch_parameters(self):
+        return [(name, getattr(self, name)) for name in self._arch_names]
+
+    def weights(self):
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def cell_arch_parameters(self, cell):
+        """One cell type's architecture parameters, by name without the cell suffix (`alphas`, `betas`, ...)."""
+        suffix = f'_{cell}'
+        return {name[:-len(suffix)]: getattr(self, name) for name in self._arch_names if name.endswith(suffix)}
+
+    def _owner(self, hook):
+        return next((method for method in self.methods if methods_lib.overrides(method, hook)), methods_lib.Method())
+
+    def arch_weights(self):
+        """Soft weights of every cell type: the op mixture (DARTS: softmax of the op parameters; a method may
+        define its own), the edge weights of a method that has them, and the attention mixtures. Always
+        float32."""
+        result = {}
+        op_method, edge_method = self._owner('op_weights'), self._owner('edge_weights')
+        for cell in self.cell_types:
+            parameters = {name: value.float() for name, value in self.cell_arch_parameters(cell).items()}
+            optional = {field: F.softmax(parameters[name], dim=-1) for field, name in (
+                ('attention', 'attention_alphas'), ('second', 'second_alphas'), ('bottleneck', 'bottleneck_alphas'))
+                if name in parameters}
+            result[cell] = CellWeights(ops=op_method.op_weights(parameters['alphas']),
+                                       edges=edge_method.edge_weights(parameters, self), **optional)
+        return result
+
+    def grams(self, weights, device):
+        """alpha-DARTS: the attention sees W^T W of each cell type's op weights, so that the architecture
+        itself steers which channels are searched; architecture weights stay float32."""
+        if not self.options['alpha_attention']:
+            return {}
+        with torch.autocast(device_type=device.type, enabled=False):
+            return {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
+
+    def detached_weights(self):
+        """The soft weights on the CPU, for deriving the cell."""
+        with torch.no_grad():
+            return {cell: CellWeights(**{k: (v.detach().float().cpu() if torch.is_tensor(v) else v)
+                                         for k, v in vars(w).items()})
+                    for cell, w in self.arch_weights().items()}
+
+
+def _check_partial_channels(C, partial_channels):
+    if partial_channels < 1 or C % partial_channels:
+        raise UserError(f'--partial_channels {partial_channels} must divide --init_channels {C}')
+
+
+class Network(_Supernet):
     """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
     a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
     in_channels, image_size. `methods` (methods.Method) decide the architecture weights and how the cell is
     derived; without any, DARTS's softmax and top-2 rule."""
+
+    cell_types = ('normal', 'reduce')
+    chooses_edges = True  # each node keeps two of its inputs
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
                  primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
@@ -180,13 +170,13 @@ class Network(nn.Module):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
-        if partial_channels < 1 or C % partial_channels:
-            raise UserError(f'--partial_channels {partial_channels} must divide --init_channels {C}')
+        _check_partial_channels(C, partial_channels)
         methods_lib.check_compatible(methods)
         self.methods = list(methods)
         self._layers = layers
         self._criterion = criterion or nn.CrossEntropyLoss()
-        self._steps, self._multiplier = steps, multiplier
+        self.steps, self._multiplier = steps, multiplier
+        self.num_edges = sum(i + 2 for i in range(steps))
         self.op_names = resolve_primitives(primitives)
         if location in ('mixed_with_operation', 'double_mixed'):
             self.op_names = self.op_names + list(EDGE_ATTENTION_OPS)
@@ -210,79 +200,27 @@ class Network(nn.Module):
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        self._initialize_arch_parameters()
+        self._initialize_arch_parameters(self._mixtures(location))
 
-    @property
-    def steps(self):
-        return self._steps
+    def _mixtures(self, location):
+        """The architecture parameters of Att-DARTS's mixtures at `location`, per cell type."""
+        attentions = len(ATTENTION_PRIMITIVES)
+        return [(name, shape) for name, shape, searched in (
+            ('second_alphas', (self.num_edges, len(self.op_names)), location == 'double_mixed'),
+            ('attention_alphas', (self.num_edges, attentions), location in ('after_every', 'after_every_and_end')),
+            ('bottleneck_alphas', (attentions,), location in ('end', 'after_every_and_end'))) if searched]
 
-    @property
-    def num_edges(self):
-        return sum(i + 2 for i in range(self._steps))
+    def node_slices(self):
+        """The edges of each node: node i has i + 2 inputs."""
+        return discretization.node_slices(self.steps)
 
-    @property
-    def none_index(self):
-        return self.op_names.index('none') if 'none' in self.op_names else None
+    def hard_ops(self, weights):
+        """Hard discretization: per node the two strongest edges with weight 1 on their best non-`none` op."""
+        return discretization.hard_discretize(weights.ops, self.steps, self.none_index, weights.edges)
 
-    # ----------------------------------------------------------------------------------------------
-    # Architecture parameters.
-
-    def _initialize_arch_parameters(self):
-        edges = self.num_edges
-        location = self.options['location']
-        self._arch_names = []
-
-        def register(name, value):
-            setattr(self, name, nn.Parameter(value))
-            self._arch_names.append(name)
-
-        for cell in CELL_TYPES:
-            register(f'alphas_{cell}', 1e-3 * torch.randn(edges, len(self.op_names)))
-        for cell in CELL_TYPES:
-            for method in self.methods:
-                for name, value in method.arch_parameters(self).items():
-                    register(f'{name}_{cell}', value)
-        mixtures = [('second_alphas', len(self.op_names), location == 'double_mixed'),
-                    ('attention_alphas', len(ATTENTION_PRIMITIVES), location in ('after_every', 'after_every_and_end')),
-                    ('bottleneck_alphas', None, location in ('end', 'after_every_and_end'))]
-        for name, width, searched in mixtures:
-            for cell in CELL_TYPES:
-                if searched:
-                    shape = (len(ATTENTION_PRIMITIVES),) if width is None else (edges, width)
-                    register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
-
-    def arch_parameters(self):
-        return [getattr(self, name) for name in self._arch_names]
-
-    def named_arch_parameters(self):
-        return [(name, getattr(self, name)) for name in self._arch_names]
-
-    def weights(self):
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    def cell_arch_parameters(self, cell):
-        """One cell type's architecture parameters, by name without the cell suffix (`alphas`, `betas`, ...)."""
-        suffix = f'_{cell}'
-        return {name[:-len(suffix)]: getattr(self, name) for name in self._arch_names if name.endswith(suffix)}
-
-    def _owner(self, hook):
-        return next((method for method in self.methods if methods_lib.overrides(method, hook)), methods_lib.Method())
-
-    def arch_weights(self):
-        """Soft weights of both cell types: the op mixture (DARTS: softmax of the op parameters; a method may
-        define its own), the edge weights of a method that has them, and the attention mixtures. Always
-        float32."""
-        result = {}
-        op_method, edge_method = self._owner('op_weights'), self._owner('edge_weights')
-        for cell in CELL_TYPES:
-            parameters = {name: value.float() for name, value in self.cell_arch_parameters(cell).items()}
-            optional = {field: F.softmax(parameters[name], dim=-1) for field, name in (
-                ('attention', 'attention_alphas'), ('second', 'second_alphas'), ('bottleneck', 'bottleneck_alphas'))
-                if name in parameters}
-            result[cell] = CellWeights(ops=op_method.op_weights(parameters['alphas']),
-                                       edges=edge_method.edge_weights(parameters, self), **optional)
-        return result
+    def topk_ops(self, ops, temperature):
+        """Differentiable top-k: top-1 over each edge's ops, top-2 over each node's (edge, op) weights."""
+        return discretization.differentiable_topk(ops, self.steps, temperature, self.none_index)
 
     # ----------------------------------------------------------------------------------------------
     # Forward pass.
@@ -290,12 +228,7 @@ class Network(nn.Module):
     def forward(self, x, weights=None):
         if weights is None:
             weights = self.arch_weights()
-        grams = {}
-        if self.options['alpha_attention']:
-            # alpha-DARTS: the attention sees W^T W of this cell type's op weights, so the architecture
-            # itself steers which channels are searched. Architecture weights stay float32.
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                grams = {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
+        grams = self.grams(weights, x.device)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             cell_type = 'reduce' if cell.reduction else 'normal'
@@ -308,22 +241,113 @@ class Network(nn.Module):
 
     def genotype(self):
         """The discrete cell: per node the two strongest inputs and on each its best non-`none` op."""
-        with torch.no_grad():
-            weights = {cell: CellWeights(**{k: (v.detach().float().cpu() if torch.is_tensor(v) else v)
-                                            for k, v in vars(w).items()})
-                       for cell, w in self.arch_weights().items()}
+        weights = self.detached_weights()
         strength_method = self._owner('edge_strength')
         cells = {}
-        for cell in CELL_TYPES:
+        for cell in self.cell_types:
             strength = strength_method.edge_strength(edge_strength(weights[cell], self.op_names), cell, self)
-            cells[cell] = derive_cell(weights[cell], self.op_names, self._steps, strength)
+            cells[cell] = derive_cell(weights[cell], self.op_names, self.steps, strength)
         if self.options['max_skip'] is not None:
             cells['normal'] = limit_skips(cells['normal'], weights['normal'], self.op_names, self.options['max_skip'])
-        concat = list(range(2 + self._steps - self._multiplier, self._steps + 2))
-        bottlenecks = {cell: best_attention(weights[cell].bottleneck) for cell in CELL_TYPES}
+        concat = list(range(2 + self.steps - self._multiplier, self.steps + 2))
+        bottlenecks = {cell: best_attention(weights[cell].bottleneck) for cell in self.cell_types}
         return make_genotype(normal=[entry for entry, _ in cells['normal']], normal_concat=concat,
                              reduce=[entry for entry, _ in cells['reduce']], reduce_concat=concat,
                              normal_bottleneck=bottlenecks['normal'], reduce_bottleneck=bottlenecks['reduce'])
+
+
+# ---------------------------------------------------------------------------------------------
+# NAS-Bench-201.
+
+class NB201SearchCell(nn.Module):
+    """NAS-Bench-201's cell as a supernet: node i (1..steps) sums a mixed edge from every earlier node; the
+    edges in the benchmark's order 1<-0, 2<-0, 2<-1, 3<-0, ...; the last node is the output."""
+
+    def __init__(self, C, steps, primitives, spatial_size, partial_channels, alpha_attention):
+        super().__init__()
+        self.steps = steps
+        self._ops = nn.ModuleList(MixedOp(C, 1, primitives, spatial_size, partial_channels, alpha_attention,
+                                          pool_bn=False) for node in range(1, steps + 1) for _ in range(node))
+
+    def forward(self, x, weights, gram=None):
+        nodes, edge = [x], 0
+        for node in range(1, self.steps + 1):
+            total = torch.zeros_like(x)
+            for source in range(node):
+                active = weights.active[edge] if weights.active is not None else None
+                if active is None or active:  # a hard zero costs nothing
+                    out = self._ops[edge](nodes[source], weights.ops[edge], active, gram)
+                    total = total + (out if weights.edges is None else weights.edges[edge] * out)
+                edge += 1
+            nodes.append(total)
+        return nodes[-1]
+
+
+class NetworkNB201(_Supernet):
+    """NAS-Bench-201's supernet (as the benchmark's DARTS search builds it): a 3x3 stem to C channels, three
+    stages of N search cells at C, 2C and 4C channels joined by residual blocks of stride 2, BN and ReLU,
+    global pooling, a linear classifier. One architecture weight per edge and op, shared by all cells:
+    `arch_parameters()[0]` is 6 x 5, edges 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 and ops none, skip_connect,
+    nor_conv_1x1, nor_conv_3x3, avg_pool_3x3. Options: partial_channels, alpha_attention, in_channels,
+    image_size, and the search `methods`."""
+
+    cell_types = ('normal',)
+    chooses_edges = False  # every node keeps all its inputs
+
+    def __init__(self, C, N, num_classes, criterion=None, partial_channels=1, alpha_attention=False, in_channels=3,
+                 image_size=32, methods=(), steps=3):
+        super().__init__()
+        for stage_C in (C, 2 * C, 4 * C):
+            _check_partial_channels(stage_C, partial_channels)
+        methods_lib.check_compatible(methods)
+        self.methods = list(methods)
+        self._criterion = criterion or nn.CrossEntropyLoss()
+        self.steps, self.num_edges = steps, steps * (steps + 1) // 2
+        self.op_names = resolve_primitives('nas_bench_201')
+        self.options = dict(partial_channels=partial_channels, alpha_attention=alpha_attention, in_channels=in_channels,
+                            image_size=image_size, N=N)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList()
+        for stage in range(3):
+            stage_C, spatial_size = C * 2 ** stage, -(-image_size // 2 ** stage)
+            if stage:
+                self.cells.append(ResNetBasicBlock(stage_C // 2, stage_C))
+            self.cells.extend(NB201SearchCell(stage_C, steps, self.op_names, spatial_size, partial_channels,
+                                              alpha_attention) for _ in range(N))
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=True))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * C, num_classes)
+        self._initialize_arch_parameters()
+
+    def node_slices(self):
+        """The edges of each node: node i has i inputs."""
+        starts = [node * (node - 1) // 2 for node in range(1, self.steps + 2)]
+        return [slice(start, stop) for start, stop in zip(starts, starts[1:])]
+
+    def hard_ops(self, weights):
+        """Hard discretization at the edge level: weight 1 on each edge's best op, `none` included."""
+        return discretization.one_hot_best(weights.ops)
+
+    def topk_ops(self, ops, temperature):
+        """Differentiable top-1 over each edge's ops, `none` included (every edge is kept)."""
+        return ops * discretization.topk_mask(ops, 1, temperature, dim=1)
+
+    def forward(self, x, weights=None):
+        weights = self.arch_weights() if weights is None else weights
+        gram = self.grams(weights, x.device).get('normal')
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, weights['normal'], gram) if isinstance(cell, NB201SearchCell) else cell(x)
+        return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
+
+    def genotype(self):
+        """The benchmark's rule: each edge takes its op of largest weight, `none` included."""
+        ops = self.detached_weights()['normal'].ops
+        nodes, edge = [], 0
+        for node in range(1, self.steps + 1):
+            nodes.append(tuple((self.op_names[int(ops[edge + source].argmax())], source) for source in range(node)))
+            edge += node
+        return CellNB201(tuple(nodes))
 
 
 def _best_op(row, op_names, exclude=('none',)):

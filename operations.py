@@ -1,8 +1,9 @@
-"""Candidate operations of the DARTS cell search space.
+"""Candidate operations of the DARTS and NAS-Bench-201 cell search spaces, and the named search spaces.
 
 `OPS` maps an op name to a constructor `(C, stride, affine) -> nn.Module`. Layer layouts and
 attribute names follow the DARTS reference (layers inside an `nn.Sequential` named `op`;
-`FactorizedReduce` with `conv_1`, `conv_2`, `bn`) so that released weights load unchanged.
+`FactorizedReduce` with `conv_1`, `conv_2`, `bn`) so that released weights load unchanged; NAS-Bench-201's
+`Pooling` and `ResNetBasicBlock` have the attribute names of the benchmark's code, for the same reason.
 """
 import torch
 import torch.nn as nn
@@ -113,6 +114,32 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+class Pooling(nn.Module):
+    """NAS-Bench-201's 3x3 average pooling, kept in `op` as the benchmark's networks keep it."""
+
+    def __init__(self, stride=1):
+        super().__init__()
+        self.op = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class ResNetBasicBlock(nn.Module):
+    """NAS-Bench-201's reduction between stages: two ReLU-conv-BN 3x3 (the first of stride 2) plus a residual
+    of 2x2 average pooling and a 1x1 convolution."""
+
+    def __init__(self, C_in, C_out, affine=True):
+        super().__init__()
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, 2, 1, affine)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3, 1, 1, affine)
+        self.downsample = nn.Sequential(nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+                                        nn.Conv2d(C_in, C_out, kernel_size=1, stride=1, padding=0, bias=False))
+
+    def forward(self, x):
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
 def _pool(kind, size):
     def build(C, stride, affine):
         if kind == 'max':
@@ -134,6 +161,8 @@ OPS = {
     'dil_conv_3x3': lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine),
     'dil_conv_5x5': lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine),
     'conv_7x1_1x7': lambda C, stride, affine: Conv7x1_1x7(C, stride, affine),
+    'nor_conv_1x1': lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine),
+    'nor_conv_3x3': lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine),
 }
 
 POOLING_OPS = frozenset(name for name in OPS if 'pool' in name)
@@ -141,9 +170,11 @@ POOLING_OPS = frozenset(name for name in OPS if 'pool' in name)
 # Named search spaces (`--primitives`). The order fixes the columns of the architecture weights.
 DARTS_PRIMITIVES = ['none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
                     'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5']
+NB201_PRIMITIVES = ['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']  # the benchmark's order
 SEARCH_SPACES = {
     'darts': DARTS_PRIMITIVES,
     'alpha_darts': DARTS_PRIMITIVES + ['max_pool_5x5', 'avg_pool_5x5'],
+    'nas_bench_201': NB201_PRIMITIVES,
 }
 
 

@@ -152,10 +152,10 @@ def test_differentiable_topk_is_differentiable_at_moderate_temperature():
 
 def test_dal_loss_is_zero_when_discrete_and_positive_with_gradient_otherwise():
     hard = hard_discretize(random_weights(), STEPS)
-    assert dal_loss(hard, hard, STEPS) == 0
+    assert dal_loss(hard, hard, node_slices(STEPS)) == 0
     alphas = torch.randn(EDGES, N_OPS, generator=torch.Generator().manual_seed(4), requires_grad=True)
     weights = torch.softmax(alphas, dim=-1)
-    loss = dal_loss(weights, hard_discretize(weights, STEPS), STEPS)
+    loss = dal_loss(weights, hard_discretize(weights, STEPS), node_slices(STEPS))
     assert loss > 0
     loss.backward()
     assert alphas.grad.abs().sum() > 0
@@ -164,7 +164,7 @@ def test_dal_loss_is_zero_when_discrete_and_positive_with_gradient_otherwise():
 def test_dal_loss_averages_node_means():
     weights, hard = random_weights(5), hard_discretize(random_weights(5), STEPS)
     node_means = [((weights[rows] - hard[rows]) ** 2).mean() for rows in node_slices(STEPS)]
-    torch.testing.assert_close(dal_loss(weights, hard, STEPS), torch.stack(node_means).mean())
+    torch.testing.assert_close(dal_loss(weights, hard, node_slices(STEPS)), torch.stack(node_means).mean())
 
 
 def test_linear_temperature():

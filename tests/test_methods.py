@@ -6,10 +6,10 @@ import re
 
 import pytest
 import torch
+from conftest import ROOT, load_script, metrics, supernet
 
 import methods
 from architect import SearchObjective
-from conftest import ROOT, load_script, metrics, supernet
 from utils import UserError
 
 train_search = load_script('train_search')

@@ -3,7 +3,8 @@ import torch
 from conftest import supernet
 
 import operations
-from model_search import MixedOp, Network, channel_shuffle
+from mixed_op import MixedOp, channel_shuffle
+from model_search import Network
 from utils import UserError
 
 OPS = operations.DARTS_PRIMITIVES  # none, max, avg, skip, sep3, sep5, dil3, dil5
