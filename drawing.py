@@ -68,9 +68,37 @@ def cell_graph(genotype, cell, title=''):
     return graph
 
 
+def nb201_graph(genotype, title=''):
+    """A NAS-Bench-201 cell as a left-to-right graph: node 0 (the input), nodes 1..n with their edges labelled
+    by op (`none` dashed: it passes nothing), and the last node as the output."""
+    graphviz = require('graphviz')
+    graph = graphviz.Digraph('cell', graph_attr={'rankdir': 'LR', 'label': title, 'labelloc': 't',
+                                                 'fontname': 'Helvetica'},
+                             node_attr={'style': 'filled,rounded', 'shape': 'box', 'fontname': 'Helvetica',
+                                        'penwidth': '1.5'},
+                             edge_attr={'fontname': 'Helvetica', 'fontsize': '11'})
+    last = len(genotype.nodes)
+    for index in range(last + 1):
+        graph.node(str(index), fillcolor=STYLE['input'] if index == 0 else STYLE['output'] if index == last
+                   else STYLE['node'])
+    for node, edges in enumerate(genotype.nodes, start=1):
+        for op, source in edges:
+            graph.edge(str(source), str(node), label=op, **({'style': 'dashed', 'color': 'gray60'} if op == 'none'
+                                                             else {}))
+    return graph
+
+
+def cell_graphs(genotype, title=''):
+    """The graphs of a genotype's cells: `normal` and `reduction` for a DARTS genotype, `cell` for NAS-Bench-201."""
+    if isinstance(genotype, genotypes.CellNB201):
+        return [nb201_graph(genotype, title)]
+    return [cell_graph(genotype, cell, title) for cell in CELL_FILES]
+
+
 def draw_cells(genotype, outdir, file_format, view):
-    """`normal` and `reduction` drawings, each with its graph source beside it; returns the paths."""
-    graphs = [cell_graph(genotype, cell) for cell in CELL_FILES]
+    """A drawing per cell type (`normal` and `reduction`, or NAS-Bench-201's `cell`), each with its graph
+    source beside it; returns the paths."""
+    graphs = cell_graphs(genotype)
     # The sources come first, so that they are there to render elsewhere when `dot` is missing here.
     written = [graph.save(f'{graph.name}.gv', directory=outdir) for graph in graphs]
     with graphviz_dot(f'the cells could not be drawn (the graph sources are in {outdir})'):
@@ -96,12 +124,16 @@ def load_history(exp_dir):
     return rows
 
 
-def edge_panels(n_edges):
-    """(node, input, title) per edge, in the supernet's order: node by node, then by input (node i has i + 2)."""
-    panels, node = [], 0
+def edge_panels(n_edges, nb201=False):
+    """(row, column, title) per edge, in the supernet's order: node by node, then by input (a DARTS node i
+    has i + 2 inputs, a NAS-Bench-201 node i + 1 has i + 1)."""
+    panels, row = [], 0
     while len(panels) < n_edges:
-        panels += [(node, source, f'node {node} ← {state_name(source)}') for source in range(node + 2)]
-        node += 1
+        if nb201:
+            panels += [(row, source, f'node {row + 1} ← {source}') for source in range(row + 1)]
+        else:
+            panels += [(row, source, f'node {row} ← {state_name(source)}') for source in range(row + 2)]
+        row += 1
     return panels[:n_edges]
 
 
@@ -141,7 +173,8 @@ def plot_edges(rows, cell, field, labels, path):
     epochs = [row['epoch'] for row in rows]
     weights = [row['arch_weights'][cell][field] for row in rows]  # epochs x edges x candidates
     edge_weights = [row['arch_weights'][cell].get('edges') for row in rows] if field == 'ops' else [None]
-    panels = edge_panels(len(weights[0]))
+    nb201 = genotypes.NB201_KEY in rows[-1]['genotype']
+    panels = edge_panels(len(weights[0]), nb201)
     n_nodes = panels[-1][0] + 1
     colors = matplotlib.colormaps['tab10' if len(labels) <= 10 else 'tab20']
     # Node i's row holds its i + 2 inputs; the space the top row leaves free holds the legend.
@@ -165,7 +198,8 @@ def plot_edges(rows, cell, field, labels, path):
             ax.set_xlabel('epoch', fontsize=8)
     epoch_axis(first, epochs)
     figure.legend(*first.get_legend_handles_labels(), fontsize=8, loc='upper right')
-    figure.suptitle(f'{CELL_FILES[cell]} cell: softmax of the {"op" if field == "ops" else field} weights per edge')
+    name = 'NAS-Bench-201' if nb201 else CELL_FILES[cell]
+    figure.suptitle(f'{name} cell: softmax of the {"op" if field == "ops" else field} weights per edge')
     figure.savefig(path, dpi=100)
     return path
 
@@ -198,18 +232,17 @@ def animate_cells(rows, outdir):
     image_module = require('PIL.Image')
     written = []
     with graphviz_dot('the cells of each epoch could not be drawn for --animate'):
-        for cell in CELL_FILES:
-            frames = []
-            for row in rows:
-                genotype = genotypes.parse_genotype(json.dumps(row['genotype']))
-                png = cell_graph(genotype, cell, title=f'epoch {row["epoch"]}').pipe(format='png')
-                frames.append(image_module.open(io.BytesIO(png)).convert('RGB'))
+        graphs = [cell_graphs(genotypes.parse_genotype(json.dumps(row['genotype'])), title=f'epoch {row["epoch"]}')
+                  for row in rows]
+        for cell in range(len(graphs[0])):
+            frames = [image_module.open(io.BytesIO(epoch[cell].pipe(format='png'))).convert('RGB')
+                      for epoch in graphs]
             # Every cell has its own drawn size, but a GIF has one canvas: pad the frames on white.
             size = (max(frame.width for frame in frames), max(frame.height for frame in frames))
             canvases = [image_module.new('RGB', size, 'white') for _ in frames]
             for canvas, frame in zip(canvases, frames):
                 canvas.paste(frame, (0, 0))
-            path = os.path.join(outdir, f'{CELL_FILES[cell]}.gif')
+            path = os.path.join(outdir, f'{graphs[0][cell].name}.gif')
             canvases[0].save(path, save_all=True, append_images=canvases[1:], duration=800, loop=0)
             written.append(path)
     return written
@@ -219,7 +252,7 @@ def draw_history(rows, outdir, file_format, animate):
     """alphas_{normal,reduce} (and attention_*, second_* when searched), progress, and the GIFs."""
     op_names = rows[-1]['op_names']
     written = []
-    for cell in CELL_FILES:
+    for cell in rows[-1]['arch_weights']:
         for field, prefix, labels in (('ops', 'alphas', op_names), ('second', 'second', op_names),
                                       ('attention', 'attention', genotypes.ATTENTION_PRIMITIVES)):
             if field in rows[-1]['arch_weights'][cell]:

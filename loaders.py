@@ -250,6 +250,15 @@ class FolderLoader(_ShardedLoader):
             yield self._finish(images, labels, self._generator(epoch, step) if self.augment else None)
 
 
+def endless_batches(loader, epoch, start_step):
+    """Batches of epoch `epoch` from step `start_step` on, then of further orders, without end: the
+    architecture half of a search split may be shorter than the weights' half."""
+    cycle, step = divmod(start_step, len(loader))
+    while True:
+        yield from loader.iterate(epoch + 1000 * cycle, step)
+        cycle, step = cycle + 1, 0
+
+
 def make_loader(split, info, batch_size, *, device, train, augmentation=None, seed=0, channels_last=False, workers=4,
                 indices=None, rank=0, world_size=1):
     """The loader a script needs: a training loader shuffles and augments (`augmentation`, an Augmentation),

@@ -142,6 +142,11 @@ class _Supernet(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             return {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
 
+    def described_weights(self):
+        """Softmaxed architecture weights of every cell type, as nested lists (for logs and metrics.jsonl)."""
+        return {cell: {field: value.detach().float().cpu().tolist() for field, value in vars(weights).items()
+                       if torch.is_tensor(value)} for cell, weights in self.arch_weights().items()}
+
     def detached_weights(self):
         """The soft weights on the CPU, for deriving the cell."""
         with torch.no_grad():

@@ -22,6 +22,11 @@ import model_search
 import parallel
 import utils
 
+SEARCH_SPACES = ('darts', 'nas_bench_201')
+# A search space's own defaults, below a method preset's and any flag typed.
+SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5)}
+
+
 def build_parser():
     parser = utils.ArgumentParser(description='Search a cell with differentiable architecture search.')
     presets = sorted(methods.presets())
@@ -31,8 +36,11 @@ def build_parser():
     parser.add_argument('--train_portion', type=float, default=0.5, help='share of the training set that trains w; '
                         'the rest trains the architecture')
     space = parser.add_argument_group('search space')
+    space.add_argument('--search_space', choices=SEARCH_SPACES, default='darts',
+                       help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated")
     space.add_argument('--init_channels', type=utils.bounded(int, 1), default=16, help='initial channels C')
-    space.add_argument('--layers', type=utils.bounded(int, 1), default=8, help='number of cells')
+    space.add_argument('--layers', type=utils.bounded(int, 1), default=8,
+                       help='number of cells (nas_bench_201: N, the cells of each of its three stages, default 5)')
     space.add_argument('--primitives', default='darts', help="'darts', 'alpha_darts' or a comma-separated op list")
     space.add_argument('--partial_channels', type=utils.bounded(int, 1), default=1,
                        help='PC-DARTS: search on 1/K of the channels')
@@ -68,8 +76,8 @@ def build_parser():
 def resolve_arguments(parser, argv):
     """(args, checkpoint or None, notes for the log): command line over (resumed arguments or the method
     preset) over parser defaults, with a preset's warm-up fitted to a short run."""
-    args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search',
-                                                     lambda args: methods.presets().get(args.method, {}))
+    args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search', lambda args: {
+        **methods.presets().get(args.method, {}), **SPACE_DEFAULTS[args.search_space]})
     if not 0 < args.train_portion < 1:
         raise utils.UserError('--train_portion must lie strictly between 0 and 1')
     if args.amp == 'fp16':
@@ -77,14 +85,32 @@ def resolve_arguments(parser, argv):
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
     if checkpoint:
         return args, checkpoint, []
-    typed = 'warmup_epochs' in checkpoints.given_arguments(parser, argv)
+    given = checkpoints.given_arguments(parser, argv)
+    if args.search_space == 'nas_bench_201':
+        check_nb201_flags(args, given)
+    typed = 'warmup_epochs' in given
     warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
                                        parser.get_default('epochs'))
     return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
 
 
+def check_nb201_flags(args, given):
+    """NAS-Bench-201's cell has fixed ops and keeps every edge: flags that shape a DARTS cell cannot apply."""
+    problems = [(args.location != 'no_attention', f'--location {args.location} (Att-DARTS\'s attention search)'),
+                (args.max_skip is not None, '--max_skip'), ('primitives' in given, '--primitives')]
+    for applies, flag in problems:
+        if applies:
+            raise utils.UserError(f'{flag} shapes the DARTS cell and cannot apply to --search_space nas_bench_201, '
+                                  f'whose cell has fixed ops and keeps every edge')
+
+
 def build_model(args, info):
     """The supernet of the flags, with the search methods they switch on."""
+    if args.search_space == 'nas_bench_201':
+        return model_search.NetworkNB201(
+            args.init_channels, args.layers, info.num_classes, nn.CrossEntropyLoss(),
+            partial_channels=args.partial_channels, alpha_attention=args.alpha_attention,
+            in_channels=info.in_channels, image_size=info.image_size, methods=methods.build(vars(args)))
     return model_search.Network(
         args.init_channels, info.num_classes, args.layers, nn.CrossEntropyLoss(), primitives=args.primitives,
         partial_channels=args.partial_channels, max_skip=args.max_skip, location=args.location,
@@ -112,14 +138,6 @@ def build_optimizers(args, model, objective, distributed):
     return w_optimizer, scheduler, architect
 
 
-def alpha_batches(loader, epoch, start_step):
-    """Batches of the architecture half for step `start_step` onwards, wrapping around if it is shorter."""
-    cycle, step = divmod(start_step, len(loader))
-    while True:
-        yield from loader.iterate(epoch + 1000 * cycle, step)
-        cycle, step = cycle + 1, 0
-
-
 def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled,
                 update_architecture, gradient_sync=None):
     """The architecture step on a batch of the architecture half (unless warming up), then the weight step
@@ -132,15 +150,6 @@ def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr
     w_optimizer.zero_grad(set_to_none=True)
     loop.backward_step(loss, w_optimizer, model.weights(), grad_clip, gradient_sync=gradient_sync)
     return loss, logits, alpha_loss
-
-
-def describe_architecture(model):
-    """Softmaxed architecture weights of both cell types, as nested lists (for logs and metrics.jsonl)."""
-    described = {}
-    for cell, weights in model.arch_weights().items():
-        described[cell] = {field: value.detach().float().cpu().tolist() for field, value in vars(weights).items()
-                           if torch.is_tensor(value)}
-    return described
 
 
 def main(argv=None):
@@ -173,7 +182,7 @@ def search(args, checkpoint, notes, device, distributed):
         model.train()
 
     def batches(epoch, start_step):
-        return zip(train_loader.iterate(epoch, start_step), alpha_batches(alpha_loader, epoch, start_step))
+        return zip(train_loader.iterate(epoch, start_step), loaders.endless_batches(alpha_loader, epoch, start_step))
 
     def step(batch):
         loss, logits, alpha_loss = search_step(model, objective, architect, *batch, w_optimizer, epoch_state['lr'],
@@ -188,7 +197,8 @@ def search(args, checkpoint, notes, device, distributed):
         genotype, terms = model.genotype(), objective.summary()
         fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
                   'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
-                  **architecture_fields(model, genotype), **terms}
+                  'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
+                  'arch_weights': model.described_weights(), **terms}
         log_architecture(run.logger, genotype, fields['arch_weights'], terms)
         if distributed.is_main:
             genotypes.save_genotype(genotype, run.path('genotype.json'))
@@ -218,12 +228,6 @@ def log_plan(logger, notes, model, info, args, processes, steps, valid_batches):
                 info.num_classes, ', '.join(type(method).__name__ for method in model.methods) or 'DARTS')
     logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each epoch '
                 'followed by a validation pass of %d batches', args.epochs, steps, args.warmup_epochs, valid_batches)
-
-
-def architecture_fields(model, genotype):
-    """The derived cell, the op names and every softmaxed architecture weight, for metrics.jsonl."""
-    return {'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
-            'arch_weights': describe_architecture(model)}
 
 
 def log_architecture(logger, genotype, arch_weights, terms):
