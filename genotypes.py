@@ -361,14 +361,24 @@ def parse_genotype(source):
                         f'file, Genotype(...) text or a NAS-Bench-201 string |op~0|+|...|')
 
 
-def genotype_from_flags(text=None, path=None, name=None, default='DARTS'):
+def genotype_from_flags(text=None, path=None, name=None, default='DARTS', space='darts'):
     """(genotype, where it came from, for the log) from the scripts' --genotype, --arch_path and --arch, in
-    that order of precedence."""
+    that order of precedence; it must be a cell of --search_space `space`."""
     if text:
-        return parse_genotype(text), 'given as --genotype'
-    if path:
-        return parse_genotype(path), f'read from {path}'
-    return parse_genotype(name or default), name or f'{default} (the default)'
+        genotype, source = parse_genotype(text), 'given as --genotype'
+    elif path:
+        genotype, source = parse_genotype(path), f'read from {path}'
+    elif name or space == 'darts':
+        genotype, source = parse_genotype(name or default), name or f'{default} (the default)'
+    else:
+        raise GenotypeError('--search_space nas_bench_201 needs a NAS-Bench-201 architecture string, such as '
+                            '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|'
+                            'nor_conv_3x3~2|, in --arch, --arch_path or --genotype')
+    if isinstance(genotype, CellNB201) != (space == 'nas_bench_201'):
+        kind = 'a NAS-Bench-201 cell' if isinstance(genotype, CellNB201) else 'a DARTS cell'
+        raise GenotypeError(f'the cell {source} is {kind}; give --search_space '
+                            f'{"nas_bench_201" if isinstance(genotype, CellNB201) else "darts"} with it')
+    return genotype, source
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,8 +81,8 @@ def memory_format(channels_last):
 
 
 def backward_step(loss, optimizer, parameters, grad_clip, scaler=None, gradient_sync=None):
-    """Backward, averaging over ranks where DDP does not (`gradient_sync(parameters)`), clipping and the
-    optimiser step, in the order a gradient scaler needs."""
+    """Backward, averaging over ranks where DDP does not (`gradient_sync(parameters)`), clipping (none when
+    `grad_clip` is 0) and the optimiser step, in the order a gradient scaler needs."""
     parameters = list(parameters)
     if scaler is None:
         loss.backward()
@@ -91,7 +91,8 @@ def backward_step(loss, optimizer, parameters, grad_clip, scaler=None, gradient_
         scaler.unscale_(optimizer)
     if gradient_sync:
         gradient_sync(parameters)
-    nn.utils.clip_grad_norm_(parameters, grad_clip)
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(parameters, grad_clip)
     if scaler is None:
         optimizer.step()
     else:

@@ -23,6 +23,7 @@ import utils
 # Defaults for a bare state_dict, as DARTS's test.py and test_imagenet.py had them.
 CIFAR_SIZES = dict(init_channels=36, layers=20)
 IMAGENET_SIZES = dict(init_channels=48, layers=14)
+NB201_SIZES = dict(init_channels=16, layers=5)
 
 
 def build_parser():
@@ -32,7 +33,9 @@ def build_parser():
                              "the weights DARTS, PC-DARTS and alpha-DARTS released")
     data.add_data_arguments(parser)
     arch = parser.add_argument_group('architecture of a bare state_dict')
-    arch.add_argument('--arch', help='published genotype name (default DARTS)')
+    arch.add_argument('--search_space', choices=('darts', 'nas_bench_201'),
+                      help="the cell's space (default: read from the run folder or the weights, else darts)")
+    arch.add_argument('--arch', help='published genotype name (default DARTS) or NAS-Bench-201 architecture string')
     arch.add_argument('--arch_path', help='genotype.json')
     arch.add_argument('--genotype', '-genotype', help='genotype text')
     arch.add_argument('--init_channels', type=utils.bounded(int, 2), help='initial channels (default 36; ImageNet 48)')
@@ -70,14 +73,19 @@ def describe_model(args, given, source):
             and (key not in data_keys or merged.dataset == 'synthetic')]
     for key in read:
         setattr(merged, key, known[key])
-    sizes = IMAGENET_SIZES if merged.dataset == 'imagenet' else CIFAR_SIZES
+    if merged.search_space is None:
+        merged.search_space = 'nas_bench_201' if shapes['kind'] == 'nb201' else 'darts'
+    sizes = NB201_SIZES if merged.search_space == 'nas_bench_201' else IMAGENET_SIZES if merged.dataset == 'imagenet' \
+        else CIFAR_SIZES
     for key, value in sizes.items():
         if getattr(merged, key) is None:
             setattr(merged, key, value)
-    genotype, genotype_source = genotypes.genotype_from_flags(merged.genotype, merged.arch_path, merged.arch)
+    genotype, genotype_source = genotypes.genotype_from_flags(merged.genotype, merged.arch_path, merged.arch,
+                                                              space=merged.search_space)
     auxiliary = merged.auxiliary or shapes['auxiliary']
     config = dict(C=merged.init_channels, layers=merged.layers, auxiliary=auxiliary)
-    told = f'C {merged.init_channels}, {merged.layers} cells{", auxiliary head" if auxiliary else ""}'
+    cells = f'N = {merged.layers} cells a stage' if merged.search_space == 'nas_bench_201' else f'{merged.layers} cells'
+    told = f'C {merged.init_channels}, {cells}{", auxiliary head" if auxiliary else ""}'
     told += f', with {", ".join("--" + key for key in read)} read from the weights\' shapes' if read else ''
     if not (merged.genotype or merged.arch_path or merged.arch):
         told += '; the cell is DARTS, the default, unless --arch, --arch_path or --genotype gives another'
@@ -104,7 +112,7 @@ def evaluate_weights(args, given, device, distributed):
     data_flags = {**vars(args), **{k: v for k, v in saved_args.items() if k not in given and k in vars(args)}}
     _, test_split, info = data.load_dataset(data.DataConfig.from_flags(argparse.Namespace(**data_flags)))
     config = {**config, 'num_classes': info.num_classes, 'in_channels': info.in_channels,
-              'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size)}
+              'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size, genotype)}
     net = model_lib.build_network(config, genotype)
     checkpoints.load_weights(net, source, origin=args.model_path,
                              hint=f'it was built with {told}; give the flags the weights were trained with')

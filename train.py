@@ -21,6 +21,10 @@ import utils
 # DARTS's train_imagenet.py defaults, used with --dataset imagenet unless a flag says otherwise.
 IMAGENET_DEFAULTS = dict(init_channels=48, layers=14, batch_size=128, learning_rate=0.1, weight_decay=3e-5,
                          label_smooth=0.1, lr_scheduler='step', epochs=250)
+# NAS-Bench-201's training recipe, used with --search_space nas_bench_201 unless a flag says otherwise: C = 16,
+# N = 5, 200 epochs of Nesterov SGD, learning rate 0.1 with cosine decay to 0, weight decay 5e-4, batch 256.
+NB201_DEFAULTS = dict(init_channels=16, layers=5, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
+                      weight_decay=5e-4, nesterov=True, epochs=200, drop_path_prob=0.0, grad_clip=0.0)
 
 
 def build_parser():
@@ -28,12 +32,17 @@ def build_parser():
     data.add_data_arguments(parser)
     loaders.add_augmentation_arguments(parser, cutmix=True)
     arch = parser.add_argument_group('architecture')
-    arch.add_argument('--arch', default='DARTS', help='published genotype name (see genotypes.py)')
+    arch.add_argument('--search_space', choices=('darts', 'nas_bench_201'), default='darts',
+                      help="the cell's space: darts, or nas_bench_201 (an architecture string, the benchmark's "
+                           'network and training recipe)')
+    arch.add_argument('--arch', default=None,
+                      help='published genotype name (see genotypes.py; default DARTS) or NAS-Bench-201 string')
     arch.add_argument('--arch_path', help="genotype.json from a search (ours or Att-DARTS's)")
     arch.add_argument('--genotype', '-genotype', help='genotype text, e.g. the Genotype(...) line a search logs')
     arch.add_argument('--init_channels', type=utils.bounded(int, 2), default=36,
                       help='initial channels C (ImageNet: 48)')
-    arch.add_argument('--layers', type=utils.bounded(int, 1), default=20, help='number of cells (ImageNet: 14)')
+    arch.add_argument('--layers', type=utils.bounded(int, 1), default=20,
+                      help='number of cells (ImageNet: 14; nas_bench_201: N cells per stage, 5)')
     arch.add_argument('--auxiliary', action='store_true', help='use the auxiliary tower')
     arch.add_argument('--auxiliary_weight', type=utils.bounded(float, 0), default=0.4,
                       help='weight of the auxiliary loss')
@@ -51,10 +60,12 @@ def build_parser():
     opt.add_argument('--decay_period', type=utils.bounded(int, 1), default=1,
                      help='step schedule: epochs between decays')
     opt.add_argument('--momentum', type=utils.bounded(float, 0), default=0.9, help='SGD momentum')
+    opt.add_argument('--nesterov', action='store_true', help='Nesterov momentum (nas_bench_201: on)')
     opt.add_argument('--weight_decay', type=utils.bounded(float, 0), default=3e-4, help='weight decay (ImageNet: 3e-5)')
     opt.add_argument('--label_smooth', type=utils.bounded(float, 0, 1), default=0.0,
                      help='label smoothing (ImageNet: 0.1)')
-    opt.add_argument('--grad_clip', type=utils.bounded(float, 0), default=5, help='gradient norm clipping')
+    opt.add_argument('--grad_clip', type=utils.bounded(float, 0), default=5,
+                     help='gradient norm clipping (0: none, as in nas_bench_201\'s recipe)')
     opt.add_argument('--epochs', type=utils.bounded(int, 1), default=600, help='training epochs (ImageNet: 250)')
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='linear learning-rate warm-up, for the large total batches of many processes')
@@ -66,9 +77,11 @@ def build_parser():
 
 
 def resolve_arguments(parser, argv):
-    """Command line over (resumed arguments or DARTS's ImageNet defaults) over parser defaults."""
-    return checkpoints.resolve_arguments(parser, argv, 'train',
-                                   lambda args: IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {})
+    """Command line over (resumed arguments, or DARTS's ImageNet defaults and NAS-Bench-201's recipe) over
+    parser defaults."""
+    return checkpoints.resolve_arguments(parser, argv, 'train', lambda args: {
+        **(IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {}),
+        **(NB201_DEFAULTS if args.search_space == 'nas_bench_201' else {})})
 
 
 def train_step(net, forward, images, targets, criterion, optimizer, amp_autocast, scaler, auxiliary_weight,
@@ -100,7 +113,7 @@ def build_scheduler(optimizer, args):
 
 def build_network(args, info, genotype, device, distributed, channels_last):
     """(network, its forward: under DDP and compiled as the flags say, its config for checkpoints)."""
-    config = dict(kind=model_lib.network_kind(info.name, info.image_size), C=args.init_channels,
+    config = dict(kind=model_lib.network_kind(info.name, info.image_size, genotype), C=args.init_channels,
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
                   in_channels=info.in_channels, image_size=info.image_size)
     utils.seed_everything(args.seed)  # the same initial weights on every rank
@@ -127,7 +140,8 @@ def train(args, checkpoint, device, distributed):
     dtype = loop.amp_dtype(args.amp, device)
     amp_autocast, scaler = loop.autocast_factory(dtype, device), loop.grad_scaler(dtype, device)
     channels_last = loop.use_channels_last(args.channels_last, device)
-    genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch)
+    genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch,
+                                                              space=args.search_space)
     train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args))
     loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                           rank=distributed.rank, world_size=distributed.world_size)
@@ -138,7 +152,7 @@ def train(args, checkpoint, device, distributed):
     run = loop.Run('eval', args.save, args.exp_path, distributed)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = build_scheduler(optimizer, args)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
     start = loop.begin_run(run, run_args, checkpoint, net, {'w': optimizer}, scheduler, scaler)

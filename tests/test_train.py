@@ -81,7 +81,7 @@ def test_imagenet_defaults_apply_unless_given():
     assert (args.init_channels, args.layers, args.batch_size, args.learning_rate) == (48, 12, 128, 0.1)
     assert (args.weight_decay, args.label_smooth, args.lr_scheduler, args.epochs) == (3e-5, 0.1, 'step', 250)
     args, _ = train.resolve_arguments(parser, [])
-    assert (args.init_channels, args.layers, args.epochs, args.arch) == (36, 20, 600, 'DARTS')
+    assert (args.init_channels, args.layers, args.epochs, args.arch) == (36, 20, 600, None)
 
 
 def test_genotype_flags_and_their_errors(in_tmp):
