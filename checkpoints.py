@@ -137,7 +137,8 @@ def given_arguments(parser, argv):
 # What may change when a run resumes: where the data lies, where and how fast the run goes, how often it
 # reports. Everything else (sizes, data, optimiser, schedules, seed) was built into the checkpoint, and
 # --epochs may only grow (a longer run).
-RESUME_OVERRIDES = ('data', 'workers', 'device', 'gpu', 'amp', 'channels_last', 'compile', 'sync_bn', 'report_freq')
+RESUME_OVERRIDES = ('data', 'workers', 'device', 'gpu', 'amp', 'channels_last', 'compile', 'sync_bn', 'report_freq',
+                    'benchmark')
 
 
 def resolve_arguments(parser, argv, kind, presets=lambda args: {}):

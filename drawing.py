@@ -146,6 +146,10 @@ LINE_STYLES = ('-', '--', '-.', ':')
 
 
 SPREAD = 0.3  # epochs over which the points of one epoch are spread
+# NAS-Bench-201's tabulated test accuracies of a search's cells (train_search.py --benchmark).
+BENCHMARK_CURVES = {'benchmark_cifar10_test': 'NAS-Bench-201 CIFAR-10 test',
+                    'benchmark_cifar100_test': 'NAS-Bench-201 CIFAR-100 test',
+                    'benchmark_imagenet16_test': 'NAS-Bench-201 ImageNet16-120 test'}
 
 
 def epoch_axis(ax, epochs):
@@ -205,15 +209,20 @@ def plot_edges(rows, cell, field, labels, path):
 
 
 def plot_progress(rows, path):
-    """Validation accuracy and the normal cell's skip_connect count, the usual sign of skip collapse."""
+    """Validation accuracy and the normal cell's skip_connect count, the usual sign of skip collapse; and,
+    for a NAS-Bench-201 search with --benchmark, the tabulated test accuracies of each epoch's cell."""
     figure_module = require('matplotlib.figure')
     ticker = require('matplotlib.ticker')
     epochs = [row['epoch'] for row in rows]
     figure = figure_module.Figure(figsize=(6, 3.5), layout='constrained')
     accuracy = figure.subplots()
     accuracy.plot(epochs, [row['valid_top1'] for row in rows], 'o-', color='tab:blue', label='validation top-1')
+    for (key, label), marker in zip(BENCHMARK_CURVES.items(), 'v^D'):
+        if any(row.get(key) is not None for row in rows):
+            accuracy.plot(epochs, [row.get(key) if row.get(key) is not None else float('nan') for row in rows],
+                          marker=marker, linestyle=':', fillstyle='none', label=label)
     accuracy.set_xlabel('epoch')
-    accuracy.set_ylabel('validation top-1 (%)', color='tab:blue')
+    accuracy.set_ylabel('accuracy (%)', color='tab:blue')
     skips = accuracy.twinx()
     skips.plot(epochs, [row['skip_connect'] for row in rows], 's--', color='tab:red', fillstyle='none',
                label='skip_connect in the normal cell')

@@ -264,6 +264,16 @@ class Network(_Supernet):
 # ---------------------------------------------------------------------------------------------
 # NAS-Bench-201.
 
+def check_nb201_options(location, max_skip, primitives_given):
+    """NAS-Bench-201's cell has fixed ops and keeps every edge: options that shape a DARTS cell cannot apply."""
+    problems = [(location != 'no_attention', f'--location {location} (Att-DARTS\'s attention search)'),
+                (max_skip is not None, '--max_skip'), (primitives_given, '--primitives')]
+    for applies, flag in problems:
+        if applies:
+            raise UserError(f'{flag} shapes the DARTS cell and cannot apply to --search_space nas_bench_201, '
+                            f'whose cell has fixed ops and keeps every edge')
+
+
 class NB201SearchCell(nn.Module):
     """NAS-Bench-201's cell as a supernet: node i (1..steps) sums a mixed edge from every earlier node; the
     edges in the benchmark's order 1<-0, 2<-0, 2<-1, 3<-0, ...; the last node is the output."""

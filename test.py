@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
+import benchmark
 import data
 import genotypes
 import loaders
@@ -28,9 +29,12 @@ NB201_SIZES = dict(init_channels=16, layers=5)
 
 def build_parser():
     parser = utils.ArgumentParser(description='Evaluate weights on a test set: top-1, top-5, loss, size.')
-    parser.add_argument('--model_path', required=True,
+    parser.add_argument('--model_path',
                         help="our checkpoint.pt (needs nothing else) or a bare state_dict such as weights.pt or "
                              "the weights DARTS, PC-DARTS and alpha-DARTS released")
+    parser.add_argument('--benchmark', metavar='PATH',
+                        help="nas_bench_201: also print the cell's tabulated accuracies, from this NATS-Bench "
+                             "topology folder or file or NAS-Bench-201 .pth file (without --model_path: only them)")
     data.add_data_arguments(parser)
     arch = parser.add_argument_group('architecture of a bare state_dict')
     arch.add_argument('--search_space', choices=('darts', 'nas_bench_201'),
@@ -94,10 +98,33 @@ def describe_model(args, given, source):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.model_path is None and args.benchmark is None:
+        raise utils.UserError('give --model_path (weights to test), or --benchmark with a NAS-Bench-201 cell in '
+                              '--arch to look it up')
     if args.output:
         utils.check_output_folder(args.output, '--output')
+    if args.model_path is None:
+        return look_up(args)
     given = checkpoints.given_arguments(parser, argv)
-    return parallel.run_distributed(functools.partial(evaluate_weights, args, given), args.device, args.gpu)
+    result = parallel.run_distributed(functools.partial(evaluate_weights, args, given), args.device, args.gpu)
+    if args.benchmark:
+        result.update(look_up(args, genotypes.parse_genotype(json.dumps(result['genotype']))))
+    return result
+
+
+def look_up(args, cell=None):
+    """The tabulated accuracies of the cell of the flags (or `cell`), printed and, with --output, written."""
+    if cell is None:
+        cell, _ = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch, space='nas_bench_201')
+    if not isinstance(cell, genotypes.CellNB201):
+        raise utils.UserError('--benchmark looks NAS-Bench-201 cells up; these weights hold a DARTS cell')
+    results = benchmark.Benchmark(args.benchmark).lookup(cell)
+    print(f'{cell}: {benchmark.describe(results)}')
+    results = {'benchmark_cell': str(cell), **(results or {})}
+    if args.output and args.model_path is None:
+        utils.write_json(args.output, results)
+        print(f'wrote {args.output}')
+    return results
 
 
 def evaluate_weights(args, given, device, distributed):

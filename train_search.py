@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 import architect as architect_lib
+import benchmark
 import checkpoints
 import data
 import genotypes
@@ -38,6 +39,9 @@ def build_parser():
     space = parser.add_argument_group('search space')
     space.add_argument('--search_space', choices=SEARCH_SPACES, default='darts',
                        help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated")
+    space.add_argument('--benchmark', metavar='PATH',
+                       help='nas_bench_201: log the tabulated accuracies of the derived cell every epoch, from this '
+                            'NATS-Bench topology folder or file or NAS-Bench-201 .pth file')
     space.add_argument('--init_channels', type=utils.bounded(int, 1), default=16, help='initial channels C')
     space.add_argument('--layers', type=utils.bounded(int, 1), default=8,
                        help='number of cells (nas_bench_201: N, the cells of each of its three stages, default 5)')
@@ -87,21 +91,13 @@ def resolve_arguments(parser, argv):
         return args, checkpoint, []
     given = checkpoints.given_arguments(parser, argv)
     if args.search_space == 'nas_bench_201':
-        check_nb201_flags(args, given)
+        model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given)
+    elif args.benchmark:
+        raise utils.UserError('--benchmark looks cells up in NAS-Bench-201; give --search_space nas_bench_201')
     typed = 'warmup_epochs' in given
     warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
                                        parser.get_default('epochs'))
     return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
-
-
-def check_nb201_flags(args, given):
-    """NAS-Bench-201's cell has fixed ops and keeps every edge: flags that shape a DARTS cell cannot apply."""
-    problems = [(args.location != 'no_attention', f'--location {args.location} (Att-DARTS\'s attention search)'),
-                (args.max_skip is not None, '--max_skip'), ('primitives' in given, '--primitives')]
-    for applies, flag in problems:
-        if applies:
-            raise utils.UserError(f'{flag} shapes the DARTS cell and cannot apply to --search_space nas_bench_201, '
-                                  f'whose cell has fixed ops and keeps every edge')
 
 
 def build_model(args, info):
@@ -174,6 +170,7 @@ def search(args, checkpoint, notes, device, distributed):
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
     start = loop.begin_run(run, run_args, checkpoint, model, optimizers, scheduler, None)
     log_plan(run.logger, notes, model, info, args, distributed.world_size, len(train_loader), len(valid_loader))
+    tables = benchmark.Benchmark(args.benchmark) if args.benchmark else None
     epoch_state = {}
 
     def begin(epoch):
@@ -200,6 +197,10 @@ def search(args, checkpoint, notes, device, distributed):
                   'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
                   'arch_weights': model.described_weights(), **terms}
         log_architecture(run.logger, genotype, fields['arch_weights'], terms)
+        if tables:
+            looked_up = tables.lookup(genotype)
+            fields.update(looked_up or {})
+            run.logger.info('benchmark: %s', benchmark.describe(looked_up))
         if distributed.is_main:
             genotypes.save_genotype(genotype, run.path('genotype.json'))
         return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'
