@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 in their python format: download, checksum, extraction and safe reading.
+"""CIFAR-10, CIFAR-100 and ImageNet16-120 in CIFAR's python format: download, checksum, extraction, safe reading.
 
 Batch files are read by an unpickler that admits only arrays, lists, dicts, strings and numbers, so that a
 doctored file cannot run code. Any number of images per file is read, so small files in the same format
@@ -29,7 +29,7 @@ class CifarFormat:
     title: str
     folder: str
     archive: str
-    url: str
+    url: str  # None: no download (the user puts the folder in place)
     md5: str
     train_files: tuple
     test_files: tuple
@@ -37,6 +37,9 @@ class CifarFormat:
     num_classes: int
     mean: tuple
     std: tuple
+    side: int = 32
+    first_label: int = 0  # ImageNet16's files number their 1,000 classes from 1
+    file_classes: int = None  # classes in the files, of which the first num_classes are kept (None: all)
 
 
 FORMATS = {
@@ -50,6 +53,13 @@ FORMATS = {
         'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz', 'eb9058c3a382ffc7106e4002c42a8d85',
         ('train',), ('test',), 'fine_labels', 100,
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    # NAS-Bench-201's ImageNet16-120: ImageNet at 16x16, its first 120 classes; train on the training batches,
+    # test on the validation data (the benchmark's "ori-test"), with the benchmark's mean and std.
+    'imagenet16-120': CifarFormat(
+        'ImageNet16-120', 'ImageNet16', 'ImageNet16.tar', None, None,
+        tuple(f'train_data_batch_{i}' for i in range(1, 11)), ('val_data',), 'labels', 120,
+        (122.68 / 255, 116.66 / 255, 104.01 / 255), (63.22 / 255, 61.26 / 255, 65.09 / 255),
+        side=16, first_label=1, file_classes=1000),
 }
 
 
@@ -88,10 +98,13 @@ def _cifar_folder(root, cifar):
     if os.path.isdir(folder):
         return folder
     if os.path.isfile(archive):
-        if not check_integrity(archive, cifar.md5):
+        if cifar.md5 and not check_integrity(archive, cifar.md5):
             raise UserError(f'{archive} is damaged or incomplete (wrong md5 checksum); replace it, or put '
                             f'the extracted folder {cifar.folder} into {root}')
         extract_archive(archive, root)
+    elif cifar.url is None:
+        raise UserError(f'{cifar.title} is not in {root}: put its folder {cifar.folder} (or {cifar.archive}) there, '
+                        f'as NAS-Bench-201\'s authors distribute it; it cannot be downloaded automatically')
     else:
         created = not os.path.exists(root)
         try:
@@ -129,15 +142,18 @@ def _read_cifar_batch(path, cifar):
         raise UserError(f'{path} does not hold a dict, so it is not a {cifar.title} batch file')
     batch = {key.decode('latin1') if isinstance(key, bytes) else key: value for key, value in batch.items()}
     data, labels = batch.get('data'), np.asarray(batch.get(cifar.label_key, []))
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise UserError(f'{path} has no uint8 array of shape (N, 3072) under "data"')
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+            or data.shape[1] != 3 * cifar.side ** 2):
+        raise UserError(f'{path} has no uint8 array of shape (N, {3 * cifar.side ** 2}) under "data"')
+    first, count = cifar.first_label, cifar.file_classes or cifar.num_classes
     valid_labels = (labels.shape == (len(data),) and labels.dtype.kind in 'iu'
-                    and np.all((labels >= 0) & (labels < cifar.num_classes)))
+                    and np.all((labels >= first) & (labels < first + count)))
     if not valid_labels:
-        raise UserError(f'{path} needs one label in 0..{cifar.num_classes - 1} per image under '
+        raise UserError(f'{path} needs one label in {first}..{first + count - 1} per image under '
                         f'"{cifar.label_key}"')
-    images = torch.from_numpy(np.ascontiguousarray(data).reshape(-1, 3, 32, 32))
-    return images, torch.from_numpy(labels.astype(np.int64))
+    kept = labels < first + cifar.num_classes
+    images = torch.from_numpy(np.ascontiguousarray(data[kept]).reshape(-1, 3, cifar.side, cifar.side))
+    return images, torch.from_numpy((labels[kept] - first).astype(np.int64))
 
 
 def _read_cifar_split(folder, names, cifar):
@@ -146,8 +162,9 @@ def _read_cifar_split(folder, names, cifar):
 
 
 def read_cifar(name, root):
-    """((train images, labels), (test images, labels), the format) of 'cifar10' or 'cifar100' under root:
-    the extracted folder, else the archive there, else a download. Images are uint8 N x 3 x 32 x 32."""
+    """((train images, labels), (test images, labels), the format) of 'cifar10', 'cifar100' or
+    'imagenet16-120' under root: the extracted folder, else the archive there, else a download (CIFAR).
+    Images are uint8 N x 3 x side x side."""
     cifar = FORMATS[name]
     folder = _cifar_folder(root, cifar)
     train, test = (_read_cifar_split(folder, files, cifar) for files in (cifar.train_files, cifar.test_files))

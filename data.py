@@ -23,8 +23,9 @@ import synthetic
 from utils import UserError, bounded
 
 
-DATASETS = ('cifar10', 'cifar100', 'imagenet', 'folder', 'synthetic')
-DEFAULT_IMAGE_SIZE = {'cifar10': 32, 'cifar100': 32, 'imagenet': 224, 'folder': 32, 'synthetic': 32}
+DATASETS = ('cifar10', 'cifar100', 'imagenet16-120', 'imagenet', 'folder', 'synthetic')
+DEFAULT_IMAGE_SIZE = {'cifar10': 32, 'cifar100': 32, 'imagenet16-120': 16, 'imagenet': 224, 'folder': 32,
+                      'synthetic': 32}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.2)  # DARTS's ImageNet brightness, contrast, saturation, hue
@@ -40,6 +41,7 @@ class DatasetInfo:
     image_size: int  # side of the (square) training input
     mean: tuple  # per channel, in [0, 1] units
     std: tuple
+    crop_padding: int = 4  # of the training crop: DARTS's 4 (ImageNet16-120: 2, as NAS-Bench-201 trains it)
 
 
 @dataclass
@@ -118,8 +120,9 @@ def _check_config(config):
         (name not in DATASETS, f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}'),
         (config.image_size is not None and config.image_size < 8,
          f'--image_size {config.image_size} is too small; use at least 8 pixels'),
-        (name.startswith('cifar') and config.image_size not in (None, 32),
-         'CIFAR images are 32x32; leave out --image_size, which is for imagenet, folder and synthetic'),
+        (name in cifar_format.FORMATS and config.image_size not in (None, DEFAULT_IMAGE_SIZE.get(name)),
+         f'{name} images are {DEFAULT_IMAGE_SIZE.get(name)}x{DEFAULT_IMAGE_SIZE.get(name)}; leave out --image_size, '
+         f'which is for imagenet, folder and synthetic'),
         (channels is not None and not _channels_fit(name, channels),
          (f'--in_channels {channels} does not fit --dataset {name}; folder takes 1, 3 or 4, synthetic any '
           f'positive number, and CIFAR and ImageNet have 3')),
@@ -168,7 +171,8 @@ def _channel_stats(images):
 def _load_cifar(config, root, image_size):
     (train_images, train_labels), (test_images, test_labels), cifar = cifar_format.read_cifar(config.dataset, root)
     return (ImageData(train_images, train_labels), ImageData(test_images, test_labels),
-            DatasetInfo(config.dataset, cifar.num_classes, 3, 32, cifar.mean, cifar.std))
+            DatasetInfo(config.dataset, cifar.num_classes, 3, cifar.side, cifar.mean, cifar.std,
+                        crop_padding=cifar.side // 8))
 
 
 # ----------------------------------------------------------------------------------------- ImageNet
@@ -331,6 +335,6 @@ def _load_synthetic(config, root, image_size):
     return train, test, DatasetInfo('synthetic', config.num_classes, shape[1], image_size, mean, std)
 
 
-_READERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'imagenet': _load_imagenet,
+_READERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'imagenet16-120': _load_cifar, 'imagenet': _load_imagenet,
             'folder': _load_folder, 'synthetic': _load_synthetic}
 

@@ -14,9 +14,6 @@ import torch.nn.functional as F
 from data import ImageData
 from utils import UserError, bounded
 
-CROP_PADDING = 4  # DARTS: RandomCrop(32, padding=4)
-
-
 @dataclass(frozen=True)
 class Augmentation:
     """What a training loader adds to crop and flip: the values of the 'augmentation' flags."""
@@ -187,6 +184,7 @@ class DeviceLoader(_ShardedLoader):
         super().__init__(len(data), info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
                          cutmix_beta, drop_last, seed, rank, world_size, channels_last)
         self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
+        self.crop_padding = info.crop_padding
         self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
 
@@ -200,7 +198,7 @@ class DeviceLoader(_ShardedLoader):
     def _batch(self, index, generator):
         images, labels = self.images[index], self.labels[index]
         if self.augment:
-            images = random_crop_flip(images, CROP_PADDING, generator)
+            images = random_crop_flip(images, self.crop_padding, generator)
         images = images.float().div_(255).sub_(self.mean).div_(self.std)
         return self._finish(images, labels, generator)
 

@@ -61,7 +61,7 @@ def test_arguments_defaults_alias_and_help():
 
 
 def test_bad_arguments_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match='cifar10, cifar100, imagenet, folder, synthetic'):
+    with pytest.raises(UserError, match='cifar10, cifar100, imagenet16-120, imagenet, folder, synthetic'):
         data.load_dataset(dataclasses.replace(parse(), dataset='mnist'))
     with pytest.raises(UserError, match='image_size'):
         data.load_dataset(parse('--dataset', 'synthetic', '--image_size', 4))
@@ -123,6 +123,38 @@ def python2_batch(data_array, labels):
              + string(data_array.tobytes()) + b'tb')
     label_list = b'](' + b''.join(integer(label) for label in labels) + b'e'
     return b'\x80\x02}(' + string(b'data') + array + string(b'labels') + label_list + b'u.'
+
+
+def write_imagenet16(folder):
+    """ImageNet16's batch files, as NAS-Bench-201's authors distribute them: 16x16 images, labels 1..1000 (a
+    few of them above 120) and the mean, pickled with string keys; returns the images and labels of
+    classes 1..120, counted from 0."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(16)
+    kept = {}
+    for name in [f'train_data_batch_{i}' for i in range(1, 11)] + ['val_data']:
+        labels = rng.choice([1, 2, 60, 120, 121, 500, 1000], 9).tolist()
+        batch = {'data': rng.integers(0, 256, (9, 768), dtype=np.uint8), 'labels': labels, 'mean': np.zeros(768)}
+        with open(os.path.join(folder, name), 'wb') as f:
+            pickle.dump(batch, f, protocol=2)
+        mask = np.array(labels) <= 120
+        kept[name] = (torch.from_numpy(batch['data'][mask].reshape(-1, 3, 16, 16)),
+                      torch.tensor(labels)[torch.from_numpy(mask)] - 1)
+    return kept
+
+
+def test_imagenet16_120_keeps_the_first_120_classes_at_16_pixels(tmp_path):
+    kept = write_imagenet16(tmp_path / 'ImageNet16')
+    train, test, info = data.load_dataset(parse('--dataset', 'imagenet16-120', '--data', tmp_path))
+    assert (info.num_classes, info.image_size, info.crop_padding) == (120, 16, 2)
+    assert info.mean == pytest.approx((122.68 / 255, 116.66 / 255, 104.01 / 255))
+    assert torch.equal(test.images, kept['val_data'][0]) and torch.equal(test.labels, kept['val_data'][1])
+    assert torch.equal(train.labels, torch.cat([kept[f'train_data_batch_{i}'][1] for i in range(1, 11)]))
+    assert set(train.labels.tolist()) <= set(range(120)) and train.images.shape[1:] == (3, 16, 16)
+    with pytest.raises(UserError, match='ImageNet16-120 is not in .*: put its folder ImageNet16'):
+        data.load_dataset(parse('--dataset', 'imagenet16-120', '--data', tmp_path / 'elsewhere'))
+    with pytest.raises(UserError, match='imagenet16-120 images are 16x16'):
+        data.load_dataset(parse('--dataset', 'imagenet16-120', '--data', tmp_path, '--image_size', 32))
 
 
 def test_cifar_reads_python2_pickles(tmp_path):
