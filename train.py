@@ -187,12 +187,9 @@ def train(args, checkpoint, device, distributed):
 
     hooks = loop.EpochHooks('train', len(train_loader), begin, train_loader.iterate, step, end, state)
     history = loop.run_epochs(run, hooks, start, args.epochs, args.report_freq, scheduler, device, distributed)
-    final = history[-1] if history else {}
-    if final:
-        run.logger.info('test_acc %.2f test_top5 %.2f', final['test_top1'], final['test_top5'])
     run.logger.info('wrote %s: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, log.txt; '
                     'test it with: python test.py --model_path %s', run.exp_dir, run.path('weights.pt'))
-    return final
+    return history[-1] if history else {}
 
 
 if __name__ == '__main__':

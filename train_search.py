@@ -191,19 +191,7 @@ def search(args, checkpoint, notes, device, distributed):
     def end(epoch, seconds):
         valid = loop.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
                               lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
-        genotype, terms = model.genotype(), objective.summary()
-        fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
-                  'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
-                  'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
-                  'arch_weights': model.described_weights(), **terms}
-        log_architecture(run.logger, genotype, fields['arch_weights'], terms)
-        if tables:
-            looked_up = tables.lookup(genotype)
-            fields.update(looked_up or {})
-            run.logger.info('benchmark: %s', benchmark.describe(looked_up))
-        if distributed.is_main:
-            genotypes.save_genotype(genotype, run.path('genotype.json'))
-        return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'
+        return report_architecture(run, model, objective.summary(), valid, tables)
 
     def state(epoch, step, meters, history):
         samples = step * args.batch_size * distributed.world_size
@@ -231,14 +219,27 @@ def log_plan(logger, notes, model, info, args, processes, steps, valid_batches):
                 'followed by a validation pass of %d batches', args.epochs, steps, args.warmup_epochs, valid_batches)
 
 
-def log_architecture(logger, genotype, arch_weights, terms):
-    """The genotype, the temperature and loss terms, and one line per cell type and kind of weight."""
-    logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+def report_architecture(run, model, terms, valid, tables):
+    """The end of a search epoch: the derived cell saved and logged with the methods' terms, one line per
+    cell type and kind of weight, and its tabulated accuracies; returns (metrics, words of the epoch line)."""
+    genotype, arch_weights = model.genotype(), model.described_weights()
+    fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
+              'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
+              'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
+              'arch_weights': arch_weights, **terms}
+    run.logger.info('genotype = %s', genotypes.genotype_repr(genotype))
     if terms:
-        logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
+        run.logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
     for cell, kinds in arch_weights.items():
         for kind, values in kinds.items():
-            logger.info('%s %s (softmax): %s', cell, kind, utils.summarize_weights(values))
+            run.logger.info('%s %s (softmax): %s', cell, kind, utils.summarize_weights(values))
+    if tables:
+        looked_up = tables.lookup(genotype)
+        fields.update(looked_up or {})
+        run.logger.info('benchmark: %s', benchmark.describe(looked_up))
+    if run.distributed.is_main:
+        genotypes.save_genotype(genotype, run.path('genotype.json'))
+    return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'
 
 
 if __name__ == '__main__':

@@ -341,7 +341,8 @@ def test_a_bad_argument_from_the_shell_has_no_traceback(in_tmp):
 # ----------------------------------------------------------------------------------------- genotype fuzzing
 
 VALID_TEXT = [genotypes.genotype_repr(genotypes.DARTS_V2), genotypes.genotype_repr(genotypes.Att_DARTS),
-              json.dumps(genotypes.genotype_to_dict(genotypes.PC_DARTS_cifar))]
+              json.dumps(genotypes.genotype_to_dict(genotypes.PC_DARTS_cifar)),
+              '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|']
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 10) | st.floats(allow_nan=True) | st.sampled_from(
         ['sep_conv_3x3', 'skip_connect', 'none', 'SE', 'CBAM', 'normal', 'reduce', 'normal_concat', '']),
@@ -395,8 +396,8 @@ def test_fuzz_mutated_valid_genotypes(data, fuzz_folder):
     for _ in range(data.draw(st.integers(1, 4))):
         position = data.draw(st.integers(0, len(text)))
         action = data.draw(st.sampled_from(['insert', 'delete', 'replace']))
-        piece = data.draw(st.sampled_from(list("()[]{},'\":0123456789 -_") + ['None', '**', '__import__', 'lambda',
-                                                                             'range(', '1e9', 'sep_conv_3x3']))
+        piece = data.draw(st.sampled_from(list("()[]{},'\":0123456789 -_|~+") + [
+            'None', '**', '__import__', 'lambda', 'range(', '1e9', 'sep_conv_3x3', 'nor_conv_3x3']))
         cut = position + (0 if action == 'insert' else data.draw(st.integers(1, 12)))
         text = text[:position] + ('' if action == 'delete' else piece) + text[cut:]
     accepts_or_refuses(text)
