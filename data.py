@@ -4,6 +4,7 @@ CIFAR, image folders and the synthetic set are held whole as uint8 tensors (`Ima
 `loaders.DeviceLoader` keeps on the device. ImageNet stays a torchvision ImageFolder with DARTS's
 transforms, decoded by `loaders.FolderLoader`'s workers.
 """
+import json
 import os
 import sys
 import warnings
@@ -150,6 +151,33 @@ def split_indices(n, train_portion):
         raise UserError(f'--train_portion {train_portion} splits {n} images into {split} and {n - split}; '
                         f'both parts need at least one image')
     return torch.arange(split), torch.arange(split, n)
+
+
+def search_split(size, train_portion, split_file=None):
+    """(indices that train the weights, indices that train the architecture): a NAS-Bench-201 split file's
+    train and valid lists, or the first `train_portion` of the data and the rest."""
+    if split_file:
+        return read_split_file(split_file, ('train', 'valid'), size)
+    return split_indices(size, train_portion)
+
+
+def read_split_file(path, keys, size):
+    """The index lists `keys` of a NAS-Bench-201 split file, such as its configs/nas-benchmark/cifar-split.txt
+    ({"train": ["int", ["0", "5", ...]], "valid": [...]}), as tensors; read as JSON, never evaluated."""
+    try:
+        with open(path) as f:
+            content = json.load(f)
+        lists = [torch.tensor([int(index) for index in content[key][1]], dtype=torch.int64) for key in keys]
+    except OSError as error:
+        raise UserError(f'cannot read the split file {path} ({error.strerror})') from None
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise UserError(f'{path} is not a NAS-Bench-201 split file with the index lists {", ".join(keys)}') from None
+    everything = torch.cat(lists)
+    if everything.numel() and (everything.min() < 0 or everything.max() >= size):
+        raise UserError(f'{path} names images outside the {size} of this data set; is it the split of another one?')
+    if everything.unique().numel() != everything.numel():
+        raise UserError(f'{path} names an image twice; its lists must be disjoint')
+    return lists
 
 
 def _channel_stats(images):

@@ -25,7 +25,7 @@ import utils
 
 SEARCH_SPACES = ('darts', 'nas_bench_201')
 # A search space's own defaults, below a method preset's and any flag typed.
-SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5)}
+SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4)}  # the benchmark's DARTS settings
 
 
 def build_parser():
@@ -36,6 +36,9 @@ def build_parser():
     loaders.add_augmentation_arguments(parser, cutmix=False)
     parser.add_argument('--train_portion', type=float, default=0.5, help='share of the training set that trains w; '
                         'the rest trains the architecture')
+    parser.add_argument('--split_file', metavar='PATH',
+                        help="the search split as a NAS-Bench-201 split file (its cifar-split.txt): its train indices "
+                             "train w, its valid indices the architecture (instead of --train_portion)")
     space = parser.add_argument_group('search space')
     space.add_argument('--search_space', choices=SEARCH_SPACES, default='darts',
                        help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated")
@@ -116,7 +119,7 @@ def build_model(args, info):
 
 def build_loaders(args, train_split, info, device, distributed, channels_last):
     """Loaders of the search split: the weights' half, the architecture's half, and that half for validation."""
-    first, rest = data.split_indices(len(train_split), args.train_portion)
+    first, rest = data.search_split(len(train_split), args.train_portion, args.split_file)
     options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                    rank=distributed.rank, world_size=distributed.world_size,
                    augmentation=loaders.Augmentation.from_flags(args))

@@ -12,11 +12,16 @@ import genotypes
 import model
 import utils
 
-# The evaluation networks of the DARTS papers: (network, C, cells, classes, input size).
+# The evaluation networks of the papers: (network, C, cells, classes, input size); NAS-Bench-201's at its sizes.
 PAPER_SIZES = {
     'cifar10': (model.NetworkCIFAR, 36, 20, 10, 32),
     'cifar100': (model.NetworkCIFAR, 36, 20, 100, 32),
     'imagenet': (model.NetworkImageNet, 48, 14, 1000, 224),
+}
+NB201_SIZES = {
+    'cifar10': (16, 5, 10, 32),
+    'cifar100': (16, 5, 100, 32),
+    'imagenet16-120': (16, 5, 120, 16),
 }
 
 
@@ -38,8 +43,10 @@ def build_parser():
     parser.add_argument('--animate', action='store_true',
                         help='with --history: also write normal.gif and reduction.gif, the derived cell of every epoch')
     parser.add_argument('--dataset', action='append',
-                        help='with --summary: cifar10, cifar100 or imagenet; repeatable or comma-separated '
-                             '(default: cifar10,imagenet)')
+                        help='with --summary: cifar10, cifar100 or imagenet (nas_bench_201: imagenet16-120); '
+                             'repeatable or comma-separated (default: all but cifar100)')
+    parser.add_argument('--search_space', choices=('darts', 'nas_bench_201'),
+                        help="the genotype's space, checked when given (default: the genotype's own)")
     return parser
 
 
@@ -51,23 +58,29 @@ def make_outdir(path):
     return path
 
 
-def parse_datasets(values):
-    datasets = [name.strip() for value in values or ['cifar10,imagenet'] for name in value.split(',') if name.strip()]
-    unknown = [name for name in datasets if name not in PAPER_SIZES]
+def parse_datasets(values, sizes):
+    default = ','.join(name for name in sizes if name != 'cifar100')
+    datasets = [name.strip() for value in values or [default] for name in value.split(',') if name.strip()]
+    unknown = [name for name in datasets if name not in sizes]
     if unknown or not datasets:
         raise utils.UserError(f'unknown --dataset {unknown[0] if unknown else ""!r} for --summary; use '
-                              f'{", ".join(PAPER_SIZES)}')
+                              f'{", ".join(sizes)}')
     return list(dict.fromkeys(datasets))
 
 
 def summarize(genotype, datasets):
-    """Parameters (auxiliary head excluded) and FLOPs of the evaluation network at each paper's size."""
-    row = '{:<9} {:>3} {:>5} {:>7} {:>5} {:>10} {:>9} {:>13}'
+    """Parameters (auxiliary head excluded) and FLOPs of the evaluation network at each paper's size (for a
+    NAS-Bench-201 cell, the benchmark's: C = 16, N = 5 cells a stage)."""
+    row = '{:<14} {:>3} {:>5} {:>7} {:>5} {:>10} {:>9} {:>13}'
     print(row.format('dataset', 'C', 'cells', 'classes', 'input', 'params (M)', 'FLOPs (G)', 'mult-adds (M)'))
     results = {}
     for dataset in datasets:
-        network, C, layers, num_classes, size = PAPER_SIZES[dataset]
-        net = network(C, num_classes, layers, False, genotype)
+        if isinstance(genotype, genotypes.CellNB201):
+            C, layers, num_classes, size = NB201_SIZES[dataset]
+            net = model.NetworkNB201(C, layers, genotype, num_classes)
+        else:
+            network, C, layers, num_classes, size = PAPER_SIZES[dataset]
+            net = network(C, num_classes, layers, False, genotype)
         flops = utils.count_flops(net, (1, 3, size, size))
         params = utils.count_parameters_in_millions(net)
         results[dataset] = {'C': C, 'layers': layers, 'num_classes': num_classes, 'image_size': size,
@@ -77,9 +90,12 @@ def summarize(genotype, datasets):
     return results
 
 
-def load_genotype(source):
-    # A search folder stands for the genotype.json it holds.
-    return genotypes.parse_genotype(os.path.join(source, 'genotype.json') if os.path.isdir(source) else source)
+def load_genotype(source, search_space=None):
+    """The genotype of any accepted form, or of a search folder's genotype.json; of `search_space` if given."""
+    genotype = genotypes.parse_genotype(os.path.join(source, 'genotype.json') if os.path.isdir(source) else source)
+    if search_space is not None and isinstance(genotype, genotypes.CellNB201) != (search_space == 'nas_bench_201'):
+        raise utils.UserError(f'{source[:60]} is not a cell of --search_space {search_space}')
+    return genotype
 
 
 def main(argv=None):
@@ -91,12 +107,14 @@ def main(argv=None):
     if args.view and args.genotype is None:
         raise utils.UserError('--view opens drawn cells; give a genotype to draw')
     if args.summary is not None:
-        return summarize(load_genotype(args.summary), parse_datasets(args.dataset))
+        genotype = load_genotype(args.summary, args.search_space)
+        sizes = NB201_SIZES if isinstance(genotype, genotypes.CellNB201) else PAPER_SIZES
+        return summarize(genotype, parse_datasets(args.dataset, sizes))
     if args.history is not None:
         rows = drawing.load_history(args.history)
         outdir = make_outdir(args.outdir or args.history)
         return report(drawing.draw_history(rows, outdir, args.format or 'png', args.animate))
-    genotype = load_genotype(args.genotype)
+    genotype = load_genotype(args.genotype, args.search_space)
     return report(drawing.draw_cells(genotype, make_outdir(args.outdir or '.'), args.format or 'pdf', args.view))
 
 

@@ -241,3 +241,28 @@ def test_a_search_with_the_benchmark_logs_each_epochs_tabulated_accuracy(in_tmp,
     assert {'NAS-Bench-201 CIFAR-10 test', 'NAS-Bench-201 CIFAR-100 test', 'validation top-1'} <= set(labels)
     with pytest.raises(utils.UserError, match='--benchmark looks cells up in NAS-Bench-201; give --search_space'):
         train_search.main(TINY[2:] + ['--benchmark', nats])
+
+
+def test_visualize_summarizes_a_cell_at_the_benchmarks_sizes(capsys):
+    sizes = visualize.main(['--summary', RESNET_LIKE, '--search_space', 'nas_bench_201', '--dataset',
+                            'cifar10,cifar100,imagenet16-120'])
+    for dataset, classes in (('cifar10', 10), ('cifar100', 100), ('imagenet16-120', 120)):
+        theirs = TinyNetwork(16, 5, Structure.str2structure(RESNET_LIKE), classes)
+        assert sizes[dataset]['params_M'] == sum(p.numel() for p in theirs.parameters()) / 1e6
+    assert sizes['imagenet16-120']['image_size'] == 16
+    with pytest.raises(utils.UserError, match='is not a cell of --search_space darts'):
+        visualize.main(['--summary', RESNET_LIKE, '--search_space', 'darts'])
+
+
+def test_the_search_split_can_be_the_benchmarks_split_file(tmp_path):
+    path = tmp_path / 'cifar-split.txt'
+    path.write_text(json.dumps({'train': ['int', ['3', '0', '7']], 'valid': ['int', ['1', '5']]}))
+    first, rest = train_search.data.search_split(8, 0.5, str(path))
+    assert first.tolist() == [3, 0, 7] and rest.tolist() == [1, 5]
+    assert [t.tolist() for t in train_search.data.search_split(4, 0.5)] == [[0, 1], [2, 3]]
+    for content, message in (({'train': ['int', ['9']], 'valid': ['int', []]}, 'outside the 8'),
+                             ({'train': ['int', ['1']], 'valid': ['int', ['1']]}, 'names an image twice'),
+                             ({'train': ['int', ['1']]}, 'not a NAS-Bench-201 split file')):
+        path.write_text(json.dumps(content))
+        with pytest.raises(utils.UserError, match=message):
+            train_search.data.search_split(8, 0.5, str(path))
