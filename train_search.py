@@ -21,6 +21,7 @@ import loop
 import methods
 import model_search
 import parallel
+import successors  # noqa: F401  (registers the successor methods with methods.py)
 import utils
 
 SEARCH_SPACES = ('darts', 'nas_bench_201')
