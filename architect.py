@@ -76,7 +76,7 @@ class SearchObjective:
         """What the methods log and the epoch's mean of each loss term (one device sync, at epoch end)."""
         row = {}
         for method in self.model.methods:
-            row.update(method.logged())
+            row.update(method.logged(self.model))
         for name, values in self.terms.items():
             row[name] = torch.stack(values).mean().item()
         return row

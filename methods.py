@@ -44,7 +44,7 @@ class Method:
       edge_strength(strength, cell, net)   how strongly each edge competes for its node's two inputs
                                            (DARTS: its best non-`none` op weight times its edge weight)
     Logging:
-      logged()                          values for the log and metrics.jsonl, every epoch
+      logged(net)                       values for the log and metrics.jsonl, every epoch
 
     `add_arguments(parser)` adds the method's flags, and the constructor takes their values by name (it may
     also read other flags of train_search.py, such as partial_channels). `presets` maps a --method name to
@@ -89,11 +89,13 @@ class Method:
     def edge_strength(self, strength, cell, net):
         return strength
 
-    def logged(self):
+    def logged(self, net):
         return {}
 
 
+# Hooks whose results do not compose: two methods that both define one cannot search together.
 EXCLUSIVE_HOOKS = {'op_weights': 'define the op weights', 'edge_weights': 'define the edge weights',
+                   'transform': 'replace the weights a phase mixes with',
                    'edge_strength': 'choose the edges of the derived cell'}
 
 
@@ -277,7 +279,7 @@ class DiscretizationAware(Method):
             total = total + discretization.dal_loss(weights.ops, net.hard_ops(weights), net.node_slices())
         return {'dal': self.dal_factor * total}
 
-    def logged(self):
+    def logged(self, net):
         return {'temperature': self.temperature}
 
 

@@ -173,6 +173,7 @@ DARTS_PRIMITIVES = ['none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
 NB201_PRIMITIVES = ['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']  # the benchmark's order
 SEARCH_SPACES = {
     'darts': DARTS_PRIMITIVES,
+    'darts_without_none': DARTS_PRIMITIVES[1:],  # FairDARTS's, DrNAS's and DARTS-PT's space
     'alpha_darts': DARTS_PRIMITIVES + ['max_pool_5x5', 'avg_pool_5x5'],
     'nas_bench_201': NB201_PRIMITIVES,
 }

@@ -1,11 +1,15 @@
-"""The DARTS successors as search methods on the engine's extension points: β-DARTS and SDARTS so far.
+"""The DARTS successors as search methods on the engine's extension points: β-DARTS, DARTS-, FairDARTS,
+SDARTS, GDAS and DrNAS.
 
 Each is one class registered in methods.py's registry, with its flags and its paper's presets; importing
 this module (train_search.py does) adds them to --method.
 """
 import torch
+import torch.nn.functional as F
 
+import model_search
 from methods import Method, register
+from utils import UserError
 
 
 @register
@@ -39,8 +43,101 @@ class BetaDecay(Method):
         smoothmax = sum(torch.logsumexp(getattr(net, f'alphas_{cell}'), dim=-1).mean() for cell in net.cell_types)
         return {'beta_decay': self.current * smoothmax}
 
-    def logged(self):
+    def logged(self, net):
         return {'beta_decay_weight': self.current}
+
+
+@register
+class AuxiliarySkip(Method):
+    """DARTS- (Chu et al., ICLR 2021): every edge gets an auxiliary skip connection, beta * x, besides its
+    mixture, with beta decaying linearly from --auxiliary_skip to 0 over the search:
+    beta = auxiliary_skip * (epochs - epoch) / epochs, set at each epoch's start as DARTS-'s code does. The
+    skip then no longer needs a large op weight to pass the gradient, which removes the unfair advantage
+    that makes skip connections collapse a DARTS cell; it takes no part in the derived cell.
+    Here the auxiliary skip joins the weight of the edge's skip_connect candidate, which is exact on
+    stride-1 edges (skip_connect is the identity); on the stride-2 edges of a reduction cell it shares the
+    candidate's FactorizedReduce, where DARTS- gives the auxiliary skip a FactorizedReduce of its own."""
+    presets = {'darts_minus': dict(auxiliary_skip=1.0)}
+    switch = '--auxiliary_skip'
+
+    def __init__(self, auxiliary_skip=0.0):
+        self.initial, self.beta = auxiliary_skip, auxiliary_skip
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('auxiliary skip connection (DARTS-)')
+        group.add_argument('--auxiliary_skip', type=float, default=0.0,
+                           help='initial coefficient of an auxiliary skip on every edge, decayed linearly to 0 '
+                                '(DARTS-: 1; 0: off)')
+
+    def active(self):
+        return self.initial > 0
+
+    def set_epoch(self, epoch, epochs):
+        self.beta = self.initial * (epochs - epoch) / epochs
+
+    def transform(self, weights, phase, net):
+        if 'skip_connect' not in net.op_names:
+            raise UserError('--auxiliary_skip (DARTS-) adds to the skip_connect candidate; keep skip_connect in '
+                            '--primitives')
+        skip = torch.zeros(len(net.op_names))
+        skip[net.op_names.index('skip_connect')] = self.beta
+        return {cell: w.replace(ops=w.ops + skip.to(w.ops.device)) for cell, w in weights.items()}
+
+    def logged(self, net):
+        return {'auxiliary_skip': self.beta}
+
+
+@register
+class FairDARTS(Method):
+    """FairDARTS (Chu et al., ECCV 2020): each op weight is sigmoid(alpha), so ops no longer compete within
+    an edge for a share of one softmax (the competition that hands skip connections their unfair
+    advantage), and the zero-one loss, -mean over all op weights of (sigmoid(alpha) - 0.5)^2, times
+    --zero_one_weight (10), joins the architecture loss to push every weight toward 0 or 1.
+    FairDARTS derives its cell by threshold: per node the two edges of strongest weight, and on each its
+    best op if that weight reaches 0.85, so a node may keep fewer than two inputs. The DARTS cell that
+    train.py builds, and every released genotype, has exactly two inputs per node, so here the derived
+    cell keeps both and `fair_below_threshold` logs how many of its ops fall below --fair_threshold."""
+    presets = {'fair_darts': dict(sigmoid_weights=True, primitives='darts_without_none', batch_size=128,
+                                  learning_rate=0.005, arch_learning_rate=3e-3)}
+    switch = '--sigmoid_weights'
+
+    def __init__(self, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85):
+        self.on, self.weight, self.threshold = sigmoid_weights, zero_one_weight, fair_threshold
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('sigmoid op weights and the zero-one loss (FairDARTS)')
+        group.add_argument('--sigmoid_weights', action='store_true',
+                           help='each op weight is sigmoid(alpha), independent of the edge\'s other ops')
+        group.add_argument('--zero_one_weight', type=float, default=10.0,
+                           help='weight of the zero-one loss with --sigmoid_weights (0: none)')
+        group.add_argument('--fair_threshold', type=float, default=0.85,
+                           help='op weight below which FairDARTS would drop a derived op (logged)')
+
+    def active(self):
+        return self.on
+
+    def op_weights(self, alphas):
+        return torch.sigmoid(alphas)
+
+    def regularisers(self, phase, net):
+        if phase != 'alpha' or not self.weight:
+            return {}
+        weights = torch.cat([w.ops.flatten() for w in net.arch_weights().values()])
+        return {'zero_one': -self.weight * (weights - 0.5).pow(2).mean()}
+
+    def logged(self, net):
+        below = 0
+        for w in net.detached_weights().values():
+            if net.chooses_edges:
+                strength = model_search.edge_strength(w, net.op_names)
+                derived = model_search.derive_cell(w, net.op_names, net.steps, strength)
+                chosen = torch.stack([w.ops[edge, net.op_names.index(entry[0])] for entry, edge in derived])
+            else:
+                chosen = w.ops.max(dim=-1).values
+            below += int((chosen < self.threshold).sum())
+        return {'fair_below_threshold': below}
 
 
 def clip_rows(ops):
@@ -114,5 +211,110 @@ class SmoothDARTS(Method):
         net.train(was_training)
         return attacked if raised else weights
 
-    def logged(self):
+    def logged(self, net):
         return {'sdarts_epsilon': self.epsilon}
+
+
+def gumbel_hard(ops, tau):
+    """GDAS's sample of one op per edge: (weights, indices). The forward weights are exactly one-hot on an op
+    drawn with probability `ops` (Gumbel-max); their gradient is that of the Gumbel-softmax at temperature
+    `tau` (straight-through). A draw with an infinite Gumbel noise is drawn again, as GDAS does."""
+    log_ops = ops.clamp_min(torch.finfo(ops.dtype).tiny).log()
+    while True:
+        gumbels = -torch.empty_like(ops).exponential_().log()
+        soft = F.softmax((log_ops + gumbels) / tau, dim=-1)
+        if torch.isfinite(gumbels).all() and torch.isfinite(soft).all():
+            break
+    indices = soft.argmax(dim=-1)
+    hard = F.one_hot(indices, ops.size(-1)).to(soft.dtype)
+    return hard - soft.detach() + soft, indices
+
+
+@register
+class GDAS(Method):
+    """GDAS (Dong and Yang, CVPR 2019): every forward pass samples one op per edge from the op weights with
+    hard Gumbel-softmax, and computes only that op, so a search step costs about one op per edge; the
+    gradient reaches every op parameter through the soft sample. The temperature falls linearly from
+    --tau_max (10) to --tau_min (0.1) over the search; the derived cell is DARTS's, from the op weights."""
+    presets = {'gdas': dict(gdas=True, epochs=250, batch_size=256, weight_decay=5e-4)}
+    switch = '--gdas'
+
+    def __init__(self, gdas=False, tau_max=10.0, tau_min=0.1):
+        self.on, self.tau_max, self.tau_min, self.tau = gdas, tau_max, tau_min, tau_max
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('hard Gumbel-softmax sampling (GDAS)')
+        group.add_argument('--gdas', action='store_true', help='sample and compute one op per edge in every pass')
+        group.add_argument('--tau_max', type=float, default=10.0, help='Gumbel-softmax temperature of the first epoch')
+        group.add_argument('--tau_min', type=float, default=0.1, help='Gumbel-softmax temperature of the last epoch')
+
+    def active(self):
+        return self.on
+
+    def set_epoch(self, epoch, epochs):
+        self.tau = self.tau_max - (self.tau_max - self.tau_min) * epoch / max(epochs - 1, 1)
+
+    def transform(self, weights, phase, net):
+        sampled = {}
+        for cell, w in weights.items():
+            ops, indices = gumbel_hard(w.ops, self.tau)
+            sampled[cell] = w.replace(ops=ops, active=[[index] for index in indices.tolist()])
+        return sampled
+
+    def logged(self, net):
+        return {'tau': self.tau}
+
+
+def dirichlet_concentration(alphas):
+    """DrNAS's concentration of each edge's Dirichlet: elu(alpha) + 1, positive."""
+    return F.elu(alphas) + 1
+
+
+@register
+class DirichletSampling(Method):
+    """DrNAS (Chen et al., ICLR 2021): every forward pass samples each edge's op weights from a Dirichlet
+    distribution with concentration elu(alpha) + 1, by the reparameterisation trick, so the architecture
+    learns a distribution and the weights meet many mixtures. Its default regulariser is the architecture's
+    L2 weight decay (--arch_weight_decay 1e-3); --dirichlet_kl adds the other one, KL(Dir(c) || Dir(1)) summed
+    over edges. The derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. DrNAS's
+    progressive schedule (fewer ops and more channels after half the search) is not built yet."""
+    presets = {'drnas': dict(dirichlet=True, primitives='darts_without_none', partial_channels=6, edge_norm=False,
+                             init_channels=36, layers=20, learning_rate=0.1, learning_rate_min=0.0,
+                             arch_learning_rate=6e-4, warmup_epochs=10)}
+    switch = '--dirichlet'
+
+    def __init__(self, dirichlet=False, dirichlet_kl=0.0):
+        self.on, self.kl_weight = dirichlet, dirichlet_kl
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('Dirichlet architecture distribution (DrNAS)')
+        group.add_argument('--dirichlet', action='store_true',
+                           help='sample the op weights of every pass from Dirichlet(elu(alpha) + 1)')
+        group.add_argument('--dirichlet_kl', type=float, default=0.0,
+                           help='weight of KL(Dirichlet || Dirichlet(1)) in the architecture loss (0: none)')
+
+    def active(self):
+        return self.on
+
+    def transform(self, weights, phase, net):
+        return {cell: w.replace(ops=torch.distributions.Dirichlet(
+                    dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())).rsample())
+                for cell, w in weights.items()}
+
+    def regularisers(self, phase, net):
+        if phase != 'alpha' or not self.kl_weight:
+            return {}
+        total = 0
+        for cell in net.cell_types:
+            concentration = dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
+            prior = torch.distributions.Dirichlet(torch.ones_like(concentration))
+            total = total + torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration), prior).sum()
+        return {'dirichlet_kl': self.kl_weight * total}
+
+    def logged(self, net):
+        with torch.no_grad():
+            concentrations = [dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
+                              for cell in net.cell_types]
+        return {'dirichlet_concentration': torch.cat([c.sum(dim=-1) for c in concentrations]).mean().item()}

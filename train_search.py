@@ -49,7 +49,7 @@ def build_parser():
     space.add_argument('--init_channels', type=utils.bounded(int, 1), default=16, help='initial channels C')
     space.add_argument('--layers', type=utils.bounded(int, 1), default=8,
                        help='number of cells (nas_bench_201: N, the cells of each of its three stages, default 5)')
-    space.add_argument('--primitives', default='darts', help="'darts', 'alpha_darts' or a comma-separated op list")
+    space.add_argument('--primitives', default='darts', help='darts, darts_without_none, alpha_darts or op1,op2,...')
     space.add_argument('--partial_channels', type=utils.bounded(int, 1), default=1,
                        help='PC-DARTS: search on 1/K of the channels')
     space.add_argument('--max_skip', type=utils.bounded(int, 0),

@@ -6,6 +6,8 @@ from conftest import load_script, metrics, supernet
 
 import methods
 import successors
+from architect import SearchObjective
+from utils import UserError
 
 train_search = load_script('train_search')
 
@@ -27,7 +29,7 @@ def test_beta_decay_is_the_mean_logsumexp_of_the_op_parameters_with_a_linear_wei
     beta.set_epoch(10, 50)
     expected = 50.0 * 10 / 100 * (torch.log(torch.exp(net.alphas_normal).sum(-1)).mean() + torch.log(torch.tensor(8.0)))
     assert torch.allclose(beta.regularisers('alpha', net)['beta_decay'], expected)
-    assert beta.regularisers('weights', net) == {} and beta.logged() == {'beta_decay_weight': 5.0}
+    assert beta.regularisers('weights', net) == {} and beta.logged(net) == {'beta_decay_weight': 5.0}
     beta.set_epoch(0, 50)
     assert beta.regularisers('alpha', net)['beta_decay'].item() == 0.0
 
@@ -66,7 +68,7 @@ def test_sdarts_epsilon_grows_linearly_from_0_03():
     sdarts.set_epoch(0, 50)
     assert sdarts.epsilon == pytest.approx(0.03)
     sdarts.set_epoch(25, 50)
-    assert sdarts.epsilon == pytest.approx(0.165) and sdarts.logged() == {'sdarts_epsilon': pytest.approx(0.165)}
+    assert sdarts.epsilon == pytest.approx(0.165) and sdarts.logged(None) == {'sdarts_epsilon': pytest.approx(0.165)}
 
 
 @pytest.mark.parametrize('kind', ['rs', 'adv'])
@@ -103,19 +105,145 @@ def test_sdarts_adversarial_raises_the_loss_more_than_random_noise():
     assert attacked_loss > clean_loss and attacked_loss > random_loss
 
 
+def test_darts_minus_adds_a_linearly_decaying_skip_to_every_edge():
+    net = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0)
+    auxiliary = only(net, successors.AuxiliarySkip)
+    skip = net.op_names.index('skip_connect')
+    genotype = net.genotype()
+    for epoch, beta in ((0, 1.0), (25, 0.5), (49, 0.02)):
+        auxiliary.set_epoch(epoch, 50)
+        clean = net.arch_weights()
+        for phase in ('alpha', 'weights', 'eval'):
+            added = auxiliary.transform(clean, phase, net)['normal'].ops - clean['normal'].ops
+            assert torch.allclose(added[:, skip], torch.full((14,), beta)) and added[:, :skip].abs().max() == 0
+    assert auxiliary.logged(net) == {'auxiliary_skip': pytest.approx(0.02)}
+    assert net.genotype() == genotype, 'the auxiliary skip takes no part in the derived cell'
+
+
+def test_darts_minus_needs_skip_connect_among_the_ops():
+    net = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0, primitives='sep_conv_3x3,max_pool_3x3')
+    with pytest.raises(UserError, match='keep skip_connect in --primitives'):
+        SearchObjective(net).loss(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), 'weights')
+
+
+def test_fair_darts_weighs_each_op_by_its_own_sigmoid_with_the_zero_one_loss():
+    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
+    fair = only(net, successors.FairDARTS)
+    with torch.no_grad():
+        net.alphas_normal.copy_(torch.linspace(-3, 3, 14 * 7).view(14, 7))
+        net.alphas_reduce.zero_()
+    weights = net.arch_weights()
+    assert torch.equal(weights['normal'].ops, torch.sigmoid(net.alphas_normal))
+    assert torch.equal(weights['reduce'].ops, torch.full((14, 7), 0.5)), 'sigmoid(0): no competition between ops'
+    squared = (torch.sigmoid(net.alphas_normal) - 0.5).pow(2).sum() / (2 * 14 * 7)
+    assert torch.allclose(fair.regularisers('alpha', net)['zero_one'], -10 * squared)
+    assert fair.regularisers('weights', net) == {}
+
+
+def test_fair_darts_derives_the_strongest_sigmoid_weights_and_counts_those_below_the_threshold():
+    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
+    fair = only(net, successors.FairDARTS)
+    with torch.no_grad():
+        net.alphas_normal.fill_(-5.0)
+        net.alphas_reduce.fill_(-5.0)
+        for edge, op, alpha in ((0, 3, 4.0), (1, 6, 1.0), (2, 2, 3.0), (3, 0, 0.5), (4, 4, 2.0)):
+            net.alphas_normal[edge, op] = alpha  # nodes 0 and 1; sigmoid 0.98, 0.73, 0.95, 0.62, 0.88
+    genotype = net.genotype()
+    assert genotype.normal[:4] == [('sep_conv_3x3', 0), ('dil_conv_5x5', 1), ('skip_connect', 0),
+                                   ('sep_conv_5x5', 2)]
+    below = 1 + 4 + 8  # node 0's dil_conv_5x5 (0.73), the four ops of nodes 2 and 3, the whole reduction cell
+    assert fair.logged(net) == {'fair_below_threshold': below}
+
+
+def test_fair_darts_cannot_share_the_op_weights_with_da2s():
+    with pytest.raises(UserError, match='--da2s and --sigmoid_weights both define the op weights; use one of them'):
+        methods.build({'sigmoid_weights': True, 'da2s': True})
+
+
+def test_gumbel_sample_is_one_hot_with_the_soft_gradient_and_the_right_frequencies():
+    alphas = torch.tensor([[1.0, 0.0, -1.0, 2.0]], requires_grad=True)
+    probabilities = torch.softmax(alphas, dim=-1)
+    torch.manual_seed(0)
+    hard, index = successors.gumbel_hard(probabilities, tau=2.0)
+    assert torch.equal(hard.detach(), torch.nn.functional.one_hot(index, 4).float())
+    values = torch.tensor([[0.3, -1.0, 2.0, 0.5]])
+    gradient, = torch.autograd.grad((hard * values).sum(), alphas, retain_graph=True)
+    torch.manual_seed(0)
+    log_ops = probabilities.log()
+    gumbels = -torch.empty_like(probabilities).exponential_().log()
+    soft = torch.softmax((log_ops + gumbels) / 2.0, dim=-1)
+    expected, = torch.autograd.grad((soft * values).sum(), alphas)
+    assert torch.allclose(gradient, expected), 'straight-through: the gradient of the Gumbel-softmax'
+    many = probabilities.detach().expand(20000, 4)
+    _, indices = successors.gumbel_hard(many, tau=0.5)
+    frequencies = torch.bincount(indices, minlength=4) / 20000
+    assert torch.allclose(frequencies, probabilities.detach()[0], atol=0.015)
+
+
+def test_gdas_computes_only_the_sampled_op_and_anneals_its_temperature():
+    torch.manual_seed(0)
+    net = supernet(4, 3, 3, image_size=8, gdas=True)
+    gdas = only(net, successors.GDAS)
+    gdas.set_epoch(0, 250)
+    assert gdas.tau == 10.0
+    gdas.set_epoch(249, 250)
+    assert gdas.tau == pytest.approx(0.1)
+    sampled = gdas.transform(net.arch_weights(), 'alpha', net)
+    for w in sampled.values():
+        assert [len(ops) for ops in w.active] == [1] * 14
+        assert torch.equal(w.ops.detach().argmax(-1), torch.tensor([ops[0] for ops in w.active]))
+    net.eval()
+    x = torch.randn(2, 3, 8, 8)
+    every_op = {cell: w.replace(active=None) for cell, w in sampled.items()}
+    assert torch.allclose(net(x, sampled), net(x, every_op), atol=1e-6), 'the other ops weigh exactly 0'
+
+
+def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
+    torch.manual_seed(0)
+    net = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=0.5)
+    drnas = only(net, successors.DirichletSampling)
+    with torch.no_grad():
+        net.alphas_normal.copy_(torch.linspace(-2, 3, 14 * 8).view(14, 8))
+    concentration = torch.nn.functional.elu(net.alphas_normal.detach()) + 1
+    samples = torch.stack([drnas.transform(net.arch_weights(), 'eval', net)['normal'].ops for _ in range(4000)])
+    assert (samples > 0).all() and torch.allclose(samples.sum(-1), torch.ones(4000, 14))
+    assert torch.allclose(samples.mean(0), concentration / concentration.sum(-1, keepdim=True), atol=0.01)
+    loss = (drnas.transform(net.arch_weights(), 'alpha', net)['normal'].ops[:, 0]).sum()
+    assert torch.autograd.grad(loss, net.alphas_normal)[0].abs().sum() > 0, 'reparameterised: alpha learns'
+    kl = drnas.regularisers('alpha', net)['dirichlet_kl']
+    with torch.no_grad():
+        net.alphas_normal.zero_()
+        net.alphas_reduce.zero_()
+    assert kl > 0 and drnas.regularisers('alpha', net)['dirichlet_kl'].item() == pytest.approx(0, abs=1e-6)
+    assert drnas.logged(net) == {'dirichlet_concentration': pytest.approx(8.0)}
+
+
+def test_two_methods_that_replace_the_weights_are_refused_in_one_sentence():
+    with pytest.raises(UserError, match=r'^--hd_on_weights.* and --gdas both replace the weights a phase mixes '
+                                        r'with; use one of them$'):
+        methods.build({'hd_on_weights': True, 'gdas': True})
+
+
 def test_successor_presets_are_registered():
     presets = methods.presets()
-    assert presets['beta_darts'] == {'beta_decay_weight': 50.0}
-    assert presets['sdarts_rs'] == {'sdarts': 'rs'} and presets['sdarts_adv'] == {'sdarts': 'adv'}
+    assert {'beta_darts', 'darts_minus', 'fair_darts', 'sdarts_rs', 'sdarts_adv', 'drnas', 'gdas'} <= set(presets)
+    assert presets['beta_darts'] == {'beta_decay_weight': 50.0} and presets['sdarts_adv'] == {'sdarts': 'adv'}
+
+
+# Each preset with a supernet option it composes with; `moving` is logged and changes from epoch to epoch.
+PRESET_RUNS = [('beta_darts', ['--search_space', 'nas_bench_201'], 'beta_decay_weight'),
+               ('darts_minus', ['--partial_channels', '2'], 'auxiliary_skip'),
+               ('fair_darts', ['--alpha_attention'], 'alpha_zero_one'),
+               ('sdarts_rs', ['--search_space', 'nas_bench_201'], 'sdarts_epsilon'),
+               ('sdarts_adv', ['--partial_channels', '2'], 'sdarts_epsilon'),
+               ('gdas', ['--search_space', 'nas_bench_201', '--batch_size', '32'], 'tau'),
+               ('drnas', ['--init_channels', '6', '--partial_channels', '3'], 'dirichlet_concentration')]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('preset, logged', [('beta_darts', ['beta_decay_weight', 'alpha_beta_decay']),
-                                            ('sdarts_rs', ['sdarts_epsilon']),
-                                            ('sdarts_adv', ['sdarts_epsilon'])])
-def test_each_successor_preset_runs_a_search(preset, logged, in_tmp):
-    train_search.main(TINY + ['--method', preset, '--exp_path', 'run'])
+@pytest.mark.parametrize('preset, flags, moving', PRESET_RUNS)
+def test_each_successor_preset_runs_a_search(preset, flags, moving, in_tmp):
+    train_search.main(TINY + flags + ['--method', preset, '--exp_path', 'run'])
     rows = metrics(in_tmp / 'run')
-    assert len(rows) == 2 and all(name in row for row in rows for name in logged)
-    assert all(torch.isfinite(torch.tensor(row['train_loss'])) for row in rows)
-    assert rows[1][logged[0]] > rows[0][logged[0]], 'the schedule moves with the epoch'
+    assert len(rows) == 2 and all(torch.isfinite(torch.tensor(row['train_loss'])) for row in rows)
+    assert rows[1][moving] != rows[0][moving]
