@@ -9,9 +9,8 @@ It also times the data loader on its own, prints a table and writes JSON for BEN
 It reuses the scripts' own step functions, so it measures exactly what a run executes.
 """
 import platform
-import statistics
+import shlex
 import subprocess
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 import architect as architect_lib
+import cost
 import data
 import genotypes
 import loaders
@@ -27,7 +27,7 @@ import methods as methods_lib
 import model as model_lib
 import utils
 from train import train_step
-from train_search import build_model, resolve_arguments, search_step
+from train_search import build_model, resolve_arguments
 from train_search import build_parser as build_search_parser
 
 # Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
@@ -63,21 +63,13 @@ def build_parser():
     parser.add_argument('--output', default='bench.json', help='where to write the results as JSON')
     loop.add_speed_arguments(parser, compile_option=True)
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
+    parser.add_argument('--latency_table', metavar='PATH',
+                        help="instead: time every op of a supernet's edges, one image at a time, and write the table "
+                             'that train_search.py --cost latency reads')
+    parser.add_argument('--search_flags', default='',
+                        help='with --latency_table: the flags of the search whose supernet is measured (its sizes, '
+                             'dataset, search space)')
     return parser
-
-
-def timed(step, sync, steps, warmup):
-    """Median seconds per call of `step` after `warmup` calls, waiting for the device around each one."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        sync()
-        started = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def random_batch(batch_size, channels, size, classes, speed):
@@ -118,7 +110,7 @@ def search_case(method, extra, sizes, tiny, speed):
                                         search_args.arch_learning_rate, search_args.arch_weight_decay)
     batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
     model.train()
-    step = lambda: search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
+    step = lambda: architect_lib.search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
                                search_args.grad_clip, search_args.unrolled, update_architecture=True)
     return search_args.batch_size, step, model
 
@@ -198,10 +190,25 @@ def build_plan(args, sizes, speed):
     return plan
 
 
+def latency_table(args, device):
+    search_args, _, _ = resolve_arguments(build_search_parser(), shlex.split(args.search_flags))
+    size = search_args.image_size or data.DEFAULT_IMAGE_SIZE[search_args.dataset]
+    info = data.DatasetInfo(search_args.dataset, 10, 3, size, (0.5,) * 3, (0.25,) * 3)
+    table = cost.measure_latency_table(build_model(search_args, info), device, args.latency_table, args.steps,
+                                       args.warmup)
+    print(f'wrote {args.latency_table}: {len(table)} ops, from {min(table.values()):.3f} to '
+          f'{max(table.values()):.3f} ms; search with: python train_search.py '
+          f'{args.search_flags + " " if args.search_flags else ""}--cost latency --latency_table {args.latency_table}')
+    return table
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    utils.check_output_folder(args.output, '--output')
     device = utils.get_device(args.device)
+    if args.latency_table:
+        utils.check_output_folder(args.latency_table, '--latency_table')
+        return latency_table(args, device)
+    utils.check_output_folder(args.output, '--output')
     if args.baseline:
         speed = Speed(None, False, False, device)
     else:
@@ -216,7 +223,7 @@ def main(argv=None):
         torch.manual_seed(0)
         utils.reset_peak_memory(device)
         batch_size, step = build()
-        seconds = timed(step, sync, args.steps, args.warmup)
+        seconds = utils.timed(step, sync, args.steps, args.warmup)
         row = {'case': name, 'batch': batch_size, 'images_per_s': batch_size / seconds, 'ms_per_step': seconds * 1e3,
                'peak_memory_mb': utils.peak_memory_mb(device)}
         results.append(row)

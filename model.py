@@ -24,6 +24,15 @@ def drop_path(x, drop_prob):
     return x * mask / keep_prob
 
 
+def build_edge_op(name, C, stride, reduction, spatial_size):
+    """The op of one edge of an evaluation cell: an op of operations.py, or an attention."""
+    if name in OPS:
+        return OPS[name](C, stride, True)
+    attention = build_attention(name, C, spatial_size)
+    # Att-DARTS's `mixed_with_operation`: in a reduction cell an attention follows a skip_connect.
+    return nn.Sequential(OPS['skip_connect'](C, stride, False), attention) if reduction else attention
+
+
 class Cell(nn.Module):
 
     def __init__(self, genotype, C_prev_prev, C_prev, C, reduction, reduction_prev, spatial_size=None):
@@ -46,26 +55,18 @@ class Cell(nn.Module):
         self._ops = nn.ModuleList()
         for name, index, *_ in entries:
             stride = 2 if reduction and index < 2 else 1
-            self._ops.append(self._build_op(name, C, stride, reduction, spatial_size))
+            self._ops.append(build_edge_op(name, C, stride, reduction, spatial_size))
 
         second_layers = [entry[2] if len(entry) > 2 else '' for entry in entries]
         self._attentions = None
         if any(second_layers):
-            self._attentions = nn.ModuleList(self._build_op(name or 'Identity', C, 1, False, spatial_size)
+            self._attentions = nn.ModuleList(build_edge_op(name or 'Identity', C, 1, False, spatial_size)
                                              for name in second_layers)
         self._bottleneck = None
         if bottleneck:
             self._bottleneck = build_attention(bottleneck, C * self.multiplier, spatial_size)
         # Drop path skips identity edges, as in DARTS: dropping a plain skip would only add noise.
         self._drop_path = [not isinstance(op, Identity) for op in self._ops]
-
-    @staticmethod
-    def _build_op(name, C, stride, reduction, spatial_size):
-        if name in OPS:
-            return OPS[name](C, stride, True)
-        attention = build_attention(name, C, spatial_size)
-        # Att-DARTS's `mixed_with_operation`: in a reduction cell an attention follows a skip_connect.
-        return nn.Sequential(OPS['skip_connect'](C, stride, False), attention) if reduction else attention
 
     def forward(self, s0, s1, drop_prob=0.0):
         states = [self.preprocess0(s0), self.preprocess1(s1)]

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 import architect as architect_lib
 import benchmark
+import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
 import genotypes
@@ -21,6 +22,7 @@ import loop
 import methods
 import model_search
 import parallel
+import search_log
 import successors  # noqa: F401  (registers the successor methods with methods.py)
 import utils
 
@@ -138,20 +140,6 @@ def build_optimizers(args, model, objective, distributed):
     return w_optimizer, scheduler, architect
 
 
-def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled,
-                update_architecture, gradient_sync=None):
-    """The architecture step on a batch of the architecture half (unless warming up), then the weight step
-    on a training batch. Returns (loss, logits, architecture loss or None) as device tensors."""
-    (x, y), (x_alpha, y_alpha) = batch, alpha_batch
-    alpha_loss = None
-    if update_architecture:
-        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
-    loss, logits, _ = objective.loss(x, y, 'weights')
-    w_optimizer.zero_grad(set_to_none=True)
-    loop.backward_step(loss, w_optimizer, model.weights(), grad_clip, gradient_sync=gradient_sync)
-    return loss, logits, alpha_loss
-
-
 def main(argv=None):
     parser = build_parser()
     args, checkpoint, notes = resolve_arguments(parser, argv)
@@ -173,7 +161,8 @@ def search(args, checkpoint, notes, device, distributed):
     optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
     start = loop.begin_run(run, run_args, checkpoint, model, optimizers, scheduler, None)
-    log_plan(run.logger, notes, model, info, args, distributed.world_size, len(train_loader), len(valid_loader))
+    search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,
+                        args.epochs, len(train_loader), args.warmup_epochs, len(valid_loader))
     tables = benchmark.Benchmark(args.benchmark) if args.benchmark else None
     epoch_state = {}
 
@@ -186,16 +175,15 @@ def search(args, checkpoint, notes, device, distributed):
         return zip(train_loader.iterate(epoch, start_step), loaders.endless_batches(alpha_loader, epoch, start_step))
 
     def step(batch):
-        loss, logits, alpha_loss = search_step(model, objective, architect, *batch, w_optimizer, epoch_state['lr'],
-                                               args.grad_clip, args.unrolled,
-                                               epoch_state['epoch'] >= args.warmup_epochs,
-                                               distributed.average_gradients)
+        loss, logits, alpha_loss = architect_lib.search_step(
+            model, objective, architect, *batch, w_optimizer, epoch_state['lr'], args.grad_clip, args.unrolled,
+            epoch_state['epoch'] >= args.warmup_epochs, distributed.average_gradients)
         return logits, batch[0][1], (loss,) if alpha_loss is None else (loss, alpha_loss)
 
     def end(epoch, seconds):
         valid = loop.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
                               lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
-        return report_architecture(run, model, objective.summary(), valid, tables)
+        return search_log.report_architecture(run, model, objective.summary(), valid, tables)
 
     def state(epoch, step, meters, history):
         samples = step * args.batch_size * distributed.world_size
@@ -210,40 +198,6 @@ def search(args, checkpoint, notes, device, distributed):
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
                     run.exp_dir, run.path('genotype.json'))
     return model.genotype()
-
-
-def log_plan(logger, notes, model, info, args, processes, steps, valid_batches):
-    """The first lines of a search: notes on its arguments, its space and methods, and the steps ahead."""
-    for note in notes:
-        logger.info(note)
-    logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes; methods: %s',
-                ', '.join(model.op_names), utils.count_parameters_in_millions(model), processes, args.batch_size,
-                info.num_classes, ', '.join(type(method).__name__ for method in model.methods) or 'DARTS')
-    logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each epoch '
-                'followed by a validation pass of %d batches', args.epochs, steps, args.warmup_epochs, valid_batches)
-
-
-def report_architecture(run, model, terms, valid, tables):
-    """The end of a search epoch: the derived cell saved and logged with the methods' terms, one line per
-    cell type and kind of weight, and its tabulated accuracies; returns (metrics, words of the epoch line)."""
-    genotype, arch_weights = model.genotype(), model.described_weights()
-    fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
-              'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
-              'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
-              'arch_weights': arch_weights, **terms}
-    run.logger.info('genotype = %s', genotypes.genotype_repr(genotype))
-    if terms:
-        run.logger.info('temperature and loss terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
-    for cell, kinds in arch_weights.items():
-        for kind, values in kinds.items():
-            run.logger.info('%s %s (softmax): %s', cell, kind, utils.summarize_weights(values))
-    if tables:
-        looked_up = tables.lookup(genotype)
-        fields.update(looked_up or {})
-        run.logger.info('benchmark: %s', benchmark.describe(looked_up))
-    if run.distributed.is_main:
-        genotypes.save_genotype(genotype, run.path('genotype.json'))
-    return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'
 
 
 if __name__ == '__main__':

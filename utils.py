@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import signal
+import statistics
 import sys
 import time
 
@@ -109,6 +110,20 @@ def count_flops(model, input_shape):
         model(torch.zeros(input_shape, device=parameter.device, dtype=parameter.dtype))
     model.train(was_training)
     return counter.get_total_flops()
+
+
+def timed(step, sync, steps, warmup):
+    """Median seconds per call of `step` after `warmup` calls, waiting for the device around each one."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        sync()
+        started = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def seed_everything(seed):

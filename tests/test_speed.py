@@ -118,8 +118,8 @@ def test_bench_reports_the_median_of_the_timed_steps_after_the_warm_up(monkeypat
 
     def step():
         now[0] += next(durations)
-    monkeypatch.setattr(bench.time, 'perf_counter', lambda: now[0])
-    assert bench.timed(step, lambda: None, steps=3, warmup=1) == 2.0
+    monkeypatch.setattr(utils.time, 'perf_counter', lambda: now[0])
+    assert utils.timed(step, lambda: None, steps=3, warmup=1) == 2.0
 
 
 def test_the_benchmarked_search_step_is_a_real_one():

@@ -1,0 +1,39 @@
+"""What a search writes: the plan at its start, and at each epoch's end the derived cell, the architecture
+weights, the methods' terms and the cell's tabulated accuracies (log.txt, metrics.jsonl, genotype.json)."""
+import benchmark
+import genotypes
+import utils
+
+
+def log_plan(logger, notes, model, num_classes, batch_size, processes, epochs, steps, warmup_epochs, valid_batches):
+    """The first lines of a search: notes on its arguments, its space and methods, and the steps ahead."""
+    for note in notes:
+        logger.info(note)
+    logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes; methods: %s',
+                ', '.join(model.op_names), utils.count_parameters_in_millions(model), processes, batch_size,
+                num_classes, ', '.join(type(method).__name__ for method in model.methods) or 'DARTS')
+    logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each epoch '
+                'followed by a validation pass of %d batches', epochs, steps, warmup_epochs, valid_batches)
+
+
+def report_architecture(run, model, terms, valid, tables):
+    """The end of a search epoch: the derived cell saved and logged with the methods' terms, one line per
+    cell type and kind of weight, and its tabulated accuracies; returns (metrics, words of the epoch line)."""
+    genotype, arch_weights = model.genotype(), model.described_weights()
+    fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
+              'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
+              'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
+              'arch_weights': arch_weights, **terms}
+    run.logger.info('genotype = %s', genotypes.genotype_repr(genotype))
+    if terms:
+        run.logger.info('method terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
+    for cell, kinds in arch_weights.items():
+        for kind, values in kinds.items():
+            run.logger.info('%s %s (softmax): %s', cell, kind, utils.summarize_weights(values))
+    if tables:
+        looked_up = tables.lookup(genotype)
+        fields.update(looked_up or {})
+        run.logger.info('benchmark: %s', benchmark.describe(looked_up))
+    if run.distributed.is_main:
+        genotypes.save_genotype(genotype, run.path('genotype.json'))
+    return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'
