@@ -25,9 +25,10 @@ import loaders
 import loop
 import methods as methods_lib
 import model as model_lib
+import parallel
 import utils
 from train import train_step
-from train_search import build_model, resolve_arguments
+from train_search import build_model, build_optimizers, plan_stages, resolve_arguments
 from train_search import build_parser as build_search_parser
 
 # Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
@@ -41,6 +42,9 @@ SEARCH_CASES = [
     ('alpha_darts', 'alpha_darts', []),
     ('dadarts', 'dadarts', []),
     ('da2s', 'da2s', []),
+    *((name, name, []) for name in ('beta_darts', 'darts_minus', 'fair_darts', 'sdarts_rs', 'sdarts_adv', 'gdas',
+                                    'drnas')),
+    ('pdarts (stage 1)', 'pdarts', []),
 ]
 CASES = ('search', 'train', 'infer', 'loader')
 PAPER = dict(search_channels=16, search_layers=8, train_channels=36, train_layers=20, image_size=32)
@@ -52,7 +56,8 @@ def build_parser():
     parser.add_argument('--cases', default=','.join(CASES),
                         help='comma-separated subset of: ' + ', '.join(CASES))
     parser.add_argument('--methods', default=','.join(sorted(methods_lib.presets())), help='search presets to measure')
-    parser.add_argument('--batch_sizes', default='96,256', help="batch sizes of DARTS_V2's training and inference")
+    parser.add_argument('--batch_sizes', type=utils.comma_list(int, 1), default=(96, 256),
+                        help="comma-separated batch sizes of DARTS_V2's training and inference")
     parser.add_argument('--steps', type=utils.bounded(int, 1), default=20,
                         help='timed steps per case (the median is reported)')
     parser.add_argument('--warmup', type=utils.bounded(int, 0), default=5,
@@ -95,19 +100,23 @@ class Speed:
 
 
 def search_case(method, extra, sizes, tiny, speed):
-    flags = ['--method', method, '--dataset', 'synthetic', '--init_channels', str(sizes['search_channels']),
-             '--layers', str(sizes['search_layers']), '--amp', 'off'] + extra
+    # A preset of its own size (DrNAS, P-DARTS's first stage) keeps it; a smoke run has fewer cells.
+    preset = methods_lib.presets()[method]
+    own_layers = 'stage_layers' in preset or ('layers' in preset and not tiny)
+    sized = ([] if 'init_channels' in preset else ['--init_channels', str(sizes['search_channels'])]) + (
+        [] if own_layers else ['--layers', str(sizes['search_layers'])])
+    flags = ['--method', method, '--dataset', 'synthetic', '--amp', 'off'] + sized + extra
     if tiny:
         flags += ['--batch_size', '8']
     search_args, _, _ = resolve_arguments(build_search_parser(), flags)
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
-    model = build_model(search_args, info).to(speed.device, memory_format=speed.memory_format)
-    objective = architect_lib.SearchObjective(model, speed.autocast)
+    stage = plan_stages(search_args)[0]
+    model = build_model(search_args, info, stage.layers, search_args.max_skip).to(speed.device,
+                                                                                  memory_format=speed.memory_format)
+    model.skip_dropout = stage.skip_dropout
+    w_optimizer, _, architect = build_optimizers(search_args, model, parallel.Distributed(), speed.autocast)
+    objective = architect.objective
     objective.set_epoch(search_args.epochs // 2, search_args.epochs)
-    w_optimizer = torch.optim.SGD(model.weights(), search_args.learning_rate, momentum=search_args.momentum,
-                                  weight_decay=search_args.weight_decay)
-    architect = architect_lib.Architect(model, objective, search_args.momentum, search_args.weight_decay,
-                                        search_args.arch_learning_rate, search_args.arch_weight_decay)
     batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
     model.train()
     step = lambda: architect_lib.search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
@@ -162,16 +171,6 @@ def names_from(text, allowed, flag):
     return names
 
 
-def batch_sizes(text):
-    try:
-        sizes = [int(size) for size in text.split(',')]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise utils.UserError(f'--batch_sizes {text!r} is not a comma-separated list of positive integers')
-    return sizes
-
-
 def build_plan(args, sizes, speed):
     """[(case name, build)] where build() returns (batch size, one step to time)."""
     cases = names_from(args.cases, CASES, '--cases')
@@ -180,7 +179,7 @@ def build_plan(args, sizes, speed):
     if 'search' in cases:
         plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args.tiny, speed)[:2])
                  for name, method, extra in SEARCH_CASES if method in methods]
-    batches = [8] if args.tiny else batch_sizes(args.batch_sizes)
+    batches = [8] if args.tiny else list(args.batch_sizes)
     for case, inference in (('train', False), ('infer', True)):
         if case in cases:
             plan += [(f'{case} DARTS_V2 b{b}', lambda b=b, i=inference: (b, train_case(b, sizes, speed, i)))
@@ -194,8 +193,8 @@ def latency_table(args, device):
     search_args, _, _ = resolve_arguments(build_search_parser(), shlex.split(args.search_flags))
     size = search_args.image_size or data.DEFAULT_IMAGE_SIZE[search_args.dataset]
     info = data.DatasetInfo(search_args.dataset, 10, 3, size, (0.5,) * 3, (0.25,) * 3)
-    table = cost.measure_latency_table(build_model(search_args, info), device, args.latency_table, args.steps,
-                                       args.warmup)
+    supernet = build_model(search_args, info, plan_stages(search_args)[0].layers, None)
+    table = cost.measure_latency_table(supernet, device, args.latency_table, args.steps, args.warmup)
     print(f'wrote {args.latency_table}: {len(table)} ops, from {min(table.values()):.3f} to '
           f'{max(table.values()):.3f} ms; search with: python train_search.py '
           f'{args.search_flags + " " if args.search_flags else ""}--cost latency --latency_table {args.latency_table}')

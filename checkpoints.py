@@ -135,10 +135,10 @@ def given_arguments(parser, argv):
 
 
 # What may change when a run resumes: where the data lies, where and how fast the run goes, how often it
-# reports. Everything else (sizes, data, optimiser, schedules, seed) was built into the checkpoint, and
-# --epochs may only grow (a longer run).
+# reports, and how the final cell is selected (DARTS-PT may follow a finished search). Everything else
+# (sizes, data, optimiser, schedules, seed) was built into the checkpoint, and --epochs may only grow.
 RESUME_OVERRIDES = ('data', 'workers', 'device', 'gpu', 'amp', 'channels_last', 'compile', 'sync_bn', 'report_freq',
-                    'benchmark')
+                    'benchmark', 'selection', 'pt_interval', 'pt_batches')
 
 
 def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
@@ -167,7 +167,9 @@ def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
             raise UserError(f'--{name} {given[name]} differs from the checkpoint\'s {saved.get(name)}, and a resumed '
                             f'run keeps the values it was built with{more}; beside --resume give only flags of '
                             f'the same value, a larger --epochs, or {allowed}; or start a new run')
-    return argparse.Namespace(**{**saved, **given, 'exp_path': os.path.dirname(path)}), checkpoint
+    # Flags newer than the checkpoint take their defaults.
+    return argparse.Namespace(**{**vars(parser.parse_args([])), **saved, **given,
+                                 'exp_path': os.path.dirname(path)}), checkpoint
 
 
 def find_checkpoint(resume, exp_path):

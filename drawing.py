@@ -236,6 +236,28 @@ def plot_progress(rows, path):
     return path
 
 
+def plot_terms(rows, path):
+    """One panel per term the search logged that moves: the methods' regularisers, temperatures, decaying
+    coefficients and costs, P-DARTS's skip dropout, DARTS-PT's decisions. None if nothing moves."""
+    names = list(dict.fromkeys(name for row in rows for name in row.get('terms', ())))
+    series = {name: [row.get(name, float('nan')) for row in rows] for name in names}
+    moving = [name for name, values in series.items() if len({value for value in values if value == value}) > 1]
+    if not moving:
+        return None
+    figure_module = require('matplotlib.figure')
+    epochs = [row['epoch'] for row in rows]
+    figure = figure_module.Figure(figsize=(6, 1.2 + 1.3 * len(moving)), layout='constrained')
+    axes = figure.subplots(len(moving), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, name, marker in zip(axes, moving, MARKERS):
+        ax.plot(epochs, series[name], marker=marker, fillstyle='none', markersize=4, linewidth=1, label=name)
+        ax.set_ylabel(name, fontsize=8)
+    axes[-1].set_xlabel('epoch')
+    epoch_axis(axes[-1], epochs)
+    figure.suptitle("the search methods' terms per epoch")
+    figure.savefig(path, dpi=100)
+    return path
+
+
 def animate_cells(rows, outdir):
     """A GIF per cell type with the genotype derived after each epoch."""
     image_module = require('PIL.Image')
@@ -258,7 +280,8 @@ def animate_cells(rows, outdir):
 
 
 def draw_history(rows, outdir, file_format, animate):
-    """alphas_{normal,reduce} (and attention_*, second_* when searched), progress, and the GIFs."""
+    """alphas_{normal,reduce} (and attention_*, second_* when searched), progress, terms (when a term moves),
+    and the GIFs."""
     op_names = rows[-1]['op_names']
     written = []
     for cell in rows[-1]['arch_weights']:
@@ -268,6 +291,8 @@ def draw_history(rows, outdir, file_format, animate):
                 path = os.path.join(outdir, f'{prefix}_{cell}.{file_format}')
                 written.append(plot_edges(rows, cell, field, labels, path))
     written.append(plot_progress(rows, os.path.join(outdir, f'progress.{file_format}')))
+    terms = plot_terms(rows, os.path.join(outdir, f'terms.{file_format}'))
+    written += [terms] if terms else []
     if animate:
         written += animate_cells(rows, outdir)
     return written

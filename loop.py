@@ -323,6 +323,7 @@ class EpochHooks:
     step: Callable  # (batch) -> (logits, targets, losses): one training step
     end: Callable  # (epoch, seconds) -> (metrics of the epoch, words for its log line): evaluate, save files
     state: Callable  # (epoch, step, meters, history) -> the checkpoint that resumes there
+    span: str = 'the run'  # what the epochs given to run_epochs make up, for the time left
 
 
 class RunClock:
@@ -367,23 +368,28 @@ def run_epochs(run, hooks, start, epochs, report_freq, scheduler, device, distri
             history.append(row)
             run.append_metrics(row)
             epoch, start_step, meters = epoch + 1, 0, new_meters()
-            run.logger.info('epoch %d lr %.3e train_acc %.2f %s (%.1fs, %.0f img/s; %s left in the run)', row['epoch'],
-                            lr, row['train_top1'], words, seconds, row['images_per_s'], clock.time_left(epoch))
+            run.logger.info('epoch %d lr %.3e train_acc %.2f %s (%.1fs, %.0f img/s; %s left in %s)', row['epoch'], lr,
+                            row['train_top1'], words, seconds, row['images_per_s'], clock.time_left(epoch), hooks.span)
             run.save(hooks.state(epoch, 0, meters, history))
     return history
 
 
-def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nullcontext, distributed=None):
+def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nullcontext, distributed=None,
+             batch_statistics=False, max_batches=0):
     """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`. In a
     distributed run each rank evaluates its shard and the results are summed over ranks. An evaluation
-    of more than 30 seconds logs its progress."""
+    of more than 30 seconds logs its progress. `batch_statistics`: BN normalises with each batch's
+    statistics (train mode); `max_batches` > 0 stops after that many batches."""
     forward = forward or model
-    model.eval()
+    model.train(batch_statistics)
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     logger = logging.getLogger('darts')
     started = last_report = time.monotonic()
+    total = min(len(loader), max_batches) if max_batches else len(loader)
     with torch.no_grad():
         for index, (images, targets) in enumerate(loader.iterate(0)):
+            if index == max_batches > 0:
+                break
             with amp_autocast():
                 logits = forward(images)
             logits = logits[0] if isinstance(logits, tuple) else logits
@@ -395,8 +401,8 @@ def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nul
             now = time.monotonic()
             if now - last_report >= Progress.REPORT_SECONDS:
                 last_report, done = now, index + 1
-                logger.info('evaluating: batch %d/%d, %s left', done, len(loader),
-                            format_duration((now - started) / done * (len(loader) - done)))
+                logger.info('evaluating: batch %d/%d, %s left', done, total,
+                            format_duration((now - started) / done * (total - done)))
     if distributed is not None:
         loss_meter, top1, top5 = reduce_meters({'loss': loss_meter, 'top1': top1, 'top5': top5}, distributed).values()
     return {'loss': loss_meter.avg, 'top1': top1.avg, 'top5': top5.avg, 'images': top1.count}

@@ -53,6 +53,7 @@ class Method:
 
     presets = {}
     switch = ''
+    op_weights_sum_to_one = True  # what op_weights gives: each edge's mixture sums to one (softmax)
 
     @staticmethod
     def add_arguments(parser):

@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from attention import AlphaChannelAttention, build_attention, select_channels
 from genotypes import ATTENTION_PRIMITIVES
@@ -26,6 +27,7 @@ class CellWeights:
     second: Optional[torch.Tensor] = None      # E x n_ops, the second stacked mixture (`double_mixed`)
     bottleneck: Optional[torch.Tensor] = None  # n_attentions, after the cell's concatenation
     active: Optional[list] = None              # per edge, the op indices worth computing (hard weights)
+    skip_dropout: float = 0.0                  # dropout on stride-1 skip_connect outputs (P-DARTS)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -61,32 +63,36 @@ class MixedOp(nn.Module):
         C_mixed = C // partial_channels
         self._ops = nn.ModuleList(build_candidate(name, C_mixed, stride, spatial_size, pool_bn) for name in primitives)
         self._computed = [i for i, name in enumerate(primitives) if name != 'none']
+        self._identity = primitives.index('skip_connect') if 'skip_connect' in primitives and stride == 1 else None
         # Channels the ops skip pass through, pooled on stride-2 edges (with alpha-attention at K=1 there
         # are none, but the pass-through is still the tensor the chosen channels are written into).
         self.pool = nn.MaxPool2d(2, 2) if stride == 2 and (partial_channels > 1 or alpha_attention) else None
         self.channel_attention = AlphaChannelAttention(C, len(primitives)) if alpha_attention else None
 
-    def mix(self, x, weights, active=None):
+    def mix(self, x, weights, active=None, skip_dropout=0.0):
         indices = self._computed if active is None else active
         out = 0
         for i in indices:
-            out = out + weights[i] * self._ops[i](x)
+            h = self._ops[i](x)
+            if i == self._identity and skip_dropout > 0:
+                h = F.dropout(h, skip_dropout, self.training)
+            out = out + weights[i] * h
         return out
 
     def _pass_through(self, x):
         return x if self.pool is None else self.pool(x)
 
-    def forward(self, x, weights, active=None, gram=None):
+    def forward(self, x, weights, active=None, gram=None, skip_dropout=0.0):
         if self.channel_attention is not None:
             mask = self.channel_attention(x, gram)
             x = x * mask[:, :, None, None].to(x.dtype)
             chosen = select_channels(mask, x.size(1) // self.partial_channels)
-            mixed = self.mix(x.index_select(1, chosen), weights, active)
+            mixed = self.mix(x.index_select(1, chosen), weights, active, skip_dropout)
             return self._pass_through(x).index_copy(1, chosen, mixed.to(x.dtype))
         if self.partial_channels == 1:
-            return self.mix(x, weights, active)
+            return self.mix(x, weights, active, skip_dropout)
         split = x.size(1) // self.partial_channels
-        mixed = self.mix(x[:, :split], weights, active)
+        mixed = self.mix(x[:, :split], weights, active, skip_dropout)
         out = torch.cat([mixed, self._pass_through(x[:, split:]).to(mixed.dtype)], dim=1)
         return channel_shuffle(out, self.partial_channels)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import methods as methods_lib
 import discretization
+from derivation import best_attention, derive_cell, edge_strength, limit_skips
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
 from mixed_op import AttentionMix, CellWeights, MixedOp
 from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, resolve_primitives
@@ -47,7 +48,7 @@ class Cell(nn.Module):
 
     def _edge(self, edge, h, weights, gram):
         active = weights.active[edge] if weights.active is not None else None
-        out = self._ops[edge](h, weights.ops[edge], active, gram)
+        out = self._ops[edge](h, weights.ops[edge], active, gram, weights.skip_dropout)
         if self._second_ops is not None:
             out = self._second_ops[edge](out, weights.second[edge])
         if self._attentions is not None:
@@ -79,6 +80,8 @@ class _Supernet(nn.Module):
     those of the search methods, and the supernet's own mixtures), the weights they give, and the network's
     weights apart from them. A supernet sets `cell_types`, `steps`, `num_edges`, `op_names` and `methods`."""
 
+    skip_dropout = 0.0  # P-DARTS's dropout on the skip connections of stride-1 edges, set by the search
+
     def _initialize_arch_parameters(self, mixtures=()):
         """`mixtures`: (name, shape) of further parameters per cell type, registered last."""
         self._arch_names = []
@@ -96,6 +99,46 @@ class _Supernet(nn.Module):
         for name, shape in mixtures:
             for cell in self.cell_types:
                 register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
+        for cell in self.cell_types:
+            self.register_buffer(f'op_mask_{cell}', torch.ones(self.num_edges, len(self.op_names), dtype=torch.bool))
+        self._mask_active = None
+        self.register_load_state_dict_post_hook(lambda module, keys: module.forget_mask_cache())
+
+    # ----------------------------------------------------------------------------------------------
+    # Op masks: the candidates that remain on each edge (P-DARTS's pruning, DARTS-PT's decisions).
+
+    def op_mask(self, cell):
+        """E x ops, True where the candidate remains."""
+        return getattr(self, f'op_mask_{cell}')
+
+    def set_op_masks(self, masks):
+        """{cell type: E x ops bool}. An edge with no candidate left contributes nothing."""
+        with torch.no_grad():
+            for cell, mask in masks.items():
+                self.op_mask(cell).copy_(mask)
+        self.forget_mask_cache()
+
+    def forget_mask_cache(self):
+        self._mask_active = None
+
+    def masked_active(self):
+        """{cell type: per edge the remaining op indices worth computing, or None where nothing is masked},
+        kept on the host until the masks change."""
+        if self._mask_active is None:
+            self._mask_active = {}
+            for cell in self.cell_types:
+                mask = self.op_mask(cell).cpu()
+                self._mask_active[cell] = None if mask.all() else [
+                    [i for i in row.nonzero().flatten().tolist() if i != self.none_index] for row in mask]
+        return self._mask_active
+
+    def mask_ops(self, cell, ops, sums_to_one=True):
+        """`ops` with the removed candidates at 0; mixtures that sum to one are renormalised over what
+        remains (a softmax over the remaining op parameters)."""
+        if self.masked_active()[cell] is None:
+            return ops
+        ops = ops * self.op_mask(cell)
+        return ops / ops.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(ops.dtype).tiny) if sums_to_one else ops
 
     @property
     def none_index(self):
@@ -130,8 +173,9 @@ class _Supernet(nn.Module):
             optional = {field: F.softmax(parameters[name], dim=-1) for field, name in (
                 ('attention', 'attention_alphas'), ('second', 'second_alphas'), ('bottleneck', 'bottleneck_alphas'))
                 if name in parameters}
-            result[cell] = CellWeights(ops=op_method.op_weights(parameters['alphas']),
-                                       edges=edge_method.edge_weights(parameters, self), **optional)
+            ops = self.mask_ops(cell, op_method.op_weights(parameters['alphas']), op_method.op_weights_sum_to_one)
+            result[cell] = CellWeights(ops=ops, edges=edge_method.edge_weights(parameters, self),
+                                       active=self.masked_active()[cell], skip_dropout=self.skip_dropout, **optional)
         return result
 
     def grams(self, weights, device):
@@ -291,7 +335,7 @@ class NB201SearchCell(nn.Module):
             for source in range(node):
                 active = weights.active[edge] if weights.active is not None else None
                 if active is None or active:  # a hard zero costs nothing
-                    out = self._ops[edge](nodes[source], weights.ops[edge], active, gram)
+                    out = self._ops[edge](nodes[source], weights.ops[edge], active, gram, weights.skip_dropout)
                     total = total + (out if weights.edges is None else weights.edges[edge] * out)
                 edge += 1
             nodes.append(total)
@@ -363,57 +407,3 @@ class NetworkNB201(_Supernet):
             nodes.append(tuple((self.op_names[int(ops[edge + source].argmax())], source) for source in range(node)))
             edge += node
         return CellNB201(tuple(nodes))
-
-
-def _best_op(row, op_names, exclude=('none',)):
-    candidates = [i for i, name in enumerate(op_names) if name not in exclude]
-    return max(candidates, key=lambda i: (row[i].item(), -i))
-
-
-def best_attention(weights):
-    """The strongest attention of a bottleneck mixture; Identity means no bottleneck."""
-    if weights is None:
-        return ''
-    name = ATTENTION_PRIMITIVES[int(weights.argmax())]
-    return '' if name == 'Identity' else name
-
-
-def edge_strength(weights, op_names):
-    """DARTS's strength of every edge: its best non-`none` op weight, times its edge weight if it has one."""
-    best = torch.stack([row[_best_op(row, op_names)] for row in weights.ops]).double()
-    return best if weights.edges is None else best * weights.edges.double()
-
-
-def derive_cell(weights, op_names, steps, strength):
-    """[((op, input[, attention]), edge), ...] two per node: the node's two strongest edges, and on each its
-    best non-`none` op (and its attention, or second op, when searched)."""
-    entries, offset = [], 0
-    for node in range(steps):
-        rows = range(offset, offset + node + 2)
-        for e in sorted(rows, key=lambda e: -strength[e].item())[:2]:
-            op = op_names[_best_op(weights.ops[e], op_names)]
-            if weights.second is not None:
-                attention = op_names[_best_op(weights.second[e], op_names)]
-            elif weights.attention is not None:
-                attention = ATTENTION_PRIMITIVES[int(weights.attention[e].argmax())]
-            else:
-                attention = ''
-            entries.append(((op, e - offset, attention) if attention else (op, e - offset), e))
-        offset += node + 2
-    return entries
-
-
-def limit_skips(entries, weights, op_names, max_skip):
-    """P-DARTS's remedy for skip collapse: keep at most `max_skip` skip_connect in the cell; the weakest
-    surplus ones become their edge's best op other than skip_connect and `none`."""
-    skips = [i for i, (entry, _) in enumerate(entries) if entry[0] == 'skip_connect']
-    if len(skips) <= max_skip:
-        return entries
-    skip_index = op_names.index('skip_connect')
-    weakest = sorted(skips, key=lambda i: weights.ops[entries[i][1]][skip_index].item())[:len(skips) - max_skip]
-    entries = list(entries)
-    for i in weakest:
-        entry, edge = entries[i]
-        replacement = op_names[_best_op(weights.ops[edge], op_names, exclude=('none', 'skip_connect'))]
-        entries[i] = ((replacement, *entry[1:]), edge)
-    return entries

@@ -23,7 +23,7 @@ def report_architecture(run, model, terms, valid, tables):
     fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
               'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
               'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
-              'arch_weights': arch_weights, **terms}
+              'arch_weights': arch_weights, **terms, 'terms': list(terms)}
     run.logger.info('genotype = %s', genotypes.genotype_repr(genotype))
     if terms:
         run.logger.info('method terms: %s', ', '.join(f'{k} {v:.4g}' for k, v in terms.items()))
@@ -37,3 +37,11 @@ def report_architecture(run, model, terms, valid, tables):
     if run.distributed.is_main:
         genotypes.save_genotype(genotype, run.path('genotype.json'))
     return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'
+
+
+def log_stage(logger, stage, stages, model):
+    """The line that opens each of P-DARTS's stages."""
+    kept = int(model.op_mask(model.cell_types[0])[0].sum())
+    logger.info('stage %d of %d: supernet of %d cells and %.6f M parameters, %d candidate(s) per edge, skip dropout '
+                '%.2f', stage.index + 1, len(stages), stage.layers, utils.count_parameters_in_millions(model), kept,
+                stage.skip_dropout)

@@ -7,7 +7,7 @@ this module (train_search.py does) adds them to --method.
 import torch
 import torch.nn.functional as F
 
-import model_search
+import derivation
 from methods import Method, register
 from utils import UserError
 
@@ -101,6 +101,7 @@ class FairDARTS(Method):
     presets = {'fair_darts': dict(sigmoid_weights=True, primitives='darts_without_none', batch_size=128,
                                   learning_rate=0.005, arch_learning_rate=3e-3)}
     switch = '--sigmoid_weights'
+    op_weights_sum_to_one = False
 
     def __init__(self, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85):
         self.on, self.weight, self.threshold = sigmoid_weights, zero_one_weight, fair_threshold
@@ -131,8 +132,8 @@ class FairDARTS(Method):
         below = 0
         for w in net.detached_weights().values():
             if net.chooses_edges:
-                strength = model_search.edge_strength(w, net.op_names)
-                derived = model_search.derive_cell(w, net.op_names, net.steps, strength)
+                strength = derivation.edge_strength(w, net.op_names)
+                derived = derivation.derive_cell(w, net.op_names, net.steps, strength)
                 chosen = torch.stack([w.ops[edge, net.op_names.index(entry[0])] for entry, edge in derived])
             else:
                 chosen = w.ops.max(dim=-1).values
@@ -299,8 +300,8 @@ class DirichletSampling(Method):
         return self.on
 
     def transform(self, weights, phase, net):
-        return {cell: w.replace(ops=torch.distributions.Dirichlet(
-                    dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())).rsample())
+        return {cell: w.replace(ops=net.mask_ops(cell, torch.distributions.Dirichlet(
+                    dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())).rsample()))
                 for cell, w in weights.items()}
 
     def regularisers(self, phase, net):

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 
 import architect as architect_lib
-import benchmark
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
@@ -21,8 +20,12 @@ import loaders
 import loop
 import methods
 import model_search
+import operations
 import parallel
+import progressive
 import search_log
+import search_loop
+import selection
 import successors  # noqa: F401  (registers the successor methods with methods.py)
 import utils
 
@@ -78,6 +81,7 @@ def build_parser():
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='epochs with the architecture frozen')
     methods.add_arguments(parser)
+    selection.add_arguments(parser)
     loop.add_speed_arguments(parser)
     loop.add_run_arguments(parser, default_seed=2)
     return parser
@@ -93,9 +97,16 @@ def resolve_arguments(parser, argv):
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
+    plan_stages(args)
     if checkpoint:
+        if checkpoint.get('stage') == 'pt' and args.selection != 'pt':
+            raise utils.UserError('this run is in its DARTS-PT selection; resume it with --selection pt')
+        if args.epochs != checkpoint['args']['epochs'] and (args.stage_layers or args.selection == 'pt'):
+            raise utils.UserError('--epochs cannot change when a search in stages or with --selection pt resumes')
         return args, checkpoint, []
     given = checkpoints.given_arguments(parser, argv)
+    if args.stage_layers and 'layers' in given:
+        raise utils.UserError('--layers and --stage_layers both set the supernet\'s depth; give one of them')
     if args.search_space == 'nas_bench_201':
         model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given)
     elif args.benchmark:
@@ -106,16 +117,23 @@ def resolve_arguments(parser, argv):
     return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
 
 
-def build_model(args, info):
-    """The supernet of the flags, with the search methods they switch on."""
+def plan_stages(args):
+    """The search's stages (progressive.Stage), from --stage_layers, --stage_keep and --skip_dropout."""
+    primitives = 'nas_bench_201' if args.search_space == 'nas_bench_201' else args.primitives
+    return progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout, args.layers,
+                                   len(operations.resolve_primitives(primitives)))
+
+
+def build_model(args, info, layers, max_skip):
+    """The supernet of the flags at a stage's depth, with the search methods they switch on."""
     if args.search_space == 'nas_bench_201':
         return model_search.NetworkNB201(
-            args.init_channels, args.layers, info.num_classes, nn.CrossEntropyLoss(),
+            args.init_channels, layers, info.num_classes, nn.CrossEntropyLoss(),
             partial_channels=args.partial_channels, alpha_attention=args.alpha_attention,
             in_channels=info.in_channels, image_size=info.image_size, methods=methods.build(vars(args)))
     return model_search.Network(
-        args.init_channels, info.num_classes, args.layers, nn.CrossEntropyLoss(), primitives=args.primitives,
-        partial_channels=args.partial_channels, max_skip=args.max_skip, location=args.location,
+        args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
+        partial_channels=args.partial_channels, max_skip=max_skip, location=args.location,
         alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
         methods=methods.build(vars(args)))
 
@@ -130,13 +148,14 @@ def build_loaders(args, train_split, info, device, distributed, channels_last):
                  for indices, train in ((first, True), (rest, True), (rest, False)))
 
 
-def build_optimizers(args, model, objective, distributed):
+def build_optimizers(args, model, distributed, amp_autocast):
     """(SGD of the weights, its cosine schedule, the Architect with Adam of the architecture), as in DARTS."""
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
-    architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
-                                        args.arch_weight_decay, distributed.average)
+    architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast), args.momentum,
+                                        args.weight_decay, args.arch_learning_rate, args.arch_weight_decay,
+                                        distributed.average)
     return w_optimizer, scheduler, architect
 
 
@@ -147,52 +166,56 @@ def main(argv=None):
 
 
 def search(args, checkpoint, notes, device, distributed):
+    """The search's stages (one, or P-DARTS's), each on a fresh supernet that keeps the candidates the
+    previous one ranked highest, then DARTS-PT's selection if asked. Epochs count across stages; a
+    checkpoint names the stage it holds."""
     utils.configure_device(device)
     amp_autocast = loop.autocast_factory(loop.amp_dtype(args.amp, device), device)
     channels_last = loop.use_channels_last(args.channels_last, device)
     train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args))
     utils.seed_everything(args.seed)
-    model = build_model(args, info).to(device, memory_format=loop.memory_format(channels_last))
+    stages, first = plan_stages(args), checkpoint.get('stage', 0) if checkpoint else 0
+
+    def supernet(layers):
+        return build_model(args, info, layers, args.max_skip).to(device, memory_format=loop.memory_format(
+            channels_last))
+
+    model, architect = supernet(stages[-1 if first == 'pt' else first].layers), None  # bad options: no run folder
     run = loop.Run('search', args.save, args.exp_path, distributed)
-    train_loader, alpha_loader, valid_loader = build_loaders(args, train_split, info, device, distributed,
-                                                             channels_last)
-    objective = architect_lib.SearchObjective(model, amp_autocast)
-    w_optimizer, scheduler, architect = build_optimizers(args, model, objective, distributed)
-    optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
+    batches = build_loaders(args, train_split, info, device, distributed, channels_last)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
-    start = loop.begin_run(run, run_args, checkpoint, model, optimizers, scheduler, None)
-    search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,
-                        args.epochs, len(train_loader), args.warmup_epochs, len(valid_loader))
-    tables = benchmark.Benchmark(args.benchmark) if args.benchmark else None
-    epoch_state = {}
-
-    def begin(epoch):
-        objective.set_epoch(epoch, args.epochs)
-        epoch_state.update(epoch=epoch, lr=scheduler.get_last_lr()[0])
-        model.train()
-
-    def batches(epoch, start_step):
-        return zip(train_loader.iterate(epoch, start_step), loaders.endless_batches(alpha_loader, epoch, start_step))
-
-    def step(batch):
-        loss, logits, alpha_loss = architect_lib.search_step(
-            model, objective, architect, *batch, w_optimizer, epoch_state['lr'], args.grad_clip, args.unrolled,
-            epoch_state['epoch'] >= args.warmup_epochs, distributed.average_gradients)
-        return logits, batch[0][1], (loss,) if alpha_loss is None else (loss, alpha_loss)
-
-    def end(epoch, seconds):
-        valid = loop.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
-                              lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
-        return search_log.report_architecture(run, model, objective.summary(), valid, tables)
-
-    def state(epoch, step, meters, history):
-        samples = step * args.batch_size * distributed.world_size
-        return {'kind': 'search', 'args': run_args,
-                **checkpoints.training_state(model, optimizers, scheduler, None, epoch, samples, meters, history,
-                                             distributed)}
-
-    hooks = loop.EpochHooks('search', len(train_loader), begin, batches, step, end, state)
-    loop.run_epochs(run, hooks, start, args.epochs, args.report_freq, scheduler, device, distributed)
+    runner = search_loop.StageRunner(args, run, run_args, batches, amp_autocast, distributed, device)
+    for stage in stages[first:] if first != 'pt' else ():
+        if stage.index != first:
+            masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
+            model = supernet(stage.layers)
+            model.set_op_masks(masks)
+        w_optimizer, scheduler, architect = build_optimizers(args, model, distributed, amp_autocast)
+        start = runner.start(checkpoint, stage.index * args.epochs, model, w_optimizer, scheduler, architect)
+        if stage.index == first:
+            search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,
+                                args.epochs, len(batches[0]), args.warmup_epochs, len(batches[2]))
+        if len(stages) > 1:
+            search_log.log_stage(run.logger, stage, stages, model)
+        on_epoch = progressive.stage_epochs(stage, model, args.warmup_epochs, args.epochs, bool(args.skip_dropout))
+        runner.run_stage(stage.index, f'stage {stage.index + 1}' if len(stages) > 1 else 'the run', model,
+                         w_optimizer, scheduler, architect, start, stage.index * args.epochs, args.epochs, on_epoch)
+    if args.selection == 'pt':
+        if architect is None:  # resumed within the selection
+            architect = build_optimizers(args, model, distributed, amp_autocast)[2]
+        model.options['max_skip'] = None  # DARTS-PT's decisions are the cell; no cap overrules them
+        model.skip_dropout = 0.0
+        w_optimizer, scheduler = selection.fine_tuning_optimizer(model, args.learning_rate, args.momentum,
+                                                                 args.weight_decay)
+        first_epoch = len(stages) * args.epochs
+        start = runner.start(checkpoint, first_epoch, model, w_optimizer, scheduler, architect)
+        accuracy_of = selection.measurer(model, batches[2], amp_autocast, distributed, args.pt_batches)
+        run.logger.info('DARTS-PT selection: %d rounds of decisions, %d epoch(s) of fine-tuning apart',
+                        selection.rounds(model), args.pt_interval)
+        on_epoch = selection.decision_epochs(model, args.pt_interval, args.seed, architect.objective, accuracy_of,
+                                             run.logger)
+        runner.run_stage('pt', 'the DARTS-PT selection', model, w_optimizer, scheduler, architect, start, first_epoch,
+                         selection.epochs(model, args.pt_interval), on_epoch)
     run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',

@@ -43,6 +43,16 @@ def bounded(kind, low, high=None):
     return parse
 
 
+def comma_list(kind, low, high=None):
+    """An argparse type: a comma-separated tuple of `bounded(kind, low, high)` values, such as 5,11,17."""
+    item = bounded(kind, low, high)
+
+    def parse(text):
+        return tuple(item(part) for part in text.split(','))
+    parse.__name__ = f'comma list of {kind.__name__}'
+    return parse
+
+
 class RunStopped(Exception):
     """A run that SIGTERM or SIGINT stopped after it saved its checkpoint. It did not finish, so the command
     exits with the shell's status for the signal (143, 130), and a job scheduler sees that."""

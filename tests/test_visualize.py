@@ -157,6 +157,24 @@ def test_history_other_format_and_folder(search_dir, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == [f'wrote {path}' for path in written]
 
 
+@pytest.mark.slow
+def test_history_plots_the_terms_that_move(tmp_path, monkeypatch):
+    labels = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, 'plot', lambda self, *args, **kwargs: labels.append(
+        kwargs.get('label')) or plot(self, *args, **kwargs))
+    load_script('train_search').main([
+        '--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '64', '--synthetic_test_size',
+        '32', '--num_classes', '4', '--init_channels', '4', '--stage_layers', '1,2', '--stage_keep', '4',
+        '--skip_dropout', '0.5', '--batch_size', '32', '--epochs', '2', '--device', 'cpu', '--gdas',
+        '--beta_decay_weight', '50', '--exp_path', str(tmp_path / 'search')])
+    written = visualize.main(['--history', str(tmp_path / 'search')])
+    assert str(tmp_path / 'search' / 'terms.png') in written
+    # GDAS's temperature, beta-DARTS's weight and its term, P-DARTS's skip dropout; each moves.
+    assert {'tau', 'beta_decay_weight', 'alpha_beta_decay', 'skip_dropout'} <= set(labels)
+    assert (tmp_path / 'search' / 'terms.png').read_bytes().startswith(SIGNATURES['png'])
+
+
 @pytest.mark.parametrize('epochs', [[0], [0, 1, 2], list(range(600))])
 def test_epoch_axes_have_integer_ticks_and_room_from_one_epoch_to_hundreds(epochs):
     figure = drawing.require('matplotlib.figure').Figure()

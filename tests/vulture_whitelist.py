@@ -5,6 +5,6 @@ _.find_class
 _.benchmark
 # Search methods reach train_search.py through methods.REGISTRY, filled by their @register decorator.
 EdgeNormalization, AlphaDARTS, AttDARTS, DiscretizationAware, DA2S, BetaDecay, SmoothDARTS, AuxiliarySkip, FairDARTS
-GDAS, DirichletSampling, CostPenalty
+GDAS, DirichletSampling, CostPenalty, ProgressiveStages
 # Parameters of hook signatures whose default leaves them unused.
 loss_of, exc_info

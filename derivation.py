@@ -1,0 +1,59 @@
+"""Deriving a DARTS cell from soft architecture weights: each edge's best op, each node's two strongest
+inputs, and P-DARTS's cap on skip connections."""
+import torch
+
+from genotypes import ATTENTION_PRIMITIVES
+
+
+def best_op(row, op_names, exclude=('none',)):
+    candidates = [i for i, name in enumerate(op_names) if name not in exclude]
+    return max(candidates, key=lambda i: (row[i].item(), -i))
+
+
+def best_attention(weights):
+    """The strongest attention of a bottleneck mixture; Identity means no bottleneck."""
+    if weights is None:
+        return ''
+    name = ATTENTION_PRIMITIVES[int(weights.argmax())]
+    return '' if name == 'Identity' else name
+
+
+def edge_strength(weights, op_names):
+    """DARTS's strength of every edge: its best non-`none` op weight, times its edge weight if it has one."""
+    best = torch.stack([row[best_op(row, op_names)] for row in weights.ops]).double()
+    return best if weights.edges is None else best * weights.edges.double()
+
+
+def derive_cell(weights, op_names, steps, strength):
+    """[((op, input[, attention]), edge), ...] two per node: the node's two strongest edges, and on each its
+    best non-`none` op (and its attention, or second op, when searched)."""
+    entries, offset = [], 0
+    for node in range(steps):
+        rows = range(offset, offset + node + 2)
+        for e in sorted(rows, key=lambda e: -strength[e].item())[:2]:
+            op = op_names[best_op(weights.ops[e], op_names)]
+            if weights.second is not None:
+                attention = op_names[best_op(weights.second[e], op_names)]
+            elif weights.attention is not None:
+                attention = ATTENTION_PRIMITIVES[int(weights.attention[e].argmax())]
+            else:
+                attention = ''
+            entries.append(((op, e - offset, attention) if attention else (op, e - offset), e))
+        offset += node + 2
+    return entries
+
+
+def limit_skips(entries, weights, op_names, max_skip):
+    """P-DARTS's remedy for skip collapse: keep at most `max_skip` skip_connect in the cell; the weakest
+    surplus ones become their edge's best op other than skip_connect and `none`."""
+    skips = [i for i, (entry, _) in enumerate(entries) if entry[0] == 'skip_connect']
+    if len(skips) <= max_skip:
+        return entries
+    skip_index = op_names.index('skip_connect')
+    weakest = sorted(skips, key=lambda i: weights.ops[entries[i][1]][skip_index].item())[:len(skips) - max_skip]
+    entries = list(entries)
+    for i in weakest:
+        entry, edge = entries[i]
+        replacement = op_names[best_op(weights.ops[edge], op_names, exclude=('none', 'skip_connect'))]
+        entries[i] = ((replacement, *entry[1:]), edge)
+    return entries

@@ -1,0 +1,130 @@
+"""progressive.py and the supernet's op masks: P-DARTS's stages, its skip dropout schedule, the pruning between
+stages, and a staged search on the synthetic data."""
+import math
+
+import pytest
+import torch
+from conftest import load_script, metrics, supernet
+
+import progressive
+from mixed_op import MixedOp
+from utils import UserError
+
+train_search = load_script('train_search')
+
+TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '128', '--synthetic_test_size',
+        '32', '--num_classes', '4', '--init_channels', '4', '--batch_size', '32', '--device', 'cpu',
+        '--report_freq', '1000']
+
+
+def test_plan_stages_pairs_depths_with_keeps_and_rates():
+    stages = progressive.plan_stages((5, 11, 17), (5, 3), (0.0, 0.4, 0.7), 8, 8)
+    assert [(s.index, s.layers, s.skip_dropout, s.keep) for s in stages] == [
+        (0, 5, 0.0, 5), (1, 11, 0.4, 3), (2, 17, 0.7, None)]
+    assert progressive.plan_stages(None, None, None, 8, 8) == [progressive.Stage(0, 8, 0.0, None)]
+    assert [s.skip_dropout for s in progressive.plan_stages((2, 3), (4,), (0.3,), 8, 8)] == [0.3, 0.3]
+
+
+@pytest.mark.parametrize('layers, keep, rates, says', [
+    ((5, 11), (), None, 'one number for every stage but the last'),
+    ((5, 11), (5,), (0.1, 0.2, 0.3), 'one rate, or one for each of the 2 stages'),
+    ((5, 11, 17), (3, 5), None, 'must fall from stage to stage'),
+    ((5, 11), (8,), None, 'stay below the 8 candidates'),
+    ((5, 11), (1,), None, 'keep at least 2'),
+])
+def test_plan_stages_refuses_plans_that_do_not_fit(layers, keep, rates, says):
+    with pytest.raises(UserError, match=says):
+        progressive.plan_stages(layers, keep, rates, 8, 8)
+
+
+def test_skip_dropout_falls_linearly_in_the_warm_up_then_by_exp_minus_0_2_an_epoch():
+    stage = progressive.Stage(1, 11, 0.4, 3)
+    assert stage.dropout_at(0, 25, 10) == pytest.approx(0.4 * 24 / 25)
+    assert stage.dropout_at(9, 25, 10) == pytest.approx(0.4 * 15 / 25)
+    assert stage.dropout_at(10, 25, 10) == pytest.approx(0.4)
+    assert stage.dropout_at(14, 25, 10) == pytest.approx(0.4 * math.exp(-0.8))
+
+
+def test_skip_dropout_drops_the_identity_only_in_training():
+    op = MixedOp(4, 1, ['skip_connect'], 8, 1, False)
+    x, weights = torch.randn(2, 4, 8, 8), torch.ones(1)
+    assert torch.equal(op.eval()(x, weights, skip_dropout=1.0), x)
+    assert torch.count_nonzero(op.train()(x, weights, skip_dropout=1.0)) == 0
+    assert torch.equal(op.train()(x, weights), x)
+
+
+def test_keep_strongest_keeps_the_k_largest_remaining_weights_with_none_competing():
+    net = supernet(4, 3, 3, image_size=8)
+    with torch.no_grad():
+        net.alphas_normal.copy_(torch.arange(8.0).repeat(14, 1))  # none (index 0) weakest ... dil_conv_5x5 strongest
+        net.alphas_normal[0, 0] = 100.0  # on edge 0, none is strongest
+        net.alphas_reduce.copy_(-torch.arange(8.0).repeat(14, 1))
+    masks = progressive.keep_strongest(net, 3)
+    assert masks['normal'][1].nonzero().flatten().tolist() == [5, 6, 7]
+    assert masks['normal'][0].nonzero().flatten().tolist() == [0, 6, 7]
+    assert masks['reduce'][3].nonzero().flatten().tolist() == [0, 1, 2]
+    net.set_op_masks(masks)
+    assert progressive.keep_strongest(net, 2)['reduce'][3].nonzero().flatten().tolist() == [0, 1]
+    with torch.no_grad():
+        net.alphas_reduce.copy_(torch.arange(8.0).repeat(14, 1))  # the removed ones now largest: they stay out
+    assert progressive.keep_strongest(net, 2)['reduce'][3].nonzero().flatten().tolist() == [1, 2]
+
+
+def test_a_masked_supernet_mixes_and_computes_only_the_remaining_ops():
+    net = supernet(4, 3, 3, image_size=8)
+    mask = torch.zeros(14, 8, dtype=torch.bool)
+    mask[:, [0, 4, 5]] = True  # none, sep_conv_3x3, sep_conv_5x5
+    net.set_op_masks({'normal': mask, 'reduce': mask})
+    weights = net.arch_weights()['normal']
+    soft = torch.softmax(net.alphas_normal.detach()[:, [0, 4, 5]], dim=-1)
+    assert torch.allclose(weights.ops[:, [0, 4, 5]], soft) and torch.count_nonzero(weights.ops[:, [1, 2, 3, 6, 7]]) == 0
+    assert weights.active == [[4, 5]] * 14
+    computed = []
+    hooks = [op.register_forward_hook(lambda module, inputs, output: computed.append(module))
+             for cell in net.cells for edge in cell._ops for op in edge._ops]
+    net.eval()(torch.randn(2, 3, 8, 8))
+    for hook in hooks:
+        hook.remove()
+    assert {type(module).__name__ for module in computed} == {'SepConv'}
+    restored = supernet(4, 3, 3, image_size=8)
+    restored.load_state_dict(net.state_dict())
+    assert restored.masked_active()['reduce'] == [[4, 5]] * 14
+
+
+@pytest.mark.slow
+def test_the_pdarts_preset_searches_in_stages_that_prune_and_deepen(in_tmp):
+    genotype = train_search.main(TINY + ['--method', 'pdarts', '--stage_layers', '2,3,4', '--epochs', '2',
+                                         '--exp_path', 'run'])
+    rows = metrics(in_tmp / 'run')
+    assert [(row['epoch'], row['stage']) for row in rows] == [(0, 0), (1, 0), (2, 1), (3, 1), (4, 2), (5, 2)]
+    assert [round(row['skip_dropout'], 6) for row in rows] == [0.0, 0.0, 0.2, 0.4, 0.35, 0.7]  # warm-up 1 of 2 epochs
+    state = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=True)['model']
+    assert (state['op_mask_normal'].sum(dim=1) == 3).all() and (state['op_mask_reduce'].sum(dim=1) == 3).all()
+    assert max(int(key.split('.')[1]) for key in state if key.startswith('cells.')) == 3  # 4 cells
+    op_names, first_edge_of_node = rows[-1]['op_names'], [0, 2, 5, 9]
+    for cell in ('normal', 'reduce'):
+        for k, (op, source) in enumerate(getattr(genotype, cell)):
+            assert state[f'op_mask_{cell}'][first_edge_of_node[k // 2] + source, op_names.index(op)]
+    assert sum(op == 'skip_connect' for op, _ in genotype.normal) <= 2
+    log = (in_tmp / 'run' / 'log.txt').read_text()
+    assert 'stage 3 of 3: supernet of 4 cells' in log and '3 candidate(s) per edge' in log
+
+
+def test_stages_refuse_a_typed_depth_and_a_longer_resumed_run(in_tmp):
+    with pytest.raises(UserError, match='--layers and --stage_layers both set'):
+        train_search.resolve_arguments(train_search.build_parser(), TINY + ['--method', 'pdarts', '--layers', '5'])
+    with pytest.raises(UserError, match='--stage_keep needs one number'):
+        train_search.resolve_arguments(train_search.build_parser(), TINY + ['--stage_layers', '2,3'])
+
+
+@pytest.mark.slow
+def test_stages_and_darts_pt_on_nas_bench_201(in_tmp):
+    cell = train_search.main(TINY + ['--search_space', 'nas_bench_201', '--stage_layers', '1,2', '--stage_keep', '3',
+                                     '--epochs', '1', '--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1',
+                                     '--exp_path', 'run'])
+    rows = metrics(in_tmp / 'run')
+    assert [row['stage'] for row in rows] == [0, 1] + ['pt'] * 6 and rows[-1]['pt_decisions'] == 6
+    mask = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=True)['model']['op_mask_normal']
+    assert (mask.sum(dim=1) == 1).all()
+    op_names = rows[-1]['op_names']
+    assert [op_names[int(row.nonzero())] for row in mask] == [op for node in cell.nodes for op, _ in node]

@@ -1,0 +1,113 @@
+"""selection.py: DARTS-PT's decisions from masked accuracies, its rounds kept in the op masks, and the
+selection after a search and on a finished search folder."""
+import logging
+
+import pytest
+import torch
+from conftest import load_script, metrics, supernet
+
+import genotypes
+import model_search
+import selection
+from utils import UserError
+
+train_search = load_script('train_search')
+
+TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '128', '--synthetic_test_size',
+        '32', '--num_classes', '4', '--init_channels', '4', '--layers', '2', '--batch_size', '32', '--device', 'cpu',
+        '--report_freq', '1000']
+LOGGER = logging.getLogger('test')
+
+
+def importance_accuracy(preferred, importance):
+    """A stand-in for the validation accuracy: the summed importance of the (edge, op) pairs in
+    `preferred` whose weight is still above zero in the normal cell, so masking a preferred op hurts."""
+    def accuracy_of(weights):
+        ops = weights['normal'].ops
+        return sum(importance[edge] for edge, op in preferred.items() if ops[edge, op] > 0)
+    return accuracy_of
+
+
+def test_darts_pt_changes_the_cell_when_masking_says_so():
+    net = supernet(4, 3, 3, image_size=8)
+    with torch.no_grad():
+        net.alphas_normal.copy_(torch.arange(8.0).repeat(14, 1))  # DARTS takes dil_conv_5x5 everywhere
+    darts_cell = net.genotype()
+    assert {op for op, _ in darts_cell.normal} == {'dil_conv_5x5'}
+    preferred = {edge: 1 + edge % 6 for edge in range(14)}  # max_pool_3x3 ... dil_conv_3x3, never none
+    importance = [1.0, 2.0, 5.0, 1.0, 4.0, 3.0, 1.0, 2.0, 6.0, 5.0, 1.0, 2.0, 3.0, 4.0]
+    accuracy_of = importance_accuracy(preferred, importance)
+    for round_index in range(selection.rounds(net)):
+        assert selection.rounds_done(net) == round_index
+        selection.decide(net, round_index, 0, net.arch_weights(), accuracy_of, LOGGER)
+    assert selection.rounds(net) == selection.rounds_done(net) == 14 + 3
+    # Each node keeps its two most important inputs, each with the op whose removal hurt.
+    kept = {0: (0, 1), 2: (2, 4), 5: (5, 8), 9: (9, 13)}
+    expected = [(net.op_names[preferred[edge]], edge - start) for start, edges in kept.items() for edge in edges]
+    cell = net.genotype()
+    assert sorted(cell.normal) == sorted(expected) and cell.normal != darts_cell.normal
+
+
+def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
+    net = supernet(4, 3, 3, image_size=8)
+    scores = []
+
+    def accuracy_of(weights):
+        ops = weights['reduce'].ops
+        removed = [op for op in range(8) if ops[:, op].eq(0).any()]
+        scores.append(removed)
+        return 10.0 if removed != [6] else 1.0  # without dil_conv_3x3 the supernet fails
+    selection.decide(net, 0, 3, net.arch_weights(), accuracy_of, LOGGER)
+    reduce = net.op_mask('reduce')
+    decided = [edge for edge in range(14) if reduce[edge].sum() == 1]
+    assert len(decided) == 1 and reduce[decided[0]].nonzero().flatten().tolist() == [6]
+    assert [0] not in scores  # none is never a candidate in the DARTS cell
+
+
+def test_nas_bench_201_rounds_decide_ops_only_and_may_keep_none():
+    net = model_search.NetworkNB201(4, 1, 4)
+    assert selection.rounds(net) == 6 and selection.epochs(net, 5) == 26
+
+    def accuracy_of(weights):  # without none the supernet fails
+        return 1.0 if weights['normal'].ops[:, 0].eq(0).any() else 5.0
+    for round_index in range(6):
+        selection.decide(net, round_index, 0, net.arch_weights(), accuracy_of, LOGGER)
+    assert net.genotype() == genotypes.parse_genotype('|none~0|+|none~0|none~1|+|none~0|none~1|none~2|')
+
+
+def test_the_decision_epochs_skip_a_round_the_masks_already_hold():
+    net = supernet(4, 3, 3, image_size=8)
+    calls = []
+    objective = type('Objective', (), {'arch_weights': lambda self, phase: net.arch_weights()})()
+    on_epoch = selection.decision_epochs(net, 2, 0, objective, lambda weights: calls.append(1) or 1.0, LOGGER)
+    assert on_epoch(0) == (True, {'pt_decisions': 1}) and calls
+    calls.clear()
+    assert on_epoch(0) == (True, {'pt_decisions': 1}) and not calls  # a run resumed within epoch 0
+    assert on_epoch(1) == (True, {'pt_decisions': 1}) and not calls
+    assert on_epoch(2) == (True, {'pt_decisions': 2}) and calls
+
+
+@pytest.mark.slow
+def test_pt_after_a_search_equals_pt_on_the_finished_folder(in_tmp):
+    pt = ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1']
+    whole = train_search.main(TINY + ['--epochs', '1', '--exp_path', 'whole'] + pt)
+    train_search.main(TINY + ['--epochs', '1', '--exp_path', 'later'])
+    later = train_search.main(['--resume', 'later'] + pt)
+    assert later == whole == genotypes.parse_genotype(str(in_tmp / 'later' / 'genotype.json'))
+    rows = metrics(in_tmp / 'later')
+    assert [row['stage'] for row in rows] == [0] + ['pt'] * 17 and rows[-1]['pt_decisions'] == 17
+    state = torch.load(in_tmp / 'later' / 'checkpoint.pt', weights_only=True)['model']
+    for cell in ('normal', 'reduce'):
+        assert (state[f'op_mask_{cell}'].sum(dim=1) <= 1).all()
+        assert (state[f'op_mask_{cell}'].any(dim=1).sum()) == 8  # two inputs for each of the four nodes
+    assert 'DARTS-PT round 17: reduce node' in (in_tmp / 'later' / 'log.txt').read_text()
+
+
+def test_pt_refuses_a_longer_resumed_run_and_a_resume_without_it(in_tmp):
+    train_search.main(TINY + ['--epochs', '1', '--exp_path', 'done'])
+    with pytest.raises(UserError, match='--epochs cannot change'):
+        train_search.main(['--resume', 'done', '--selection', 'pt', '--epochs', '2'])
+    checkpoint = torch.load(in_tmp / 'done' / 'checkpoint.pt', weights_only=False)
+    torch.save({**checkpoint, 'stage': 'pt'}, in_tmp / 'done' / 'checkpoint.pt')
+    with pytest.raises(UserError, match='resume it with --selection pt'):
+        train_search.main(['--resume', 'done'])
