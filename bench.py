@@ -100,21 +100,20 @@ class Speed:
 
 
 def search_case(method, extra, sizes, tiny, speed):
-    # A preset of its own size (DrNAS, P-DARTS's first stage) keeps it; a smoke run has fewer cells.
-    preset = methods_lib.presets()[method]
-    own_layers = 'stage_layers' in preset or ('layers' in preset and not tiny)
+    # A preset of its own size (DrNAS, P-DARTS: their first stage) keeps it, but for its depth in a smoke run.
+    preset, layers = methods_lib.presets()[method], str(sizes['search_layers'])
+    stages = len(preset.get('stage_layers', ()))
+    depth = ['--stage_layers', ','.join([layers] * stages)] if stages else ['--layers', layers]
     sized = ([] if 'init_channels' in preset else ['--init_channels', str(sizes['search_channels'])]) + (
-        [] if own_layers else ['--layers', str(sizes['search_layers'])])
-    flags = ['--method', method, '--dataset', 'synthetic', '--amp', 'off'] + sized + extra
-    if tiny:
-        flags += ['--batch_size', '8']
+        depth if tiny or not (stages or 'layers' in preset) else []) + ['--batch_size', '8'] * tiny
+    flags = ['--method', method, '--dataset', 'synthetic', '--amp', 'off', *sized, *extra]
     search_args, _, _ = resolve_arguments(build_search_parser(), flags)
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
     stage = plan_stages(search_args)[0]
-    model = build_model(search_args, info, stage.layers, search_args.max_skip).to(speed.device,
-                                                                                  memory_format=speed.memory_format)
+    model = build_model(search_args, info, stage.layers, stage.partial_channels, search_args.max_skip).to(
+        speed.device, memory_format=speed.memory_format)
     model.skip_dropout = stage.skip_dropout
-    w_optimizer, _, architect = build_optimizers(search_args, model, parallel.Distributed(), speed.autocast)
+    w_optimizer, _, architect = build_optimizers(search_args, model, parallel.Distributed(), speed.autocast, 1)
     objective = architect.objective
     objective.set_epoch(search_args.epochs // 2, search_args.epochs)
     batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
@@ -193,7 +192,8 @@ def latency_table(args, device):
     search_args, _, _ = resolve_arguments(build_search_parser(), shlex.split(args.search_flags))
     size = search_args.image_size or data.DEFAULT_IMAGE_SIZE[search_args.dataset]
     info = data.DatasetInfo(search_args.dataset, 10, 3, size, (0.5,) * 3, (0.25,) * 3)
-    supernet = build_model(search_args, info, plan_stages(search_args)[0].layers, None)
+    stage = plan_stages(search_args)[0]
+    supernet = build_model(search_args, info, stage.layers, stage.partial_channels, None)
     table = cost.measure_latency_table(supernet, device, args.latency_table, args.steps, args.warmup)
     print(f'wrote {args.latency_table}: {len(table)} ops, from {min(table.values()):.3f} to '
           f'{max(table.values()):.3f} ms; search with: python train_search.py '

@@ -308,13 +308,14 @@ class Network(_Supernet):
 # ---------------------------------------------------------------------------------------------
 # NAS-Bench-201.
 
-def check_nb201_options(location, max_skip, primitives_given):
-    """NAS-Bench-201's cell has fixed ops and keeps every edge: options that shape a DARTS cell cannot apply."""
+def check_nb201_options(location, max_skip, primitives_given, origin=''):
+    """NAS-Bench-201's cell has fixed ops and keeps every edge: options that shape a DARTS cell cannot apply.
+    `origin` tells where a value came from when the user did not type it (a preset)."""
     problems = [(location != 'no_attention', f'--location {location} (Att-DARTS\'s attention search)'),
                 (max_skip is not None, '--max_skip'), (primitives_given, '--primitives')]
     for applies, flag in problems:
         if applies:
-            raise UserError(f'{flag} shapes the DARTS cell and cannot apply to --search_space nas_bench_201, '
+            raise UserError(f'{flag}{origin} shapes the DARTS cell and cannot apply to --search_space nas_bench_201, '
                             f'whose cell has fixed ops and keeps every edge')
 
 

@@ -1,11 +1,14 @@
-"""P-DARTS (Chen et al., ICCV 2019): a search in stages, each on a deeper supernet with fewer candidates.
+"""A search in stages, each with fewer candidates per edge: P-DARTS (Chen et al., ICCV 2019) and DrNAS's
+progressive schedule (Chen et al., ICLR 2021).
 
-Stage i searches a fresh supernet of --stage_layers[i] cells, for --epochs epochs with its own weights,
-architecture and schedules; its edges offer only the candidates the previous stage ranked highest (the
-supernet's op masks), so that the deeper network fits the same memory. Dropout on the skip connections
-(--skip_dropout, one rate per stage) keeps them from winning by the speed they learn at, decaying over
-each stage. The last stage's cell is DARTS's derivation from its remaining candidates, with the skip cap
-(--max_skip) on the normal cell, as P-DARTS derives it.
+Stage i searches a supernet of --stage_layers[i] cells at --stage_partial_channels[i] for --epochs epochs;
+its edges offer only the candidates the previous stage ranked highest (the supernet's op masks), so that
+a deeper or wider network fits the same memory. P-DARTS starts every stage afresh (weights, architecture,
+schedules) on a deeper supernet, with dropout on the skip connections (--skip_dropout, one rate per stage)
+that keeps them from winning by the speed they learn at, decaying over each stage; its cell is DARTS's
+derivation from the last stage's candidates, with the skip cap (--max_skip) on the normal cell. DrNAS
+(--stage_continue) carries the supernet on, widened to fewer partial channels, with its architecture,
+its optimisers' states and one cosine schedule over all stages.
 """
 import math
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ class Stage:
     layers: int
     skip_dropout: float
     keep: Optional[int]
+    partial_channels: int = 1
 
     def dropout_at(self, epoch, epochs, warmup_epochs):
         """P-DARTS's rate at `epoch` (from 0) of the stage: falling linearly during the warm-up, then
@@ -34,11 +38,14 @@ class Stage:
         return self.skip_dropout * math.exp(-0.2 * (epoch - warmup_epochs))
 
 
-def plan_stages(stage_layers, stage_keep, skip_dropout, layers, n_ops):
+def plan_stages(stage_layers, stage_keep, skip_dropout, stage_partial_channels, layers, partial_channels, n_ops):
     """The Stages of the flags: without --stage_layers one stage of --layers cells (DARTS)."""
     depths = tuple(stage_layers or (layers,))
     keep = tuple(stage_keep or ())
     rates = tuple(skip_dropout or (0.0,))
+    widths = tuple(stage_partial_channels or (partial_channels,) * len(depths))
+    if len(widths) != len(depths):
+        raise UserError(f'--stage_partial_channels needs one K for each of the {len(depths)} stages, not {len(widths)}')
     if len(keep) != len(depths) - 1:
         raise UserError(f'--stage_keep needs one number for every stage but the last ({len(depths) - 1} for '
                         f'{len(depths)} --stage_layers), not {len(keep)}')
@@ -48,8 +55,8 @@ def plan_stages(stage_layers, stage_keep, skip_dropout, layers, n_ops):
         raise UserError(f'--stage_keep {",".join(map(str, keep))} must fall from stage to stage, stay below the '
                         f'{n_ops} candidates of an edge and keep at least 2 (the last stage chooses one)')
     rates = rates * len(depths) if len(rates) == 1 else rates
-    return [Stage(i, depth, rate, keep[i] if i < len(keep) else None)
-            for i, (depth, rate) in enumerate(zip(depths, rates))]
+    return [Stage(i, depth, rate, keep[i] if i < len(keep) else None, width)
+            for i, (depth, rate, width) in enumerate(zip(depths, rates, widths))]
 
 
 def keep_strongest(net, keep):
@@ -73,10 +80,39 @@ def stage_epochs(stage, net, warmup_epochs, epochs, logs_rate):
     return on_epoch
 
 
+def carry_over(previous, current, generator):
+    """DrNAS's passage to the next stage: `current` (supernet, SGD, schedule, Architect) takes over from
+    `previous`. The weights widen to the new partial channels as Net2Wider does (each added channel copies
+    a random old one, in a weight and in its momentum alike); the architecture, the Adam state and the
+    place in the schedule carry over unchanged."""
+    (old_net, old_sgd, old_scheduler, old_architect), (net, sgd, scheduler, architect) = previous, current
+    chosen = {}
+
+    def widened(name, tensor, shape):
+        for dim, (old, new) in enumerate(zip(tensor.shape, shape)):
+            if new != old:
+                index = chosen.setdefault((name, dim), torch.randint(old, (new - old,), generator=generator))
+                tensor = torch.cat([tensor, tensor.index_select(dim, index.to(tensor.device))], dim)
+        return tensor
+
+    shapes = {name: value.shape for name, value in net.state_dict().items()}
+    net.load_state_dict({name: widened(name, value, shapes[name]) for name, value in old_net.state_dict().items()})
+    parameters = dict(net.named_parameters())
+    for name, parameter in old_net.named_parameters():
+        momentum = old_sgd.state.get(parameter, {}).get('momentum_buffer')
+        if momentum is not None:
+            sgd.state[parameters[name]]['momentum_buffer'] = widened(name, momentum, parameters[name].shape)
+    architect.optimizer.load_state_dict(old_architect.optimizer.state_dict())
+    scheduler.load_state_dict(old_scheduler.state_dict())
+    for group, rate in zip(sgd.param_groups, scheduler.get_last_lr()):
+        group['lr'] = rate  # the new SGD starts where the schedule is, not at its initial rate
+
+
 @register
 class ProgressiveStages(Method):
-    """P-DARTS's settings. The stages are driven by train_search.py (plan_stages) and the skip dropout is
-    applied by the supernet, so no hook of a search step changes."""
+    """P-DARTS's settings and the flags of a search in stages (DrNAS's progressive schedule is its preset's).
+    The stages are driven by train_search.py (plan_stages) and the skip dropout is applied by the
+    supernet, so no hook of a search step changes."""
     presets = {'pdarts': dict(stage_layers=(5, 11, 17), stage_keep=(5, 3), skip_dropout=(0.0, 0.4, 0.7), epochs=25,
                               warmup_epochs=10, batch_size=96, learning_rate_min=0.0, arch_learning_rate=6e-4,
                               max_skip=2)}
@@ -93,6 +129,12 @@ class ProgressiveStages(Method):
         group.add_argument('--skip_dropout', type=comma_list(float, 0, 1), metavar='P[,P,...]',
                            help='dropout on skip connections, one rate or one per stage, decaying within each '
                                 'stage (P-DARTS on CIFAR-10: 0.0,0.4,0.7; default 0: off)')
+        group.add_argument('--stage_partial_channels', type=comma_list(int, 1), metavar='K,K,...',
+                           help='partial channels K of each stage (DrNAS: 6,4; default: --partial_channels)')
+        group.add_argument('--stage_continue', action='store_true',
+                           help="DrNAS: each stage continues the previous one's supernet, widened to its partial "
+                                'channels, with its architecture and optimisers, on one cosine schedule over all '
+                                'stages (default: each stage starts afresh, as P-DARTS)')
 
     def active(self):
         return False

@@ -5,15 +5,17 @@ import genotypes
 import utils
 
 
-def log_plan(logger, notes, model, num_classes, batch_size, processes, epochs, steps, warmup_epochs, valid_batches):
+def log_plan(logger, notes, model, num_classes, batch_size, processes, stages, epochs, steps, warmup_epochs,
+             valid_batches):
     """The first lines of a search: notes on its arguments, its space and methods, and the steps ahead."""
     for note in notes:
         logger.info(note)
     logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes; methods: %s',
                 ', '.join(model.op_names), utils.count_parameters_in_millions(model), processes, batch_size,
                 num_classes, ', '.join(type(method).__name__ for method in model.methods) or 'DARTS')
-    logger.info('%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each epoch '
-                'followed by a validation pass of %d batches', epochs, steps, warmup_epochs, valid_batches)
+    logger.info('%s%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each '
+                'epoch followed by a validation pass of %d batches', f'{stages} stages, each of ' if stages > 1 else '',
+                epochs, steps, warmup_epochs, valid_batches)
 
 
 def report_architecture(run, model, terms, valid, tables):
@@ -42,6 +44,6 @@ def report_architecture(run, model, terms, valid, tables):
 def log_stage(logger, stage, stages, model):
     """The line that opens each of P-DARTS's stages."""
     kept = int(model.op_mask(model.cell_types[0])[0].sum())
-    logger.info('stage %d of %d: supernet of %d cells and %.6f M parameters, %d candidate(s) per edge, skip dropout '
-                '%.2f', stage.index + 1, len(stages), stage.layers, utils.count_parameters_in_millions(model), kept,
-                stage.skip_dropout)
+    logger.info('stage %d of %d: supernet of %d cells at partial channels K = %d and %.6f M parameters, %d '
+                'candidate(s) per edge, skip dropout %.2f', stage.index + 1, len(stages), stage.layers,
+                stage.partial_channels, utils.count_parameters_in_millions(model), kept, stage.skip_dropout)

@@ -278,10 +278,12 @@ class DirichletSampling(Method):
     distribution with concentration elu(alpha) + 1, by the reparameterisation trick, so the architecture
     learns a distribution and the weights meet many mixtures. Its default regulariser is the architecture's
     L2 weight decay (--arch_weight_decay 1e-3); --dirichlet_kl adds the other one, KL(Dir(c) || Dir(1)) summed
-    over edges. The derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. DrNAS's
-    progressive schedule (fewer ops and more channels after half the search) is not built yet."""
+    over edges. The derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. The preset
+    runs DrNAS's progressive schedule as two stages (progressive.py) of 25 epochs: 7 ops at K = 6, then
+    the 4 strongest at K = 4, the supernet widened in between, the warm-up repeated in each."""
     presets = {'drnas': dict(dirichlet=True, primitives='darts_without_none', partial_channels=6, edge_norm=False,
-                             init_channels=36, layers=20, learning_rate=0.1, learning_rate_min=0.0,
+                             init_channels=36, stage_layers=(20, 20), stage_keep=(4,), stage_partial_channels=(6, 4),
+                             stage_continue=True, epochs=25, learning_rate=0.1, learning_rate_min=0.0,
                              arch_learning_rate=6e-4, warmup_epochs=10)}
     switch = '--dirichlet'
 

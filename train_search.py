@@ -97,7 +97,6 @@ def resolve_arguments(parser, argv):
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
-    plan_stages(args)
     if checkpoint:
         if checkpoint.get('stage') == 'pt' and args.selection != 'pt':
             raise utils.UserError('this run is in its DARTS-PT selection; resume it with --selection pt')
@@ -105,12 +104,16 @@ def resolve_arguments(parser, argv):
             raise utils.UserError('--epochs cannot change when a search in stages or with --selection pt resumes')
         return args, checkpoint, []
     given = checkpoints.given_arguments(parser, argv)
-    if args.stage_layers and 'layers' in given:
-        raise utils.UserError('--layers and --stage_layers both set the supernet\'s depth; give one of them')
+    for flag, staged in (('layers', 'stage_layers'), ('partial_channels', 'stage_partial_channels')):
+        if getattr(args, staged) and flag in given:
+            raise utils.UserError(f'--{flag} and --{staged} both set the supernet\'s {flag}; give one of them')
     if args.search_space == 'nas_bench_201':
-        model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given)
+        preset = methods.presets().get(args.method, {})
+        origin = f' (set by --method {args.method})' if set(preset) & {'location', 'max_skip'} - set(given) else ''
+        model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
     elif args.benchmark:
         raise utils.UserError('--benchmark looks cells up in NAS-Bench-201; give --search_space nas_bench_201')
+    plan_stages(args)
     typed = 'warmup_epochs' in given
     warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
                                        parser.get_default('epochs'))
@@ -118,22 +121,33 @@ def resolve_arguments(parser, argv):
 
 
 def plan_stages(args):
-    """The search's stages (progressive.Stage), from --stage_layers, --stage_keep and --skip_dropout."""
+    """The search's stages (progressive.Stage), from the --stage_* flags and --skip_dropout."""
     primitives = 'nas_bench_201' if args.search_space == 'nas_bench_201' else args.primitives
-    return progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout, args.layers,
-                                   len(operations.resolve_primitives(primitives)))
+    stages = progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout,
+                                     args.stage_partial_channels, args.layers, args.partial_channels,
+                                     len(operations.resolve_primitives(primitives)))
+    for stage in stages:
+        if args.init_channels % stage.partial_channels:
+            flag = (f'--stage_partial_channels: K = {stage.partial_channels} of stage {stage.index + 1}'
+                    if args.stage_partial_channels else f'--partial_channels {stage.partial_channels}')
+            raise utils.UserError(f'{flag} must divide --init_channels {args.init_channels}')
+    if args.stage_continue and any(b.partial_channels > a.partial_channels for a, b in zip(stages, stages[1:])):
+        raise utils.UserError('--stage_continue widens the supernet from stage to stage, so --stage_partial_channels '
+                              'must not grow')
+    return stages
 
 
-def build_model(args, info, layers, max_skip):
-    """The supernet of the flags at a stage's depth, with the search methods they switch on."""
+def build_model(args, info, layers, partial_channels, max_skip):
+    """The supernet of the flags at a stage's depth and partial channels, with the search methods they switch
+    on."""
     if args.search_space == 'nas_bench_201':
         return model_search.NetworkNB201(
             args.init_channels, layers, info.num_classes, nn.CrossEntropyLoss(),
-            partial_channels=args.partial_channels, alpha_attention=args.alpha_attention,
+            partial_channels=partial_channels, alpha_attention=args.alpha_attention,
             in_channels=info.in_channels, image_size=info.image_size, methods=methods.build(vars(args)))
     return model_search.Network(
         args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
-        partial_channels=args.partial_channels, max_skip=max_skip, location=args.location,
+        partial_channels=partial_channels, max_skip=max_skip, location=args.location,
         alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
         methods=methods.build(vars(args)))
 
@@ -148,11 +162,13 @@ def build_loaders(args, train_split, info, device, distributed, channels_last):
                  for indices, train in ((first, True), (rest, True), (rest, False)))
 
 
-def build_optimizers(args, model, distributed, amp_autocast):
-    """(SGD of the weights, its cosine schedule, the Architect with Adam of the architecture), as in DARTS."""
+def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs):
+    """(SGD of the weights, its cosine schedule over `schedule_epochs`, the Architect with Adam of the
+    architecture), as in DARTS."""
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, args.epochs, eta_min=args.learning_rate_min)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
+                                                           eta_min=args.learning_rate_min)
     architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast), args.momentum,
                                         args.weight_decay, args.arch_learning_rate, args.arch_weight_decay,
                                         distributed.average)
@@ -176,11 +192,13 @@ def search(args, checkpoint, notes, device, distributed):
     utils.seed_everything(args.seed)
     stages, first = plan_stages(args), checkpoint.get('stage', 0) if checkpoint else 0
 
-    def supernet(layers):
-        return build_model(args, info, layers, args.max_skip).to(device, memory_format=loop.memory_format(
-            channels_last))
+    def supernet(stage):
+        return build_model(args, info, stage.layers, stage.partial_channels, args.max_skip).to(
+            device, memory_format=loop.memory_format(channels_last))
 
-    model, architect = supernet(stages[-1 if first == 'pt' else first].layers), None  # bad options: no run folder
+    schedule_epochs = args.epochs * (len(stages) if args.stage_continue else 1)
+    model = supernet(stages[-1 if first == 'pt' else first])  # built first: bad options leave no run folder
+    w_optimizer = scheduler = architect = None
     run = loop.Run('search', args.save, args.exp_path, distributed)
     batches = build_loaders(args, train_split, info, device, distributed, channels_last)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
@@ -188,13 +206,17 @@ def search(args, checkpoint, notes, device, distributed):
     for stage in stages[first:] if first != 'pt' else ():
         if stage.index != first:
             masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
-            model = supernet(stage.layers)
+            previous, model = (model, w_optimizer, scheduler, architect), supernet(stage)
+        w_optimizer, scheduler, architect = build_optimizers(args, model, distributed, amp_autocast, schedule_epochs)
+        if stage.index != first:
+            if args.stage_continue:
+                progressive.carry_over(previous, (model, w_optimizer, scheduler, architect),
+                                       torch.Generator().manual_seed(args.seed * 1009 + stage.index))
             model.set_op_masks(masks)
-        w_optimizer, scheduler, architect = build_optimizers(args, model, distributed, amp_autocast)
         start = runner.start(checkpoint, stage.index * args.epochs, model, w_optimizer, scheduler, architect)
         if stage.index == first:
             search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,
-                                args.epochs, len(batches[0]), args.warmup_epochs, len(batches[2]))
+                                len(stages), args.epochs, len(batches[0]), args.warmup_epochs, len(batches[2]))
         if len(stages) > 1:
             search_log.log_stage(run.logger, stage, stages, model)
         on_epoch = progressive.stage_epochs(stage, model, args.warmup_epochs, args.epochs, bool(args.skip_dropout))
@@ -202,7 +224,7 @@ def search(args, checkpoint, notes, device, distributed):
                          w_optimizer, scheduler, architect, start, stage.index * args.epochs, args.epochs, on_epoch)
     if args.selection == 'pt':
         if architect is None:  # resumed within the selection
-            architect = build_optimizers(args, model, distributed, amp_autocast)[2]
+            architect = build_optimizers(args, model, distributed, amp_autocast, schedule_epochs)[2]
         model.options['max_skip'] = None  # DARTS-PT's decisions are the cell; no cap overrules them
         model.skip_dropout = 0.0
         w_optimizer, scheduler = selection.fine_tuning_optimizer(model, args.learning_rate, args.momentum,

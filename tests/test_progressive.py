@@ -18,23 +18,25 @@ TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size'
 
 
 def test_plan_stages_pairs_depths_with_keeps_and_rates():
-    stages = progressive.plan_stages((5, 11, 17), (5, 3), (0.0, 0.4, 0.7), 8, 8)
-    assert [(s.index, s.layers, s.skip_dropout, s.keep) for s in stages] == [
-        (0, 5, 0.0, 5), (1, 11, 0.4, 3), (2, 17, 0.7, None)]
-    assert progressive.plan_stages(None, None, None, 8, 8) == [progressive.Stage(0, 8, 0.0, None)]
-    assert [s.skip_dropout for s in progressive.plan_stages((2, 3), (4,), (0.3,), 8, 8)] == [0.3, 0.3]
+    stages = progressive.plan_stages((5, 11, 17), (5, 3), (0.0, 0.4, 0.7), None, 8, 2, 8)
+    assert [(s.index, s.layers, s.skip_dropout, s.keep, s.partial_channels) for s in stages] == [
+        (0, 5, 0.0, 5, 2), (1, 11, 0.4, 3, 2), (2, 17, 0.7, None, 2)]
+    assert progressive.plan_stages(None, None, None, None, 8, 1, 8) == [progressive.Stage(0, 8, 0.0, None, 1)]
+    stages = progressive.plan_stages((2, 3), (4,), (0.3,), (6, 4), 8, 1, 8)
+    assert [(s.skip_dropout, s.partial_channels) for s in stages] == [(0.3, 6), (0.3, 4)]
 
 
-@pytest.mark.parametrize('layers, keep, rates, says', [
-    ((5, 11), (), None, 'one number for every stage but the last'),
-    ((5, 11), (5,), (0.1, 0.2, 0.3), 'one rate, or one for each of the 2 stages'),
-    ((5, 11, 17), (3, 5), None, 'must fall from stage to stage'),
-    ((5, 11), (8,), None, 'stay below the 8 candidates'),
-    ((5, 11), (1,), None, 'keep at least 2'),
+@pytest.mark.parametrize('layers, keep, rates, widths, says', [
+    ((5, 11), (), None, None, 'one number for every stage but the last'),
+    ((5, 11), (5,), (0.1, 0.2, 0.3), None, 'one rate, or one for each of the 2 stages'),
+    ((5, 11, 17), (3, 5), None, None, 'must fall from stage to stage'),
+    ((5, 11), (8,), None, None, 'stay below the 8 candidates'),
+    ((5, 11), (1,), None, None, 'keep at least 2'),
+    ((5, 11), (4,), None, (6, 4, 2), 'one K for each of the 2 stages'),
 ])
-def test_plan_stages_refuses_plans_that_do_not_fit(layers, keep, rates, says):
+def test_plan_stages_refuses_plans_that_do_not_fit(layers, keep, rates, widths, says):
     with pytest.raises(UserError, match=says):
-        progressive.plan_stages(layers, keep, rates, 8, 8)
+        progressive.plan_stages(layers, keep, rates, widths, 8, 1, 8)
 
 
 def test_skip_dropout_falls_linearly_in_the_warm_up_then_by_exp_minus_0_2_an_epoch():
@@ -107,14 +109,66 @@ def test_the_pdarts_preset_searches_in_stages_that_prune_and_deepen(in_tmp):
             assert state[f'op_mask_{cell}'][first_edge_of_node[k // 2] + source, op_names.index(op)]
     assert sum(op == 'skip_connect' for op, _ in genotype.normal) <= 2
     log = (in_tmp / 'run' / 'log.txt').read_text()
-    assert 'stage 3 of 3: supernet of 4 cells' in log and '3 candidate(s) per edge' in log
+    assert 'stage 3 of 3: supernet of 4 cells at partial channels K = 1' in log and '3 candidate(s) per edge' in log
 
 
-def test_stages_refuse_a_typed_depth_and_a_longer_resumed_run(in_tmp):
-    with pytest.raises(UserError, match='--layers and --stage_layers both set'):
-        train_search.resolve_arguments(train_search.build_parser(), TINY + ['--method', 'pdarts', '--layers', '5'])
-    with pytest.raises(UserError, match='--stage_keep needs one number'):
-        train_search.resolve_arguments(train_search.build_parser(), TINY + ['--stage_layers', '2,3'])
+@pytest.mark.parametrize('flags, says', [
+    (['--method', 'pdarts', '--layers', '5'], '--layers and --stage_layers both set'),
+    (['--method', 'drnas', '--init_channels', '12', '--partial_channels', '4'],
+     '--partial_channels and --stage_partial_channels both set'),
+    (['--stage_layers', '2,3'], '--stage_keep needs one number'),
+    (['--method', 'pdarts', '--search_space', 'nas_bench_201'],
+     r'--max_skip \(set by --method pdarts\) shapes the DARTS cell and cannot apply'),
+    (['--stage_layers', '2,3', '--stage_keep', '4', '--stage_partial_channels', '4,3'],
+     'K = 3 of stage 2 must divide --init_channels 4'),
+    (['--stage_layers', '2,3', '--stage_keep', '4', '--stage_partial_channels', '2,4', '--stage_continue'],
+     'must not grow'),
+])
+def test_bad_stage_flags_give_one_sentence(flags, says):
+    with pytest.raises(UserError, match=says):
+        train_search.resolve_arguments(train_search.build_parser(), TINY + flags)
+
+
+def test_carry_over_widens_weights_and_momentum_alike_and_keeps_the_architecture_and_the_schedule():
+    import architect as architect_lib
+    old_net, net = supernet(8, 3, 3, image_size=8, partial_channels=4), supernet(8, 3, 3, image_size=8,
+                                                                                partial_channels=2)
+    old_sgd = torch.optim.SGD(old_net.weights(), 0.1, momentum=0.9)
+    old_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(old_sgd, 4)
+    old_architect = architect_lib.Architect(old_net, architect_lib.SearchObjective(old_net), 0.9, 3e-4, 6e-4, 1e-3)
+    loss = old_net(torch.randn(2, 3, 8, 8)).sum()
+    loss.backward()
+    old_sgd.step()
+    old_architect.optimizer.step()
+    old_scheduler.step()
+    sgd = torch.optim.SGD(net.weights(), 0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 4)
+    new_architect = architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
+    progressive.carry_over((old_net, old_sgd, old_scheduler, old_architect), (net, sgd, scheduler, new_architect),
+                           torch.Generator().manual_seed(0))
+    name = 'cells.0._ops.0._ops.4.op.1.weight'  # sep_conv_3x3's first depthwise conv: 2 channels, now 4
+    old_weight, weight = dict(old_net.named_parameters())[name], dict(net.named_parameters())[name]
+    assert (old_weight.shape[0], weight.shape[0]) == (2, 4) and torch.equal(weight[:2], old_weight)
+    copied = [next(i for i in range(2) if torch.equal(weight[j], old_weight[i])) for j in (2, 3)]
+    momentum = sgd.state[weight]['momentum_buffer']
+    assert torch.equal(momentum[2:], old_sgd.state[old_weight]['momentum_buffer'][copied])
+    assert torch.equal(net.alphas_normal, old_net.alphas_normal) and torch.equal(net.betas_reduce, old_net.betas_reduce)
+    assert new_architect.optimizer.state_dict()['state'].keys() == old_architect.optimizer.state_dict()['state'].keys()
+    assert sgd.param_groups[0]['lr'] == scheduler.get_last_lr()[0] == old_scheduler.get_last_lr()[0] < 0.1
+
+
+@pytest.mark.slow
+def test_the_drnas_preset_widens_its_supernet_after_the_first_half(in_tmp):
+    train_search.main(TINY + ['--method', 'drnas', '--init_channels', '8', '--stage_layers', '2,2',
+                              '--stage_partial_channels', '4,2', '--epochs', '2', '--exp_path', 'run'])
+    rows = metrics(in_tmp / 'run')
+    assert [row['stage'] for row in rows] == [0, 0, 1, 1]
+    rates = [row['lr'] for row in rows]  # one cosine over the four epochs, from 0.1 to 0
+    assert rates == pytest.approx([0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    state = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=True)['model']
+    assert (state['op_mask_normal'].sum(dim=1) == 4).all() and state['cells.0._ops.0._ops.3.op.1.weight'].shape[0] == 8
+    log = (in_tmp / 'run' / 'log.txt').read_text()
+    assert 'stage 2 of 2: supernet of 2 cells at partial channels K = 2' in log
 
 
 @pytest.mark.slow

@@ -237,13 +237,15 @@ PRESET_RUNS = [('beta_darts', ['--search_space', 'nas_bench_201'], 'beta_decay_w
                ('sdarts_rs', ['--search_space', 'nas_bench_201'], 'sdarts_epsilon'),
                ('sdarts_adv', ['--partial_channels', '2'], 'sdarts_epsilon'),
                ('gdas', ['--search_space', 'nas_bench_201', '--batch_size', '32'], 'tau'),
-               ('drnas', ['--init_channels', '6', '--partial_channels', '3'], 'dirichlet_concentration')]
+               ('drnas', ['--init_channels', '6', '--stage_partial_channels', '3,3', '--stage_layers', '3,3',
+                          '--epochs', '1'], 'dirichlet_concentration')]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('preset, flags, moving', PRESET_RUNS)
 def test_each_successor_preset_runs_a_search(preset, flags, moving, in_tmp):
-    train_search.main(TINY + flags + ['--method', preset, '--exp_path', 'run'])
+    tiny = TINY[:TINY.index('--layers')] + TINY[TINY.index('--layers') + 2:] if '--stage_layers' in flags else TINY
+    train_search.main(tiny + flags + ['--method', preset, '--exp_path', 'run'])
     rows = metrics(in_tmp / 'run')
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(row['train_loss'])) for row in rows)
     assert rows[1][moving] != rows[0][moving]
