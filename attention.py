@@ -114,7 +114,7 @@ class CBAMChannelGate(nn.Module):
     def forward(self, x):
         # One pass of the shared MLP over the average- and max-pooled vectors stacked along the batch.
         pooled = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)])
-        from_avg, from_max = self.mlp(pooled).chunk(2)
+        from_avg, from_max = self.mlp(pooled).unflatten(0, (2, -1))  # not chunk(2): it fixes an exported batch
         return torch.sigmoid(from_avg + from_max)[:, :, None, None]
 
 

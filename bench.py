@@ -5,30 +5,23 @@ It also times the data loader on its own, prints a table and writes JSON for BEN
     python bench.py                       # everything, at the papers' sizes
     python bench.py --baseline            # the same steps with every speed option off
     python bench.py --tiny --steps 1      # a smoke run (the tests use it)
+    python bench.py --latency net.onnx --batch_sizes 64   # an exported network at batch 1 and 64
 
 It reuses the scripts' own step functions, so it measures exactly what a run executes.
 """
 import platform
 import shlex
 import subprocess
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
-from torch import nn
 
-import architect as architect_lib
 import cost
 import data
-import genotypes
-import loaders
 import loop
 import methods as methods_lib
-import model as model_lib
-import parallel
 import utils
-from train import train_step
-from train_search import build_model, build_optimizers, plan_stages, resolve_arguments
+from bench_cases import Speed, latency_case, loader_case, search_case, train_case
+from train_search import build_model, plan_stages, resolve_arguments
 from train_search import build_parser as build_search_parser
 
 # Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
@@ -68,6 +61,9 @@ def build_parser():
     parser.add_argument('--output', default='bench.json', help='where to write the results as JSON')
     loop.add_speed_arguments(parser, compile_option=True)
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
+    parser.add_argument('--latency', nargs='?', const='eager', metavar='FILE',
+                        help="instead: inference latency at batch 1 and at --batch_sizes, of an exported network "
+                             "(.onnx, .pt, .pt2 from test.py --export) or, without FILE, of DARTS_V2 in PyTorch")
     parser.add_argument('--latency_table', metavar='PATH',
                         help="instead: time every op of a supernet's edges, one image at a time, and write the table "
                              'that train_search.py --cost latency reads')
@@ -75,90 +71,6 @@ def build_parser():
                         help='with --latency_table: the flags of the search whose supernet is measured (its sizes, '
                              'dataset, search space)')
     return parser
-
-
-def random_batch(batch_size, channels, size, classes, speed):
-    images = torch.randn(batch_size, channels, size, size, device=speed.device)
-    return images.contiguous(memory_format=speed.memory_format), torch.randint(0, classes, (batch_size,),
-                                                                               device=speed.device)
-
-
-@dataclass(frozen=True)
-class Speed:
-    """The speed settings of a benchmark run: autocast dtype (None: float32), memory format, compilation."""
-    dtype: Optional[torch.dtype]
-    channels_last: bool
-    compile: bool
-    device: torch.device
-
-    def autocast(self):
-        return loop.autocast_factory(self.dtype, self.device)()
-
-    @property
-    def memory_format(self):
-        return loop.memory_format(self.channels_last)
-
-
-def search_case(method, extra, sizes, tiny, speed):
-    # A preset of its own size (DrNAS, P-DARTS: their first stage) keeps it, but for its depth in a smoke run.
-    preset, layers = methods_lib.presets()[method], str(sizes['search_layers'])
-    stages = len(preset.get('stage_layers', ()))
-    depth = ['--stage_layers', ','.join([layers] * stages)] if stages else ['--layers', layers]
-    sized = ([] if 'init_channels' in preset else ['--init_channels', str(sizes['search_channels'])]) + (
-        depth if tiny or not (stages or 'layers' in preset) else []) + ['--batch_size', '8'] * tiny
-    flags = ['--method', method, '--dataset', 'synthetic', '--amp', 'off', *sized, *extra]
-    search_args, _, _ = resolve_arguments(build_search_parser(), flags)
-    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
-    stage = plan_stages(search_args)[0]
-    model = build_model(search_args, info, stage.layers, stage.partial_channels, search_args.max_skip).to(
-        speed.device, memory_format=speed.memory_format)
-    model.skip_dropout = stage.skip_dropout
-    w_optimizer, _, architect = build_optimizers(search_args, model, parallel.Distributed(), speed.autocast, 1)
-    objective = architect.objective
-    objective.set_epoch(search_args.epochs // 2, search_args.epochs)
-    batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
-    model.train()
-    step = lambda: architect_lib.search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
-                               search_args.grad_clip, search_args.unrolled, update_architecture=True)
-    return search_args.batch_size, step, model
-
-
-def train_case(batch_size, sizes, speed, inference):
-    config = dict(kind='cifar', C=sizes['train_channels'], num_classes=10, layers=sizes['train_layers'],
-                  auxiliary=True, in_channels=3, image_size=sizes['image_size'])
-    net = model_lib.build_network(config, genotypes.DARTS_V2).to(speed.device, memory_format=speed.memory_format)
-    net.drop_path_prob = 0.1
-    forward = torch.compile(net) if speed.compile else net
-    images, targets = random_batch(batch_size, 3, sizes['image_size'], 10, speed)
-    if inference:
-        net.eval()
-
-        def step():
-            with torch.no_grad(), speed.autocast():
-                forward(images)
-        return step
-    net.train()
-    optimizer = torch.optim.SGD(net.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-    criterion = nn.CrossEntropyLoss()
-    scaler = loop.grad_scaler(speed.dtype, speed.device)
-    return lambda: train_step(net, forward, images, targets, criterion, optimizer, speed.autocast, scaler, 0.4, 5.0)
-
-
-def loader_case(batch_size, sizes, speed):
-    count = batch_size * 8
-    split = data.ImageData(torch.randint(0, 256, (count, 3, sizes['image_size'], sizes['image_size']),
-                                         dtype=torch.uint8), torch.randint(0, 10, (count,)))
-    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
-    loader = loaders.DeviceLoader(split, info, batch_size, device=speed.device, shuffle=True, augment=True,
-                                  cutout_length=16, channels_last=speed.channels_last)
-    batches = iter(())
-
-    def step():
-        nonlocal batches
-        if next(batches, None) is None:
-            batches = loader.iterate(0)
-            next(batches)
-    return step
 
 
 def names_from(text, allowed, flag):
@@ -172,13 +84,17 @@ def names_from(text, allowed, flag):
 
 def build_plan(args, sizes, speed):
     """[(case name, build)] where build() returns (batch size, one step to time)."""
+    batches = [8] if args.tiny else list(args.batch_sizes)
+    if args.latency:
+        label = 'DARTS_V2 (eager)' if args.latency == 'eager' else args.latency
+        return [(f'latency {label} b{b}', lambda b=b: (b, latency_case(args.latency, b, sizes, speed)))
+                for b in dict.fromkeys([1, *batches])]
     cases = names_from(args.cases, CASES, '--cases')
     methods = names_from(args.methods, methods_lib.presets(), '--methods')
     plan = []
     if 'search' in cases:
         plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args.tiny, speed)[:2])
                  for name, method, extra in SEARCH_CASES if method in methods]
-    batches = [8] if args.tiny else list(args.batch_sizes)
     for case, inference in (('train', False), ('infer', True)):
         if case in cases:
             plan += [(f'{case} DARTS_V2 b{b}', lambda b=b, i=inference: (b, train_case(b, sizes, speed, i)))

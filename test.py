@@ -2,6 +2,7 @@
 
     python test.py --model_path eval-EXP-.../checkpoint.pt             # everything read from the checkpoint
     python test.py --model_path cifar10_model.pt --auxiliary --arch DARTS_V2   # DARTS's released weights
+    python test.py --model_path eval-EXP-.../checkpoint.pt --export darts.onnx   # ONNX, checked with onnxruntime
 """
 import argparse
 import functools
@@ -14,6 +15,7 @@ import torch.nn as nn
 import checkpoints
 import benchmark
 import data
+import export
 import genotypes
 import loaders
 import loop
@@ -51,6 +53,9 @@ def build_parser():
     run.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
     run.add_argument('--gpu', type=utils.bounded(int, 0), default=0, help='CUDA device index, as in DARTS')
     run.add_argument('--output', help='where to write the results as JSON (default: test.json beside the weights)')
+    run.add_argument('--export', metavar='FILE',
+                     help='instead of testing, export the evaluation network to FILE.onnx (ONNX), FILE.pt '
+                          '(TorchScript) or FILE.pt2 (torch.export) and check it on a test batch')
     loop.add_speed_arguments(parser, compile_option=True)
     return parser
 
@@ -103,6 +108,9 @@ def main(argv=None):
                               '--arch to look it up')
     if args.output:
         utils.check_output_folder(args.output, '--output')
+    if args.export:
+        export.export_format(args.export)
+        utils.check_output_folder(args.export, '--export')
     if args.model_path is None:
         return look_up(args)
     given = checkpoints.given_arguments(parser, argv)
@@ -150,6 +158,8 @@ def evaluate_weights(args, given, device, distributed):
 
     logger.info('network: %s', told)
     logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
+    if args.export:
+        return export_network(net, args.export, loader, logger) if distributed.is_main else {}
     result = loop.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net,
                            amp_autocast, distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
@@ -166,6 +176,17 @@ def evaluate_weights(args, given, device, distributed):
             raise utils.UserError(f'cannot write the results to {output} ({error.strerror}); use --output') from None
         logger.info('wrote %s', output)
     return result
+
+
+def export_network(net, path, loader, logger):
+    """Export the network on the CPU and compare the exported file's logits with PyTorch's on a test batch."""
+    images = next(iter(loader.iterate(0)))[0].float().cpu().contiguous()
+    net = net.float().cpu().eval()
+    fmt = export.export(net, path, images)
+    difference = export.check(net, path, images)
+    logger.info('wrote %s (%s); on a test batch of %d its logits differ from PyTorch\'s by at most %.2e', path,
+                fmt, len(images), difference)
+    return {'export': path, 'format': fmt, 'max_abs_difference': difference}
 
 
 if __name__ == '__main__':
