@@ -138,7 +138,7 @@ def given_arguments(parser, argv):
 # reports, and how the final cell is selected (DARTS-PT may follow a finished search). Everything else
 # (sizes, data, optimiser, schedules, seed) was built into the checkpoint, and --epochs may only grow.
 RESUME_OVERRIDES = ('data', 'workers', 'device', 'gpu', 'amp', 'channels_last', 'compile', 'sync_bn', 'report_freq',
-                    'benchmark', 'selection', 'pt_interval', 'pt_batches')
+                    'benchmark', 'selection', 'pt_interval', 'pt_batches', 'tensorboard')
 
 
 def resolve_arguments(parser, argv, kind, presets=lambda args: {}):

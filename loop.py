@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from checkpoints import restore_training_state, save_checkpoint
+import tensorboard_log
 from parallel import reduce_meters
 from utils import (AverageMeter, RunStopped, UserError, accuracy, append_jsonl, bounded, create_exp_dir,
                    format_duration, get_logger, peak_memory_mb, reset_peak_memory, write_json, write_text_atomically)
@@ -34,6 +35,8 @@ def add_run_arguments(parser, default_seed):
     run.add_argument('--gpu', type=bounded(int, 0), default=0, help='CUDA device index, as in DARTS')
     run.add_argument('--report_freq', type=bounded(int, 1), default=50,
                      help='log a line every N steps (and at least every 30 seconds)')
+    run.add_argument('--tensorboard', action='store_true',
+                     help='also write TensorBoard event files into the run folder (needs: pip install tensorboard)')
     return run
 
 
@@ -119,11 +122,15 @@ class Start:
 class Run:
     """A run's experiment folder and logger; rank 0 alone writes files and log lines."""
 
-    def __init__(self, kind, save, exp_path, distributed):
+    def __init__(self, kind, save, exp_path, distributed, tensorboard=False):
         self.distributed = distributed
+        if tensorboard:
+            tensorboard_log.summary_writer_class()  # a missing TensorBoard must not leave a folder behind
         folder = create_exp_dir(kind, save, exp_path) if distributed.is_main else None
         self.exp_dir = distributed.broadcast(folder)
         self.logger = get_logger(self.exp_dir if distributed.is_main else None, enabled=distributed.is_main)
+        self.tensorboard = tensorboard_log.TensorBoardLog(self.exp_dir) if tensorboard and distributed.is_main \
+            else None
 
     def path(self, name):
         return os.path.join(self.exp_dir, name)
@@ -135,6 +142,8 @@ class Run:
     def append_metrics(self, row):
         if self.distributed.is_main:
             append_jsonl(self.path('metrics.jsonl'), row)
+        if self.tensorboard is not None:
+            self.tensorboard.write(row)
 
     def save(self, state, name='checkpoint.pt'):
         if self.distributed.is_main:

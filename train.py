@@ -149,7 +149,7 @@ def train(args, checkpoint, device, distributed):
                                        augmentation=loaders.Augmentation.from_flags(args), **loader_options)
     test_loader = loaders.make_loader(test_split, info, args.batch_size, train=False, **loader_options)
     net, forward, config = build_network(args, info, genotype, device, distributed, channels_last)
-    run = loop.Run('eval', args.save, args.exp_path, distributed)
+    run = loop.Run('eval', args.save, args.exp_path, distributed, args.tensorboard)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay, nesterov=args.nesterov)

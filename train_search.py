@@ -199,7 +199,7 @@ def search(args, checkpoint, notes, device, distributed):
     schedule_epochs = args.epochs * (len(stages) if args.stage_continue else 1)
     model = supernet(stages[-1 if first == 'pt' else first])  # built first: bad options leave no run folder
     w_optimizer = scheduler = architect = None
-    run = loop.Run('search', args.save, args.exp_path, distributed)
+    run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
     batches = build_loaders(args, train_split, info, device, distributed, channels_last)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
     runner = search_loop.StageRunner(args, run, run_args, batches, amp_autocast, distributed, device)

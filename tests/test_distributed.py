@@ -27,11 +27,13 @@ def torchrun(script, args, cwd, processes=2):
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_with_the_same_total_batch(in_tmp):
-    finish(torchrun('train', SYNTHETIC + ['--batch_size', '32', '--epochs', '3', '--exp_path', 'two'], in_tmp))
+    finish(torchrun('train', SYNTHETIC + ['--batch_size', '32', '--epochs', '3', '--exp_path', 'two', '--tensorboard'],
+                    in_tmp))
     finish(run_script('train', SYNTHETIC + ['--batch_size', '64', '--epochs', '3', '--exp_path', 'one'], in_tmp))
     assert sorted(os.listdir(in_tmp)) == ['one', 'two']  # no folder from the second rank
     assert sorted(os.listdir(in_tmp / 'two')) == ['args.json', 'checkpoint.pt', 'log.txt', 'metrics.jsonl',
-                                                  'weights.pt']
+                                                  'tensorboard', 'weights.pt']
+    assert len(os.listdir(in_tmp / 'two' / 'tensorboard')) == 1  # rank 0 alone writes events
     log = (in_tmp / 'two' / 'log.txt').read_text()
     assert log.count('epoch 2 lr') == 1 and '2 process(es) of batch 32' in log
     two, one = metrics(in_tmp / 'two'), metrics(in_tmp / 'one')
