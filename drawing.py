@@ -208,6 +208,26 @@ def plot_edges(rows, cell, field, labels, path):
     return path
 
 
+def plot_curves(rows, path):
+    """Loss and top-1 accuracy per epoch, of the training data and of the held-out data (a search's
+    validation half, or a training run's test set)."""
+    figure_module = require('matplotlib.figure')
+    epochs = [row['epoch'] for row in rows]
+    held_out = 'valid' if 'valid_top1' in rows[-1] else 'test'
+    figure = figure_module.Figure(figsize=(8, 3.2), layout='constrained')
+    for ax, metric, label in zip(figure.subplots(1, 2), ('loss', 'top1'), ('loss', 'top-1 accuracy (%)')):
+        for split, marker in (('train', 'o'), (held_out, 's')):
+            values = [row.get(f'{split}_{metric}', float('nan')) for row in rows]
+            ax.plot(epochs, values, marker=marker, fillstyle='none', markersize=4, linewidth=1,
+                    label={'train': 'training', 'valid': 'validation', 'test': 'test'}[split])
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(label)
+        epoch_axis(ax, epochs)
+        ax.legend(fontsize=8)
+    figure.savefig(path, dpi=100)
+    return path
+
+
 def plot_progress(rows, path):
     """Validation accuracy and the normal cell's skip_connect count, the usual sign of skip collapse; and,
     for a NAS-Bench-201 search with --benchmark, the tabulated test accuracies of each epoch's cell."""

@@ -6,6 +6,7 @@ exported at (any batch size) and returns the logits only: the auxiliary head and
 evaluation. onnxruntime, which checks an ONNX file, is optional and imported only here.
 """
 import importlib
+import inspect
 import os
 import re
 import warnings
@@ -55,6 +56,12 @@ def unexportable_op(error):
     return f'the network uses {match.group(1)}, which it cannot translate' if match else str(error).splitlines()[0]
 
 
+def legacy_exporter():
+    """The TorchScript-based ONNX exporter: the default before torch 2.9 (which has no `dynamo` flag before
+    2.5), and needing no onnxscript after."""
+    return {'dynamo': False} if 'dynamo' in inspect.signature(torch.onnx.export).parameters else {}
+
+
 def export(net, path, example):
     """Write the evaluation network `net` (in evaluation mode, on the CPU) to `path` in the format its
     ending names, traced on the batch `example`, with the batch size left free."""
@@ -68,8 +75,8 @@ def export(net, path, example):
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             if fmt == 'ONNX':
                 require('onnx', 'exporting to ONNX')
-                torch.onnx.export(module, (example,), path, dynamo=False, opset_version=ONNX_OPSET,
-                                  input_names=['images'], output_names=['logits'],
+                torch.onnx.export(module, (example,), path, opset_version=ONNX_OPSET, input_names=['images'],
+                                  output_names=['logits'], **legacy_exporter(),
                                   dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
             elif fmt == 'TorchScript':
                 torch.jit.save(torch.jit.trace(module, example), path, _extra_files={INPUT_SHAPE_FILE: shape})

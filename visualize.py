@@ -4,12 +4,14 @@
     python visualize.py search-EXP/genotype.json --format png --outdir figures
     python visualize.py --history search-EXP --animate    # alphas_*.png, progress.png, normal.gif, reduction.gif
     python visualize.py --summary DARTS_V2 --dataset cifar10,cifar100
+    python visualize.py --report search-EXP               # search-EXP/report.html, one self-contained page
 """
 import os
 
 import drawing
 import genotypes
 import model
+import report as report_page
 import utils
 
 # The evaluation networks of the papers: (network, C, cells, classes, input size); NAS-Bench-201's at its sizes.
@@ -26,19 +28,23 @@ NB201_SIZES = {
 
 
 def build_parser():
-    parser = utils.ArgumentParser(description='Draw cells, the history of a search, or network sizes.')
+    parser = utils.ArgumentParser(description='Draw cells, the history of a search, a run report, or network sizes.')
     parser.add_argument('genotype', nargs='?',
                         help='genotype to draw: a published name, a genotype.json (or its search folder), or '
                              'Genotype(...) text')
     parser.add_argument('--history', metavar='EXP_DIR',
                         help="plot a search's metrics.jsonl: softmax of the architecture weights per edge over the "
                              "epochs, validation accuracy and skip_connect count")
+    parser.add_argument('--report', metavar='EXP_DIR',
+                        help="write report.html, one self-contained page of a run folder (search or training): final "
+                             "numbers, curves, cells, architecture weights, arguments")
     parser.add_argument('--summary', metavar='GENOTYPE',
                         help="print parameters and FLOPs of the evaluation networks a genotype builds at the papers' "
                              "sizes")
     parser.add_argument('--format', choices=('png', 'svg', 'pdf'),
                         help='file format of the drawings (default: pdf for cells, png for --history)')
-    parser.add_argument('--outdir', help='output folder (default: the current folder; for --history the search folder)')
+    parser.add_argument('--outdir',
+                        help='output folder (default: the current folder; for --history and --report the run folder)')
     parser.add_argument('--view', action='store_true', help='open the drawn cells in the system viewer')
     parser.add_argument('--animate', action='store_true',
                         help='with --history: also write normal.gif and reduction.gif, the derived cell of every epoch')
@@ -100,8 +106,9 @@ def load_genotype(source, search_space=None):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if sum(mode is not None for mode in (args.genotype, args.history, args.summary)) != 1:
-        raise utils.UserError('give exactly one of: a genotype to draw, --history EXP_DIR or --summary GENOTYPE')
+    if sum(mode is not None for mode in (args.genotype, args.history, args.summary, args.report)) != 1:
+        raise utils.UserError('give exactly one of: a genotype to draw, --history EXP_DIR, --report EXP_DIR or '
+                              '--summary GENOTYPE')
     if args.animate and args.history is None:
         raise utils.UserError('--animate works with --history EXP_DIR only')
     if args.view and args.genotype is None:
@@ -110,6 +117,12 @@ def main(argv=None):
         genotype = load_genotype(args.summary, args.search_space)
         sizes = NB201_SIZES if isinstance(genotype, genotypes.CellNB201) else PAPER_SIZES
         return summarize(genotype, parse_datasets(args.dataset, sizes))
+    if args.report is not None:
+        if not os.path.isdir(args.report):
+            raise utils.UserError(f'{args.report} is not a folder; --report needs a run folder of train.py or '
+                                  f'train_search.py')
+        path = os.path.join(make_outdir(args.outdir or args.report), 'report.html')
+        return report([report_page.write_report(args.report, path)])
     if args.history is not None:
         rows = drawing.load_history(args.history)
         outdir = make_outdir(args.outdir or args.history)
