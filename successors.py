@@ -317,7 +317,7 @@ class DirichletSampling(Method):
         return {'dirichlet_kl': self.kl_weight * total}
 
     def logged(self, net):
-        with torch.no_grad():
-            concentrations = [dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
-                              for cell in net.cell_types]
-        return {'dirichlet_concentration': torch.cat([c.sum(dim=-1) for c in concentrations]).mean().item()}
+        with torch.no_grad():  # each edge's total concentration over the ops that remain on it
+            totals = [(dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
+                       * net.op_mask(cell)).sum(dim=-1) for cell in net.cell_types]
+        return {'dirichlet_concentration': torch.cat(totals).mean().item()}

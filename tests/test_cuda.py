@@ -103,3 +103,32 @@ def test_bench_runs_every_case_on_cuda(in_tmp):
     run('bench', ['--tiny', '--steps', '2', '--warmup', '1', '--device', 'cuda', '--output', 'bench.json'], in_tmp)
     rows = json.loads((in_tmp / 'bench.json').read_text())['results']
     assert rows and all(row['images_per_s'] > 0 and row['peak_memory_mb'] > 0 for row in rows)
+
+
+SUCCESSORS = {name: ['--method', name] for name in ('beta_darts', 'darts_minus', 'fair_darts', 'sdarts_rs',
+                                                    'sdarts_adv', 'gdas')}
+SUCCESSORS.update({'cost': ['--cost_penalty', '1'],
+                   'darts_pt': ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '2'],
+                   'pdarts': ['--method', 'pdarts', '--stage_layers', '3,4,5'],
+                   'drnas': ['--method', 'drnas', '--init_channels', '12', '--stage_layers', '3,3',
+                             '--stage_partial_channels', '6,4']})
+
+
+@pytest.mark.parametrize('flags', SUCCESSORS.values(), ids=SUCCESSORS.keys())
+def test_every_successor_runs_on_cuda_with_tensorboard(flags, in_tmp):
+    staged = '--stage_layers' in flags
+    search = SEARCH[:SEARCH.index('--layers')] + SEARCH[SEARCH.index('--layers') + 2:] if staged else SEARCH
+    run('train_search', search + flags + ['--exp_path', 'search', '--tensorboard'], in_tmp)
+    rows = metrics(in_tmp / 'search')
+    assert rows and all(row['train_loss'] == row['train_loss'] for row in rows)  # no NaN
+    assert (in_tmp / 'search' / 'genotype.json').is_file() and os.listdir(in_tmp / 'search' / 'tensorboard')
+
+
+def test_weights_trained_on_cuda_export_and_time_on_cuda(in_tmp):
+    run('train', TRAIN + ['--epochs', '1', '--exp_path', 'run'], in_tmp)
+    for ending in ('onnx', 'pt2'):
+        run('test', ['--model_path', 'run/checkpoint.pt', '--export', f'net.{ending}'], in_tmp)
+        run('bench', ['--latency', f'net.{ending}', '--batch_sizes', '16', '--steps', '2', '--warmup', '1',
+                      '--device', 'cuda', '--output', f'{ending}.json'], in_tmp)
+        rows = json.loads((in_tmp / f'{ending}.json').read_text())['results']
+        assert [row['batch'] for row in rows] == [1, 16] and all(row['ms_per_step'] > 0 for row in rows)
