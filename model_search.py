@@ -101,7 +101,7 @@ class _Supernet(nn.Module):
                 register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
         for cell in self.cell_types:
             self.register_buffer(f'op_mask_{cell}', torch.ones(self.num_edges, len(self.op_names), dtype=torch.bool))
-        self._mask_active = None
+        self._remaining = None
         self.register_load_state_dict_post_hook(lambda module, keys: module.forget_mask_cache())
 
     # ----------------------------------------------------------------------------------------------
@@ -119,18 +119,24 @@ class _Supernet(nn.Module):
         self.forget_mask_cache()
 
     def forget_mask_cache(self):
-        self._mask_active = None
+        self._remaining = None
+
+    def remaining_ops(self):
+        """{cell type: per edge the indices of the remaining ops, or None where nothing is masked}, kept on
+        the host until the masks change, so that a step never waits for the device to read them."""
+        if self._remaining is None:
+            masks = {cell: self.op_mask(cell).cpu() for cell in self.cell_types}
+            self._remaining = {cell: None if mask.all() else [row.nonzero().flatten().tolist() for row in mask]
+                               for cell, mask in masks.items()}
+            self._active = {cell: None if rows is None else [[i for i in row if i != self.none_index] for row in rows]
+                            for cell, rows in self._remaining.items()}
+        return self._remaining
 
     def masked_active(self):
-        """{cell type: per edge the remaining op indices worth computing, or None where nothing is masked},
-        kept on the host until the masks change."""
-        if self._mask_active is None:
-            self._mask_active = {}
-            for cell in self.cell_types:
-                mask = self.op_mask(cell).cpu()
-                self._mask_active[cell] = None if mask.all() else [
-                    [i for i in row.nonzero().flatten().tolist() if i != self.none_index] for row in mask]
-        return self._mask_active
+        """{cell type: per edge the remaining op indices worth computing (`none` never is), or None where
+        nothing is masked}."""
+        self.remaining_ops()
+        return self._active
 
     def mask_ops(self, cell, ops, sums_to_one=True):
         """`ops` with the removed candidates at 0; mixtures that sum to one are renormalised over what

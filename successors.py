@@ -267,6 +267,20 @@ class GDAS(Method):
         return {'tau': self.tau}
 
 
+def remaining_concentrations(concentration, remaining):
+    """The concentrations of the ops that remain on each edge (`remaining`: per edge their indices, or None
+    for all), one tensor per number of remaining ops; an edge with one op left has no distribution."""
+    if remaining is None:
+        return [concentration]
+    groups = {}
+    for edge, ops in enumerate(remaining):
+        if len(ops) > 1:
+            groups.setdefault(len(ops), []).append((edge, ops))
+    return [concentration[torch.tensor([[edge] for edge, _ in group], device=concentration.device),
+                          torch.tensor([ops for _, ops in group], device=concentration.device)]
+            for group in groups.values()]
+
+
 def dirichlet_concentration(alphas):
     """DrNAS's concentration of each edge's Dirichlet: elu(alpha) + 1, positive."""
     return F.elu(alphas) + 1
@@ -312,8 +326,9 @@ class DirichletSampling(Method):
         total = 0
         for cell in net.cell_types:
             concentration = dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
-            prior = torch.distributions.Dirichlet(torch.ones_like(concentration))
-            total = total + torch.distributions.kl_divergence(torch.distributions.Dirichlet(concentration), prior).sum()
+            for remaining in remaining_concentrations(concentration, net.remaining_ops()[cell]):
+                prior = torch.distributions.Dirichlet(torch.ones_like(remaining))
+                total = total + torch.distributions.kl_divergence(torch.distributions.Dirichlet(remaining), prior).sum()
         return {'dirichlet_kl': self.kl_weight * total}
 
     def logged(self, net):

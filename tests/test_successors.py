@@ -218,6 +218,33 @@ def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
     assert drnas.logged(net) == {'dirichlet_concentration': pytest.approx(8.0)}
 
 
+def test_with_masks_the_dirichlet_and_its_regulariser_cover_the_remaining_ops_only():
+    torch.manual_seed(0)
+    net = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=1.0)
+    drnas = only(net, successors.DirichletSampling)
+    with torch.no_grad():
+        net.alphas_normal.copy_(torch.linspace(-2, 3, 14 * 8).view(14, 8))
+    mask = torch.zeros(14, 8, dtype=torch.bool)
+    mask[:, [1, 4, 5, 7]] = True
+    mask[3] = False
+    mask[3, [2, 6]] = True  # an edge with two ops left
+    mask[9] = False
+    mask[9, 4] = True  # an edge decided: no distribution left
+    net.set_op_masks({'normal': mask, 'reduce': torch.ones(14, 8, dtype=torch.bool)})
+    sample = drnas.transform(net.arch_weights(), 'alpha', net)['normal'].ops
+    assert torch.count_nonzero(sample[~mask]) == 0 and torch.allclose(sample.sum(-1), torch.ones(14))
+    concentration = torch.nn.functional.elu(net.alphas_normal.detach()) + 1
+
+    def kl(c):
+        return torch.distributions.kl_divergence(torch.distributions.Dirichlet(c),
+                                                 torch.distributions.Dirichlet(torch.ones_like(c))).sum()
+    reduce = torch.nn.functional.elu(net.alphas_reduce.detach()) + 1
+    expected = sum(kl(concentration[edge][mask[edge]]) for edge in range(14) if edge != 9) + kl(reduce)
+    assert drnas.regularisers('alpha', net)['dirichlet_kl'].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert drnas.logged(net)['dirichlet_concentration'] == pytest.approx(
+        (torch.cat([(concentration * mask).sum(-1), reduce.sum(-1)])).mean().item())
+
+
 def test_two_methods_that_replace_the_weights_are_refused_in_one_sentence():
     with pytest.raises(UserError, match=r'^--hd_on_weights.* and --gdas both replace the weights a phase mixes '
                                         r'with; use one of them$'):
