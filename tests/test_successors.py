@@ -198,12 +198,17 @@ def test_gdas_computes_only_the_sampled_op_and_anneals_its_temperature():
     assert torch.allclose(net(x, sampled), net(x, every_op), atol=1e-6), 'the other ops weigh exactly 0'
 
 
-def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
+def dirichlet_supernet(kl_weight):
+    """A DrNAS supernet whose normal cell's op parameters spread from -2 to 3, and its method."""
     torch.manual_seed(0)
-    net = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=0.5)
-    drnas = only(net, successors.DirichletSampling)
+    net = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=kl_weight)
     with torch.no_grad():
         net.alphas_normal.copy_(torch.linspace(-2, 3, 14 * 8).view(14, 8))
+    return net, only(net, successors.DirichletSampling)
+
+
+def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
+    net, drnas = dirichlet_supernet(0.5)
     concentration = torch.nn.functional.elu(net.alphas_normal.detach()) + 1
     samples = torch.stack([drnas.transform(net.arch_weights(), 'eval', net)['normal'].ops for _ in range(4000)])
     assert (samples > 0).all() and torch.allclose(samples.sum(-1), torch.ones(4000, 14))
@@ -219,11 +224,7 @@ def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
 
 
 def test_with_masks_the_dirichlet_and_its_regulariser_cover_the_remaining_ops_only():
-    torch.manual_seed(0)
-    net = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=1.0)
-    drnas = only(net, successors.DirichletSampling)
-    with torch.no_grad():
-        net.alphas_normal.copy_(torch.linspace(-2, 3, 14 * 8).view(14, 8))
+    net, drnas = dirichlet_supernet(1.0)
     mask = torch.zeros(14, 8, dtype=torch.bool)
     mask[:, [1, 4, 5, 7]] = True
     mask[3] = False
