@@ -6,11 +6,10 @@ optional and imported only here. The files are pickles that the API itself loads
 the benchmark's authors publish.
 """
 import contextlib
-import importlib
 import io
 import os
 
-from utils import UserError
+from utils import UserError, optional_import
 
 # (our name, the API's dataset, its field): accuracies after the benchmark's 200-epoch training, averaged
 # over its seeds; CIFAR-10's validation comes from training on half of its training set, as the papers report.
@@ -18,13 +17,6 @@ TABULATED = (('cifar10_valid', 'cifar10-valid', 'valid-accuracy'), ('cifar10_tes
              ('cifar100_valid', 'cifar100', 'valid-accuracy'), ('cifar100_test', 'cifar100', 'test-accuracy'),
              ('imagenet16_valid', 'ImageNet16-120', 'valid-accuracy'),
              ('imagenet16_test', 'ImageNet16-120', 'test-accuracy'))
-
-
-def _require(module, package):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UserError(f'--benchmark needs the benchmark\'s API; install it with `pip install {package}`') from None
 
 
 class Benchmark:
@@ -38,9 +30,10 @@ class Benchmark:
         with contextlib.redirect_stdout(io.StringIO()):  # the APIs print as they load
             try:
                 if path.endswith('.pth'):
-                    self.api = _require('nas_201_api', 'nas-bench-201').NASBench201API(path, verbose=False)
+                    api = optional_import('nas_201_api', "--benchmark's API", 'nas-bench-201')
+                    self.api = api.NASBench201API(path, verbose=False)
                 else:
-                    nats = _require('nats_bench', 'nats_bench')
+                    nats = optional_import('nats_bench', "--benchmark's API", 'nats_bench')
                     self.api = nats.create(path, 'tss', fast_mode=os.path.isdir(path), verbose=False)
             except UserError:
                 raise

@@ -45,12 +45,16 @@ def derive_cell(weights, op_names, steps, strength):
 
 def limit_skips(entries, weights, op_names, max_skip):
     """P-DARTS's remedy for skip collapse: keep at most `max_skip` skip_connect in the cell; the weakest
-    surplus ones become their edge's best op other than skip_connect and `none`."""
+    surplus ones become their edge's best op other than skip_connect and `none`. A skip whose edge has no
+    other op left (weight 0: masked by P-DARTS's pruning or decided by DARTS-PT) stays."""
     skips = [i for i, (entry, _) in enumerate(entries) if entry[0] == 'skip_connect']
-    if len(skips) <= max_skip:
+    surplus = len(skips) - max_skip
+    if surplus <= 0:
         return entries
     skip_index = op_names.index('skip_connect')
-    weakest = sorted(skips, key=lambda i: weights.ops[entries[i][1]][skip_index].item())[:len(skips) - max_skip]
+    others = [j for j, name in enumerate(op_names) if name not in ('none', 'skip_connect')]
+    replaceable = [i for i in skips if any(weights.ops[entries[i][1]][j] > 0 for j in others)]
+    weakest = sorted(replaceable, key=lambda i: weights.ops[entries[i][1]][skip_index].item())[:surplus]
     entries = list(entries)
     for i in weakest:
         entry, edge = entries[i]

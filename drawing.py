@@ -4,7 +4,6 @@ The drawing libraries are optional on a GPU server, so each is imported where it
 one is a user error that says how to install it.
 """
 import contextlib
-import importlib
 import io
 import json
 import os
@@ -19,12 +18,7 @@ STYLE = {'input': 'palegreen', 'node': 'lightsteelblue', 'bottleneck': 'lightsal
 
 def require(module):
     """The drawing libraries are optional (a GPU server may lack them), so a missing one is a user error."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        package = PIP_NAMES[module.split('.')[0]]
-        raise utils.UserError(f'this needs the Python package {package}; install it with `pip install {package}`') \
-            from None
+    return utils.optional_import(module, 'drawing', PIP_NAMES[module.split('.')[0]])
 
 
 @contextlib.contextmanager
@@ -108,19 +102,28 @@ def draw_cells(genotype, outdir, file_format, view):
     return written
 
 
-def load_history(exp_dir):
+def load_metrics(exp_dir, flag, writers):
+    """The rows of a run folder's metrics.jsonl, for `flag`, which needs a folder that `writers` wrote."""
     path = os.path.join(exp_dir, 'metrics.jsonl')
     if not os.path.isdir(exp_dir):
-        raise utils.UserError(f'{exp_dir} is not a folder; --history needs the folder a train_search.py run wrote')
+        raise utils.UserError(f'{exp_dir} is not a folder; {flag} needs the folder a {writers} run wrote')
     if not os.path.isfile(path):
-        raise utils.UserError(f'{exp_dir} holds no metrics.jsonl; --history needs the folder a train_search.py run '
-                              f'wrote, after at least one epoch')
+        raise utils.UserError(f'{exp_dir} holds no metrics.jsonl; {flag} needs the folder a {writers} run wrote, '
+                              f'after at least one epoch')
     try:
-        rows = [row for row in utils.read_jsonl(path) if 'arch_weights' in row]
+        rows = utils.read_jsonl(path)
     except ValueError as error:
         raise utils.UserError(f'{path} is not valid JSON lines ({str(error)[:80]})') from None
     if not rows:
-        raise utils.UserError(f'{path} holds no architecture weights; it was not written by train_search.py')
+        raise utils.UserError(f'{path} is empty; {flag} needs at least one finished epoch')
+    return rows
+
+
+def load_history(exp_dir):
+    rows = [row for row in load_metrics(exp_dir, '--history', 'train_search.py') if 'arch_weights' in row]
+    if not rows:
+        raise utils.UserError(f'{exp_dir}/metrics.jsonl holds no architecture weights; it was not written by '
+                              f'train_search.py')
     return rows
 
 

@@ -5,7 +5,6 @@ The format follows the file's ending. The exported network takes a batch of imag
 exported at (any batch size) and returns the logits only: the auxiliary head and drop path are off, as in
 evaluation. onnxruntime, which checks an ONNX file, is optional and imported only here.
 """
-import importlib
 import inspect
 import os
 import re
@@ -14,7 +13,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from utils import UserError
+from utils import UserError, optional_import
 
 FORMATS = {'.onnx': 'ONNX', '.pt': 'TorchScript', '.pt2': 'torch.export'}
 ONNX_OPSET = 17  # what onnxruntime releases of the last years all run
@@ -28,14 +27,6 @@ def export_format(path):
         raise UserError(f'--export {path}: the file must end in .onnx (ONNX), .pt (TorchScript) or .pt2 '
                         f'(a torch.export program)')
     return FORMATS[ending]
-
-
-def require(package, purpose):
-    """The optional package, or one sentence that says how to install it."""
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise UserError(f'{purpose} needs {package}: pip install {package}') from None
 
 
 class Logits(nn.Module):
@@ -74,7 +65,7 @@ def export(net, path, example):
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             if fmt == 'ONNX':
-                require('onnx', 'exporting to ONNX')
+                optional_import('onnx', 'exporting to ONNX', 'onnx')
                 torch.onnx.export(module, (example,), path, opset_version=ONNX_OPSET, input_names=['images'],
                                   output_names=['logits'], **legacy_exporter(),
                                   dynamic_axes={'images': {0: 'batch'}, 'logits': {0: 'batch'}})
@@ -97,7 +88,7 @@ def load(path, device):
     if not os.path.isfile(path):
         raise UserError(f'{path} does not exist; write one with: python test.py --model_path WEIGHTS --export {path}')
     if fmt == 'ONNX':
-        onnxruntime = require('onnxruntime', 'running an ONNX file')
+        onnxruntime = optional_import('onnxruntime', 'running an ONNX file', 'onnxruntime')
         providers = ['CUDAExecutionProvider'] if device.type == 'cuda' else []
         session = onnxruntime.InferenceSession(path, providers=providers + ['CPUExecutionProvider'])
         images = session.get_inputs()[0]

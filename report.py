@@ -21,13 +21,7 @@ SCALARS = (int, float)
 
 def read_run(exp_dir):
     """(arguments, metrics rows, genotype or None) of a train.py or train_search.py folder."""
-    metrics_path = os.path.join(exp_dir, 'metrics.jsonl')
-    if not os.path.isfile(metrics_path):
-        raise utils.UserError(f'{exp_dir} holds no metrics.jsonl; --report needs a folder that train.py or '
-                              f'train_search.py wrote, after at least one epoch')
-    rows = utils.read_jsonl(metrics_path)
-    if not rows:
-        raise utils.UserError(f'{metrics_path} is empty; --report needs at least one finished epoch')
+    rows = drawing.load_metrics(exp_dir, '--report', 'train.py or train_search.py')
     args_path = os.path.join(exp_dir, 'args.json')
     with open(args_path) if os.path.isfile(args_path) else io.StringIO('{}') as f:
         args = json.load(f)
@@ -98,9 +92,9 @@ STYLE = ('body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0
          'font-size:90%}img,svg{max-width:100%;height:auto}h2{border-bottom:1px solid #ddd}')
 
 
-def write_report(exp_dir, path):
-    """Write the page of `exp_dir` to `path`; returns `path`."""
-    args, rows, genotype = read_run(exp_dir)
+def write_report(exp_dir, run, path):
+    """Write the page of `exp_dir`, whose `run` read_run read, to `path`; returns `path`."""
+    args, rows, genotype = run
     search = 'arch_weights' in rows[-1]
     name = os.path.basename(os.path.normpath(exp_dir))
     sections = [('Final numbers', final_numbers(rows)),

@@ -8,16 +8,21 @@ import checkpoints
 import loaders
 import loop
 import search_log
+import selection
 
 
 class StageRunner:
     """What every stage of a search shares (run folder, loaders, precision, the metrics so far), and the
     shared epoch loop run for one stage."""
 
-    def __init__(self, args, run, run_args, batches, amp_autocast, distributed, device):
-        self.args, self.run, self.run_args, self.batches = args, run, run_args, batches
+    def __init__(self, run, run_args, batches, amp_autocast, distributed, device, grad_clip, unrolled, report_freq,
+                 benchmark_path=None):
+        """`run_args` are what checkpoints and args.json record; `batches` the loaders of the weights' half,
+        the architecture's half and that half for validation; `benchmark_path` NAS-Bench-201's tables."""
+        self.run, self.run_args, self.batches = run, run_args, batches
         self.amp_autocast, self.distributed, self.device = amp_autocast, distributed, device
-        self.tables = benchmark.Benchmark(args.benchmark) if args.benchmark else None
+        self.grad_clip, self.unrolled, self.report_freq = grad_clip, unrolled, report_freq
+        self.tables = benchmark.Benchmark(benchmark_path) if benchmark_path else None
         self.history = None
 
     def start(self, checkpoint, first_epoch, model, w_optimizer, scheduler, architect):
@@ -34,7 +39,7 @@ class StageRunner:
         """Epochs first_epoch..first_epoch+epochs-1 of stage `name` (an index, or 'pt'), which make up `span`
         (for the time left). on_epoch(epoch of the stage) -> (whether the architecture trains, fields of the
         epoch's metrics row)."""
-        args, run, distributed, objective = self.args, self.run, self.distributed, architect.objective
+        run, distributed, objective = self.run, self.distributed, architect.objective
         train_loader, alpha_loader, valid_loader = self.batches
         optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
         epoch_state = {}
@@ -51,7 +56,7 @@ class StageRunner:
 
         def step(batch):
             loss, logits, alpha_loss = architect_lib.search_step(
-                model, objective, architect, *batch, w_optimizer, epoch_state['lr'], args.grad_clip, args.unrolled,
+                model, objective, architect, *batch, w_optimizer, epoch_state['lr'], self.grad_clip, self.unrolled,
                 epoch_state['trains'], distributed.average_gradients)
             return logits, batch[0][1], (loss,) if alpha_loss is None else (loss, alpha_loss)
 
@@ -63,11 +68,26 @@ class StageRunner:
             return {'stage': name, **fields}, words
 
         def state(epoch, step, meters, history):
-            samples = step * args.batch_size * distributed.world_size
+            samples = step * self.run_args['batch_size'] * distributed.world_size
             return {'kind': 'search', 'args': self.run_args, 'stage': name,
                     **checkpoints.training_state(model, optimizers, scheduler, None, epoch, samples, meters, history,
                                                  distributed)}
 
         hooks = loop.EpochHooks('search', len(train_loader), begin, batches, step, end, state, span)
-        self.history = loop.run_epochs(run, hooks, start, first_epoch + epochs, args.report_freq, scheduler,
+        self.history = loop.run_epochs(run, hooks, start, first_epoch + epochs, self.report_freq, scheduler,
                                        self.device, distributed)
+
+    def select_cell(self, model, architect, checkpoint, first_epoch, learning_rate, momentum, weight_decay, interval,
+                    max_batches, seed):
+        """DARTS-PT's selection after the search (or resumed within it): fine-tuning at a constant
+        `learning_rate`, a decision every `interval` epochs measured on `max_batches` validation batches
+        (0: all); `architect` carries on from the search."""
+        model.skip_dropout = 0.0
+        w_optimizer, scheduler = selection.fine_tuning_optimizer(model, learning_rate, momentum, weight_decay)
+        start = self.start(checkpoint, first_epoch, model, w_optimizer, scheduler, architect)
+        accuracy_of = selection.measurer(model, self.batches[2], self.amp_autocast, self.distributed, max_batches)
+        self.run.logger.info('DARTS-PT selection: %d rounds of decisions, %d epoch(s) of fine-tuning apart',
+                             selection.rounds(model), interval)
+        on_epoch = selection.decision_epochs(model, interval, seed, architect.objective, accuracy_of, self.run.logger)
+        self.run_stage('pt', 'the DARTS-PT selection', model, w_optimizer, scheduler, architect, start, first_epoch,
+                       selection.epochs(model, interval), on_epoch)

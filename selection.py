@@ -109,8 +109,8 @@ def measurer(net, loader, amp_autocast, distributed, max_batches):
 
 
 def fine_tuning_optimizer(net, learning_rate, momentum, weight_decay):
-    """The fine-tuning SGD: a tenth of the search's learning rate, held constant."""
-    sgd = torch.optim.SGD(net.weights(), learning_rate / 10, momentum=momentum, weight_decay=weight_decay)
+    """The fine-tuning SGD, at a constant `learning_rate` (DARTS-PT: a tenth of the search's)."""
+    sgd = torch.optim.SGD(net.weights(), learning_rate, momentum=momentum, weight_decay=weight_decay)
     return sgd, torch.optim.lr_scheduler.ConstantLR(sgd, factor=1.0, total_iters=0)
 
 

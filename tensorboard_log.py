@@ -2,7 +2,6 @@
 weights as images and histograms, and the derived cell's drawing when Graphviz can draw it.
 
 TensorBoard is optional: it is imported only with the flag, and a missing one is one sentence."""
-import importlib
 import io
 import json
 import logging
@@ -12,18 +11,15 @@ import numpy as np
 import torch
 
 import genotypes
-from utils import UserError
+from utils import UserError, optional_import
 
 FOLDER = 'tensorboard'  # inside the run folder: tensorboard --logdir EXP/tensorboard
 
 
 def summary_writer_class():
     """torch's SummaryWriter, or one sentence that says how to install TensorBoard."""
-    try:
-        importlib.import_module('tensorboard')
-        return importlib.import_module('torch.utils.tensorboard').SummaryWriter
-    except ImportError:
-        raise UserError('--tensorboard needs TensorBoard: pip install tensorboard') from None
+    optional_import('tensorboard', '--tensorboard', 'tensorboard')
+    return optional_import('torch.utils.tensorboard', '--tensorboard', 'tensorboard').SummaryWriter
 
 
 class TensorBoardLog:

@@ -202,7 +202,8 @@ def search(args, checkpoint, notes, device, distributed):
     run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
     batches = build_loaders(args, train_split, info, device, distributed, channels_last)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
-    runner = search_loop.StageRunner(args, run, run_args, batches, amp_autocast, distributed, device)
+    runner = search_loop.StageRunner(run, run_args, batches, amp_autocast, distributed, device, args.grad_clip,
+                                     args.unrolled, args.report_freq, args.benchmark)
     for stage in stages[first:] if first != 'pt' else ():
         if stage.index != first:
             masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
@@ -223,21 +224,9 @@ def search(args, checkpoint, notes, device, distributed):
         runner.run_stage(stage.index, f'stage {stage.index + 1}' if len(stages) > 1 else 'the run', model,
                          w_optimizer, scheduler, architect, start, stage.index * args.epochs, args.epochs, on_epoch)
     if args.selection == 'pt':
-        if architect is None:  # resumed within the selection
-            architect = build_optimizers(args, model, distributed, amp_autocast, schedule_epochs)[2]
-        model.options['max_skip'] = None  # DARTS-PT's decisions are the cell; no cap overrules them
-        model.skip_dropout = 0.0
-        w_optimizer, scheduler = selection.fine_tuning_optimizer(model, args.learning_rate, args.momentum,
-                                                                 args.weight_decay)
-        first_epoch = len(stages) * args.epochs
-        start = runner.start(checkpoint, first_epoch, model, w_optimizer, scheduler, architect)
-        accuracy_of = selection.measurer(model, batches[2], amp_autocast, distributed, args.pt_batches)
-        run.logger.info('DARTS-PT selection: %d rounds of decisions, %d epoch(s) of fine-tuning apart',
-                        selection.rounds(model), args.pt_interval)
-        on_epoch = selection.decision_epochs(model, args.pt_interval, args.seed, architect.objective, accuracy_of,
-                                             run.logger)
-        runner.run_stage('pt', 'the DARTS-PT selection', model, w_optimizer, scheduler, architect, start, first_epoch,
-                         selection.epochs(model, args.pt_interval), on_epoch)
+        architect = architect or build_optimizers(args, model, distributed, amp_autocast, schedule_epochs)[2]
+        runner.select_cell(model, architect, checkpoint, len(stages) * args.epochs, args.learning_rate / 10,
+                           args.momentum, args.weight_decay, args.pt_interval, args.pt_batches, args.seed)
     run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',

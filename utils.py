@@ -2,6 +2,7 @@
 
 Also argument checks, plain files and experiment folders."""
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -51,6 +52,15 @@ def comma_list(kind, low, high=None):
         return tuple(item(part) for part in text.split(','))
     parse.__name__ = f'comma list of {kind.__name__}'
     return parse
+
+
+def optional_import(module, purpose, package):
+    """An optional dependency, imported where it is used; missing, it is one sentence that says how to
+    install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f'{purpose} needs {package}; install it with `pip install {package}`') from None
 
 
 class RunStopped(Exception):

@@ -118,11 +118,9 @@ def main(argv=None):
         sizes = NB201_SIZES if isinstance(genotype, genotypes.CellNB201) else PAPER_SIZES
         return summarize(genotype, parse_datasets(args.dataset, sizes))
     if args.report is not None:
-        if not os.path.isdir(args.report):
-            raise utils.UserError(f'{args.report} is not a folder; --report needs a run folder of train.py or '
-                                  f'train_search.py')
+        run = report_page.read_run(args.report)  # before any folder is made
         path = os.path.join(make_outdir(args.outdir or args.report), 'report.html')
-        return report([report_page.write_report(args.report, path)])
+        return report([report_page.write_report(args.report, run, path)])
     if args.history is not None:
         rows = drawing.load_history(args.history)
         outdir = make_outdir(args.outdir or args.history)

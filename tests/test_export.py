@@ -74,7 +74,8 @@ def test_bad_files_and_a_missing_onnxruntime_give_one_sentence(tmp_path, monkeyp
     real_import = importlib.import_module
     monkeypatch.setattr(importlib, 'import_module', lambda name: (_ for _ in ()).throw(ImportError)
                         if name == 'onnxruntime' else real_import(name))
-    with pytest.raises(UserError, match='running an ONNX file needs onnxruntime: pip install onnxruntime'):
+    with pytest.raises(UserError, match='running an ONNX file needs onnxruntime; install it with '
+                                        '`pip install onnxruntime`'):
         export.check(net, str(tmp_path / 'net.onnx'), images)
 
 

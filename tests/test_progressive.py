@@ -93,6 +93,19 @@ def test_a_masked_supernet_mixes_and_computes_only_the_remaining_ops():
     assert restored.masked_active()['reduce'] == [[4, 5]] * 14
 
 
+def test_the_skip_cap_leaves_a_skip_whose_edge_has_nothing_else_left():
+    net = supernet(4, 3, 3, image_size=8, max_skip=0)
+    with torch.no_grad():
+        net.alphas_normal.copy_(torch.tensor([0.0, 1, 1, 5, 2, 2, 2, 2]).repeat(14, 1))  # skip_connect wins
+    mask = torch.ones(14, 8, dtype=torch.bool)
+    mask[:2] = False
+    mask[:2, [0, 3]] = True  # node 0's inputs keep only none and skip_connect
+    net.set_op_masks({'normal': mask, 'reduce': torch.ones(14, 8, dtype=torch.bool)})
+    normal = net.genotype().normal
+    assert normal[:2] == [('skip_connect', 0), ('skip_connect', 1)]
+    assert all(op != 'skip_connect' for op, _ in normal[2:])
+
+
 @pytest.mark.slow
 def test_the_pdarts_preset_searches_in_stages_that_prune_and_deepen(in_tmp):
     genotype = train_search.main(TINY + ['--method', 'pdarts', '--stage_layers', '2,3,4', '--epochs', '2',

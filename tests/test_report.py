@@ -63,9 +63,10 @@ def test_the_report_opens_in_a_headless_browser(runs, kind, images, tmp_path):
 
 
 def test_a_folder_without_metrics_is_one_sentence(tmp_path):
-    with pytest.raises(UserError, match='is not a folder; --report needs a run folder'):
+    with pytest.raises(UserError, match='is not a folder; --report needs the folder a train.py or train_search.py'):
         visualize.main(['--report', str(tmp_path / 'missing')])
-    with pytest.raises(UserError, match='holds no metrics.jsonl; --report needs a folder that train.py'):
+    assert not (tmp_path / 'missing').exists()
+    with pytest.raises(UserError, match='holds no metrics.jsonl; --report needs the folder a train.py or'):
         visualize.main(['--report', str(tmp_path)])
     with pytest.raises(UserError, match='give exactly one of'):
         visualize.main(['DARTS_V2', '--report', str(tmp_path)])

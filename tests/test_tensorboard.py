@@ -64,6 +64,6 @@ def test_a_missing_tensorboard_is_one_sentence_and_leaves_no_folder(in_tmp, monk
     real_import = importlib.import_module
     monkeypatch.setattr(importlib, 'import_module', lambda name: (_ for _ in ()).throw(ImportError)
                         if name == 'tensorboard' else real_import(name))
-    with pytest.raises(UserError, match='--tensorboard needs TensorBoard: pip install tensorboard'):
+    with pytest.raises(UserError, match='--tensorboard needs tensorboard; install it with `pip install tensorboard`'):
         train_search.main(TINY + ['--epochs', '1', '--exp_path', 'search'])
     assert not (in_tmp / 'search').exists()
