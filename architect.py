@@ -53,6 +53,19 @@ class SearchObjective:
             terms = {name: value.detach() for name, value in terms.items()}
         return terms
 
+    @contextlib.contextmanager
+    def float32(self):
+        """The passes inside run in float32 with TF32 off, whatever --amp says: the finite difference of the
+        unrolled step perturbs each weight by about 1e-5 of itself, below the rounding of bf16 (and of TF32,
+        which cuDNN's convolutions use by default on Ampere and later GPUs)."""
+        amp_autocast = self.amp_autocast
+        self.amp_autocast = contextlib.nullcontext
+        try:
+            with loop.exact_float32():
+                yield
+        finally:
+            self.amp_autocast = amp_autocast
+
     def _cross_entropy(self, x, target, weights, params=None):
         with self.amp_autocast():
             if params is None:
@@ -106,7 +119,8 @@ class Architect:
         """One architecture update; returns the validation loss (a tensor, no host sync)."""
         arch = self.model.arch_parameters()
         if unrolled:
-            grads, loss = self.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, network_optimizer)
+            with self.objective.float32():
+                grads, loss = self.unrolled_gradients(x_train, y_train, x_valid, y_valid, eta, network_optimizer)
         else:
             loss, _, _ = self.objective.loss(x_valid, y_valid, 'alpha')
             # Only the architecture gradient is needed: autograd skips the weights' gradient kernels.

@@ -74,6 +74,17 @@ def grad_scaler(dtype, device):
     return torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
 
+@contextlib.contextmanager
+def exact_float32():
+    """Float32 matrix products and convolutions without TF32 inside (CUDA's settings; the CPU has no TF32)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 def use_channels_last(flag, device):
     """--channels_last / --no_channels_last, or by default NHWC on CUDA only."""
     return device.type == 'cuda' if flag is None else flag

@@ -18,6 +18,16 @@ def log_plan(logger, notes, model, num_classes, batch_size, processes, stages, e
                 epochs, steps, warmup_epochs, valid_batches)
 
 
+def log_precision(logger, amp_dtype, unrolled):
+    """One line on the number formats of the search step (`amp_dtype` None: float32)."""
+    steps = 'float32' if amp_dtype is None else f'{str(amp_dtype).replace("torch.", "")} autocast'
+    if unrolled:
+        logger.info('precision: the weight step and the validation pass in %s; the second-order architecture gradient '
+                    'in float32 with TF32 off, as its finite difference needs', steps)
+    else:
+        logger.info('precision: the architecture step, the weight step and the validation pass in %s', steps)
+
+
 def report_architecture(run, model, terms, valid, tables):
     """The end of a search epoch: the derived cell saved and logged with the methods' terms, one line per
     cell type and kind of weight, and its tabulated accuracies; returns (metrics, words of the epoch line)."""

@@ -186,7 +186,8 @@ def search(args, checkpoint, notes, device, distributed):
     previous one ranked highest, then DARTS-PT's selection if asked. Epochs count across stages; a
     checkpoint names the stage it holds."""
     utils.configure_device(device)
-    amp_autocast = loop.autocast_factory(loop.amp_dtype(args.amp, device), device)
+    dtype = loop.amp_dtype(args.amp, device)
+    amp_autocast = loop.autocast_factory(dtype, device)
     channels_last = loop.use_channels_last(args.channels_last, device)
     train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args))
     utils.seed_everything(args.seed)
@@ -218,6 +219,7 @@ def search(args, checkpoint, notes, device, distributed):
         if stage.index == first:
             search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,
                                 len(stages), args.epochs, len(batches[0]), args.warmup_epochs, len(batches[2]))
+            search_log.log_precision(run.logger, dtype, args.unrolled)
         if len(stages) > 1:
             search_log.log_stage(run.logger, stage, stages, model)
         on_epoch = progressive.stage_epochs(stage, model, args.warmup_epochs, args.epochs, bool(args.skip_dropout))

@@ -1,3 +1,5 @@
+import contextlib
+import functools
 import gc
 import warnings
 
@@ -38,34 +40,78 @@ def batches():
     return x_train, torch.randint(0, 3, (6,)), x_valid, torch.randint(0, 3, (6,))
 
 
-def exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta):
-    """grad_alpha L_val(w - eta * grad_w L_train(w, alpha), alpha) by autograd through the inner step."""
+def exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta, momentum=0.0, weight_decay=0.0,
+                            buffers=None):
+    """grad_alpha L_val(w - eta * (grad_w L_train(w, alpha) + weight_decay * w + momentum * buffer), alpha) by
+    autograd through the inner step."""
     arch = net.arch_parameters()
     named = [(name, p) for name, p in net.named_parameters() if all(p is not a for a in arch)]
     names, weights = zip(*named)
+    buffers = buffers or [torch.zeros_like(w) for w in weights]
     train_loss = net._criterion(net(x_train), y_train)
     grads = torch.autograd.grad(train_loss, weights, create_graph=True)
-    unrolled = {name: w - eta * g for name, w, g in zip(names, weights, grads)}
+    unrolled = {name: w - eta * (g + weight_decay * w + momentum * b)
+                for name, w, g, b in zip(names, weights, grads, buffers)}
     val_loss = net._criterion(functional_call(net, unrolled, (x_valid,)), y_valid)
     return torch.autograd.grad(val_loss, arch)
 
 
+def flat(grads):
+    return torch.cat([g.flatten() for g in grads])
+
+
+def cosine(a, b):
+    a, b = flat(a), flat(b)
+    return float(a @ b / (a.norm() * b.norm()))
+
+
 @pytest.mark.parametrize('options', [{}, {'partial_channels': 2}])
-def test_second_order_gradient_matches_autograd_through_the_unrolled_step(options):
+@pytest.mark.parametrize('momentum, weight_decay', [(0.0, 0.0), (0.9, 3e-4)])
+def test_second_order_gradient_matches_autograd_through_the_unrolled_step(options, momentum, weight_decay):
     net = smooth(tiny_supernet(primitives='none,avg_pool_3x3,skip_connect,sep_conv_3x3,dil_conv_3x3', **options))
     data = batches()
     eta = 0.5  # large, so that the second-order term is a sizeable part of the gradient
-    exact = exact_unrolled_gradient(net, *data, eta)
-    architect = Architect(net, SearchObjective(net), 0.0, 0.0, 3e-4, 1e-3)
-    optimizer = torch.optim.SGD(net.weights(), eta)
+    optimizer = torch.optim.SGD(net.weights(), eta, momentum=momentum, weight_decay=weight_decay)
+    if momentum:  # one weight step first, so that a momentum buffer enters the unrolled step
+        optimizer.zero_grad()
+        net._criterion(net(data[0]), data[1]).backward()
+        optimizer.step()
+        net.zero_grad()
+    buffers = [optimizer.state[w]['momentum_buffer'] if momentum else None for w in net.weights()]
+    exact = exact_unrolled_gradient(net, *data, eta, momentum, weight_decay, buffers if momentum else None)
+    architect = Architect(net, SearchObjective(net), momentum, weight_decay, 3e-4, 1e-3)
     before = [w.detach().clone() for w in net.weights()]
     ours, _ = architect.unrolled_gradients(*data, eta, optimizer)
     first_order = torch.autograd.grad(net._criterion(net(data[2]), data[3]), net.arch_parameters())
-    flat = lambda grads: torch.cat([g.flatten() for g in grads])  # noqa: E731
     error = (flat(ours) - flat(exact)).norm() / flat(exact).norm()
     assert error < 1e-3
     assert (flat(first_order) - flat(exact)).norm() / flat(exact).norm() > 10 * error
     assert all(torch.equal(b, w) for b, w in zip(before, net.weights())), 'weights were not restored exactly'
+
+
+def test_the_second_order_gradient_survives_bf16_autocast():
+    """The unrolled gradient runs in float32 whatever --amp says: bf16's rounding (about 4e-3) would swallow
+    the finite difference's perturbation of each weight (about 1e-5 of it)."""
+    results = {}
+    for name, autocast in (('float32', contextlib.nullcontext),
+                           ('bf16', functools.partial(torch.autocast, 'cpu', dtype=torch.bfloat16))):
+        torch.manual_seed(0)
+        net = supernet(8, 10, 5, image_size=16)
+        optimizer = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+        generator = torch.Generator().manual_seed(1)
+        x_train, x_valid = (torch.randn(16, 3, 16, 16, generator=generator) for _ in range(2))
+        y_train, y_valid = (torch.randint(0, 10, (16,), generator=generator) for _ in range(2))
+        optimizer.zero_grad()
+        net._criterion(net(x_train), y_train).backward()
+        optimizer.step()
+        architect = Architect(net, SearchObjective(net, autocast), 0.9, 3e-4, 3e-4, 1e-3)
+        products = []
+        hessian_vector_product = architect._hessian_vector_product
+        architect._hessian_vector_product = lambda *a: products.append(hessian_vector_product(*a)) or products[-1]
+        architect.step(x_train, y_train, x_valid, y_valid, 0.025, optimizer, unrolled=True)
+        results[name] = [p.grad.clone() for p in net.arch_parameters()], products[0]
+    assert cosine(results['bf16'][0], results['float32'][0]) >= 0.999
+    assert cosine(results['bf16'][1], results['float32'][1]) >= 0.99
 
 
 def test_first_order_step_moves_only_the_architecture():

@@ -32,8 +32,9 @@ def test_a_search_writes_every_scalar_the_weights_and_the_cells(in_tmp):
                if isinstance(value, (int, float)) and not isinstance(value, bool) and name != 'epoch'}
     assert numbers <= set(board.Tags()['scalars']) and 'alpha_beta_decay' in numbers
     for name in ('valid_top1', 'train_loss', 'beta_decay_weight'):
-        assert [(event.step, event.value) for event in board.Scalars(name)] == pytest.approx(
-            [(row['epoch'], row[name]) for row in rows])
+        scalars = board.Scalars(name)
+        assert [event.step for event in scalars] == [row['epoch'] for row in rows]
+        assert [event.value for event in scalars] == pytest.approx([row[name] for row in rows])
     assert {'arch_weights/normal_ops', 'arch_weights/reduce_ops', 'cell/normal', 'cell/reduction'} <= set(
         board.Tags()['images'])
     assert {'arch_weights/normal_ops', 'arch_weights/reduce_ops'} <= set(board.Tags()['histograms'])
