@@ -2,7 +2,7 @@
 loader, and the inference of an exported network. Each builder returns the step, ready to run again and
 again; they reuse the scripts' own step functions, so a timing is of exactly what a run executes."""
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -43,6 +43,13 @@ class Speed:
         return loop.memory_format(self.channels_last)
 
 
+class SearchCase(NamedTuple):
+    batch_size: int
+    step: Callable  # () -> the search step's (loss, logits, architecture loss)
+    model: torch.nn.Module  # the supernet
+    validate: Callable  # () -> logits of the validation pass on one batch
+
+
 def search_case(method, extra, sizes, tiny, speed):
     # A preset of its own size (DrNAS, P-DARTS: their first stage) keeps it, but for its depth in a smoke run.
     preset, layers = methods_lib.presets()[method], str(sizes['search_layers'])
@@ -62,9 +69,18 @@ def search_case(method, extra, sizes, tiny, speed):
     objective.set_epoch(search_args.epochs // 2, search_args.epochs)
     batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
     model.train()
-    step = lambda: architect_lib.search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,  # noqa: E731
-                               search_args.grad_clip, search_args.unrolled, update_architecture=True)
-    return search_args.batch_size, step, model
+
+    def step():
+        return architect_lib.search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,
+                                         search_args.grad_clip, search_args.unrolled, update_architecture=True)
+
+    def validate():
+        model.eval()
+        with torch.no_grad(), speed.autocast():
+            logits = model(alpha_batch[0], objective.arch_weights('eval'))
+        model.train()
+        return logits
+    return SearchCase(search_args.batch_size, step, model, validate)
 
 
 def train_case(batch_size, sizes, speed, inference):

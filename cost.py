@@ -145,6 +145,7 @@ class CostPenalty(Method):
             raise UserError('--cost latency needs --latency_table FILE; measure one with: python bench.py '
                             '--latency_table FILE')
         self.tables = None
+        self.device_tables = None  # the tables on the architecture's device, copied there once
 
     @staticmethod
     def add_arguments(parser):
@@ -167,9 +168,12 @@ class CostPenalty(Method):
         return self.tables
 
     def expected_cost(self, net, weights):
+        device = next(iter(weights.values())).ops.device
+        if self.device_tables is None or next(iter(self.device_tables.values())).device != device:
+            self.device_tables = {cell: table.to(device) for cell, table in self._tables(net).items()}
         total = 0
         for cell, w in weights.items():
-            per_edge = (w.ops * self._tables(net)[cell].to(w.ops.device)).sum(dim=-1)
+            per_edge = (w.ops * self.device_tables[cell]).sum(dim=-1)
             total = total + (per_edge if w.edges is None else per_edge * w.edges).sum()
         return total
 

@@ -80,9 +80,9 @@ class AuxiliarySkip(Method):
         if 'skip_connect' not in net.op_names:
             raise UserError('--auxiliary_skip (DARTS-) adds to the skip_connect candidate; keep skip_connect in '
                             '--primitives')
-        skip = torch.zeros(len(net.op_names))
-        skip[net.op_names.index('skip_connect')] = self.beta
-        return {cell: w.replace(ops=w.ops + skip.to(w.ops.device)) for cell, w in weights.items()}
+        i = net.op_names.index('skip_connect')
+        return {cell: w.replace(ops=torch.cat([w.ops[:, :i], w.ops[:, i:i + 1] + self.beta, w.ops[:, i + 1:]], dim=1))
+                for cell, w in weights.items()}
 
     def logged(self, net):
         return {'auxiliary_skip': self.beta}
@@ -207,10 +207,9 @@ class SmoothDARTS(Method):
             ops = {cell: clip_rows(clean[cell] + (leaves[cell].detach() + step * grad.sign() - clean[cell]).clamp(
                 -self.epsilon, self.epsilon)) for (cell, grad) in zip(leaves, grads)}
         with torch.no_grad():
-            attacked = with_ops(ops)
-            raised = loss_of(attacked) >= loss_before
+            raised = loss_of(with_ops(ops)) >= loss_before
         net.train(was_training)
-        return attacked if raised else weights
+        return with_ops({cell: torch.where(raised, ops[cell], clean[cell]) for cell in ops})  # chosen on the device
 
     def logged(self, net):
         return {'sdarts_epsilon': self.epsilon}
@@ -219,13 +218,13 @@ class SmoothDARTS(Method):
 def gumbel_hard(ops, tau):
     """GDAS's sample of one op per edge: (weights, indices). The forward weights are exactly one-hot on an op
     drawn with probability `ops` (Gumbel-max); their gradient is that of the Gumbel-softmax at temperature
-    `tau` (straight-through). A draw with an infinite Gumbel noise is drawn again, as GDAS does."""
+    `tau` (straight-through). GDAS draws again while a Gumbel noise is infinite; here an infinite one is
+    drawn again once, on the device, so the sample never waits for the host and never loops (non-finite
+    `ops` give a non-finite loss, which the loss guard reports)."""
     log_ops = ops.clamp_min(torch.finfo(ops.dtype).tiny).log()
-    while True:
-        gumbels = -torch.empty_like(ops).exponential_().log()
-        soft = F.softmax((log_ops + gumbels) / tau, dim=-1)
-        if torch.isfinite(gumbels).all() and torch.isfinite(soft).all():
-            break
+    gumbels = -torch.empty_like(ops).exponential_().log()
+    gumbels = torch.where(torch.isfinite(gumbels), gumbels, -torch.empty_like(ops).exponential_().log())
+    soft = F.softmax((log_ops + gumbels) / tau, dim=-1)
     indices = soft.argmax(dim=-1)
     hard = F.one_hot(indices, ops.size(-1)).to(soft.dtype)
     return hard - soft.detach() + soft, indices
@@ -257,33 +256,41 @@ class GDAS(Method):
         self.tau = self.tau_max - (self.tau_max - self.tau_min) * epoch / max(epochs - 1, 1)
 
     def transform(self, weights, phase, net):
-        sampled = {}
-        for cell, w in weights.items():
-            ops, indices = gumbel_hard(w.ops, self.tau)
-            sampled[cell] = w.replace(ops=ops, active=[[index] for index in indices.tolist()])
-        return sampled
+        samples = {cell: gumbel_hard(w.ops, self.tau) for cell, w in weights.items()}
+        # The sampled ops, the only ones computed, reach the host in one transfer for all cell types.
+        on_host = torch.stack([indices for _, indices in samples.values()]).tolist()
+        return {cell: w.replace(ops=samples[cell][0], active=[[index] for index in indices])
+                for (cell, w), indices in zip(weights.items(), on_host)}
 
     def logged(self, net):
         return {'tau': self.tau}
 
 
-def remaining_concentrations(concentration, remaining):
-    """The concentrations of the ops that remain on each edge (`remaining`: per edge their indices, or None
-    for all), one tensor per number of remaining ops; an edge with one op left has no distribution."""
+def remaining_groups(remaining, device):
+    """Where the ops that remain on each edge lie (`remaining`: per edge their indices, or None for all):
+    (edge rows, op columns) index tensors on `device`, one pair per number of remaining ops; an edge with
+    one op left has no distribution."""
     if remaining is None:
-        return [concentration]
+        return None
     groups = {}
     for edge, ops in enumerate(remaining):
         if len(ops) > 1:
             groups.setdefault(len(ops), []).append((edge, ops))
-    return [concentration[torch.tensor([[edge] for edge, _ in group], device=concentration.device),
-                          torch.tensor([ops for _, ops in group], device=concentration.device)]
-            for group in groups.values()]
+    return [(torch.tensor([[edge] for edge, _ in group], device=device),
+             torch.tensor([ops for _, ops in group], device=device)) for group in groups.values()]
 
 
 def dirichlet_concentration(alphas):
     """DrNAS's concentration of each edge's Dirichlet: elu(alpha) + 1, positive."""
     return F.elu(alphas) + 1
+
+
+def dirichlet_sample(concentration):
+    """One reparameterised sample of each row's Dirichlet. Unchecked (checking would read the concentration
+    on the host at every pass): instead a row with a non-finite concentration samples NaN, where torch's CPU
+    sampler would return a uniform row, so that the loss guard stops the run."""
+    sample = torch.distributions.Dirichlet(concentration, validate_args=False).rsample()
+    return sample.masked_fill(~torch.isfinite(concentration).all(dim=-1, keepdim=True), float('nan'))
 
 
 @register
@@ -303,6 +310,7 @@ class DirichletSampling(Method):
 
     def __init__(self, dirichlet=False, dirichlet_kl=0.0):
         self.on, self.kl_weight = dirichlet, dirichlet_kl
+        self._groups = {}  # remaining_groups by (cell type, remaining ops): made once, not copied every step
 
     @staticmethod
     def add_arguments(parser):
@@ -316,9 +324,18 @@ class DirichletSampling(Method):
         return self.on
 
     def transform(self, weights, phase, net):
-        return {cell: w.replace(ops=net.mask_ops(cell, torch.distributions.Dirichlet(
-                    dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())).rsample()))
+        return {cell: w.replace(ops=net.mask_ops(cell, dirichlet_sample(dirichlet_concentration(
+                    net.cell_arch_parameters(cell)['alphas'].float()))))
                 for cell, w in weights.items()}
+
+    def remaining_concentrations(self, concentration, cell, net):
+        """The concentrations of the ops that remain on each edge, one tensor per number of remaining ops."""
+        remaining = net.remaining_ops()[cell]
+        key = (cell, None if remaining is None else tuple(map(tuple, remaining)))
+        if key not in self._groups:
+            self._groups[key] = remaining_groups(remaining, concentration.device)
+        groups = self._groups[key]
+        return [concentration] if groups is None else [concentration[rows, columns] for rows, columns in groups]
 
     def regularisers(self, phase, net):
         if phase != 'alpha' or not self.kl_weight:
@@ -326,9 +343,10 @@ class DirichletSampling(Method):
         total = 0
         for cell in net.cell_types:
             concentration = dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
-            for remaining in remaining_concentrations(concentration, net.remaining_ops()[cell]):
-                prior = torch.distributions.Dirichlet(torch.ones_like(remaining))
-                total = total + torch.distributions.kl_divergence(torch.distributions.Dirichlet(remaining), prior).sum()
+            for remaining in self.remaining_concentrations(concentration, cell, net):
+                prior = torch.distributions.Dirichlet(torch.ones_like(remaining), validate_args=False)
+                total = total + torch.distributions.kl_divergence(
+                    torch.distributions.Dirichlet(remaining, validate_args=False), prior).sum()
         return {'dirichlet_kl': self.kl_weight * total}
 
     def logged(self, net):

@@ -1,12 +1,19 @@
 import contextlib
 import functools
 import gc
+import signal
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
-from conftest import supernet
+import bench
+import bench_cases
+import loop
+import methods
+import parallel
+import progressive
+from conftest import count_host_reads, supernet
 from torch.func import functional_call
 
 from architect import Architect, SearchObjective
@@ -221,3 +228,61 @@ def test_da2s_holds_the_op_parameters_until_its_start_epoch():
         assert not torch.equal(betas, net.betas_normal)
     _, _, terms = objective.loss(x, y, 'alpha')
     assert set(terms) == {'da2s_ops', 'da2s_edges'}
+
+
+# Reads that a method needs, per step: GDAS computes only its sampled ops and DADARTS's hard discretization
+# only the kept ones, so each learns them in one transfer for all cell types, once per sampled pass (the
+# architecture step's one or, unrolled, four; the weight step; the validation pass). Nothing else may read.
+SAMPLED_PASSES = {('gdas', False): 3, ('gdas', True): 6, ('dadarts', False): 2, ('dadarts', True): 2}
+NB201 = ['--search_space', 'nas_bench_201']
+SEARCH_STEPS = [(method, unrolled, [], SAMPLED_PASSES.get((method, unrolled), 0))
+                for method in sorted(methods.presets()) for unrolled in (False, True)] + [
+    ('darts', False, ['--cost_penalty', '1'], 0), ('darts', True, ['--alpha_attention', '--partial_channels', '2'], 0),
+    ('drnas', False, ['--dirichlet_kl', '1'], 0), ('darts', False, NB201, 0), ('darts', True, NB201, 0),
+    ('darts', False, [*NB201, '--gdas'], 3), ('darts', False, [*NB201, '--hd_on_weights'], 2),
+    *(('darts', False, [*NB201, *flags], 0) for flags in (['--dirichlet'], ['--partial_channels', '2'],
+                                                          ['--sdarts', 'adv'], ['--auxiliary_skip', '1']))]
+
+
+@pytest.mark.parametrize('method, unrolled, flags, allowed', SEARCH_STEPS)
+def test_a_search_step_never_reads_the_device_on_the_host(method, unrolled, flags, allowed):
+    """An architecture step, a weight step and a validation pass, as on a GPU: each value read on the host
+    would wait for the device. Supernets with candidates removed (P-DARTS, DrNAS) take the masked paths."""
+    speed = bench_cases.Speed(None, True, False, torch.device('cpu'))
+    sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8)  # attention needs 16
+    case = bench_cases.search_case(method, ['--unrolled'] * unrolled + flags, sizes, True, speed)
+    if 'stage_layers' in methods.presets()[method]:
+        case.model.set_op_masks(progressive.keep_strongest(case.model, 4))
+    case.step(), case.validate()  # the first step makes the optimisers' state
+    with count_host_reads() as reads:
+        case.step()
+        case.validate()
+    assert len(reads) == allowed, reads
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Fail instead of hanging (a redraw loop that cannot end, say)."""
+    def expired(signum, frame):
+        raise AssertionError(f'still running after {seconds} s')
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize('method', sorted(methods.presets()))
+def test_nan_architecture_weights_reach_the_loss_guard_in_every_method(method):
+    speed = bench_cases.Speed(None, False, False, torch.device('cpu'))
+    sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8)
+    case = bench_cases.search_case(method, [], sizes, True, speed)
+    with torch.no_grad():
+        for parameter in case.model.arch_parameters():
+            parameter.fill_(float('nan'))
+    guard = loop.FiniteLossGuard(3, parallel.Distributed())
+    with time_limit(30), pytest.raises(loop.NonFiniteLoss, match='non-finite at epoch 3, step 7'):
+        loss, _, alpha_loss = case.step()
+        guard.record(7, (loss, alpha_loss))
