@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from operations import Identity
+from operations import Identity, in_memory_format_of, is_channels_last
 from utils import UserError
 
 REDUCTION = 16  # Att-DARTS's channel reduction ratio for every attention
@@ -128,7 +128,7 @@ class CBAMSpatialGate(nn.Module):
 
     def forward(self, x):
         pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.spatial(pooled))
+        return torch.sigmoid(self.spatial(in_memory_format_of(pooled, x)))
 
 
 class CBAMMask(nn.Module):
@@ -194,7 +194,10 @@ class DoubleAttentionMask(nn.Module):
         gather_weights = self.convB(x).flatten(2).softmax(dim=-1)      # B x n x N, over positions
         distribute_weights = self.convV(x).flatten(2).softmax(dim=1)   # B x n x N, over descriptors
         descriptors = features @ gather_weights.transpose(1, 2)        # B x m x n
-        distributed = descriptors @ distribute_weights                 # B x m x N
+        if is_channels_last(x):  # B x N x m in memory: the map is channels_last
+            distributed = (distribute_weights.transpose(1, 2) @ descriptors.transpose(1, 2)).transpose(1, 2)
+        else:
+            distributed = descriptors @ distribute_weights             # B x m x N
         return self.convZ(distributed.unflatten(2, x.shape[-2:]))
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from attention import AlphaChannelAttention, build_attention, select_channels
 from genotypes import ATTENTION_PRIMITIVES
-from operations import OPS, POOLING_OPS, FactorizedReduce
+from operations import OPS, POOLING_OPS, FactorizedReduce, is_channels_last
 
 
 @dataclass
@@ -34,10 +34,28 @@ class CellWeights:
 
 
 def channel_shuffle(x, groups):
-    """Interleave `groups` channel groups so that the next edge searches on another slice (PC-DARTS)."""
+    """Interleave `groups` channel groups so that the next edge searches on another slice (PC-DARTS), in x's
+    memory format."""
     batch, channels, height, width = x.shape
+    if is_channels_last(x):
+        grouped = x.permute(0, 2, 3, 1).reshape(batch, height, width, groups, channels // groups)
+        return grouped.transpose(3, 4).reshape(batch, height, width, channels).permute(0, 3, 1, 2)
     grouped = x.view(batch, groups, channels // groups, height, width)
     return grouped.transpose(1, 2).reshape(batch, channels, height, width)
+
+
+def index_channels(x, indices):
+    """x[:, indices] in x's memory format (index_select on the channels of channels_last memory gives NCHW)."""
+    if is_channels_last(x):
+        return x.permute(0, 2, 3, 1).index_select(3, indices).permute(0, 3, 1, 2)
+    return x.index_select(1, indices)
+
+
+def copy_channels(x, indices, values):
+    """x with its channels `indices` replaced by `values`, in x's memory format."""
+    if is_channels_last(x):
+        return x.permute(0, 2, 3, 1).index_copy(3, indices, values.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return x.index_copy(1, indices, values)
 
 
 def build_candidate(name, C, stride, spatial_size, pool_bn=True):
@@ -87,8 +105,8 @@ class MixedOp(nn.Module):
             mask = self.channel_attention(x, gram)
             x = x * mask[:, :, None, None].to(x.dtype)
             chosen = select_channels(mask, x.size(1) // self.partial_channels)
-            mixed = self.mix(x.index_select(1, chosen), weights, active, skip_dropout)
-            return self._pass_through(x).index_copy(1, chosen, mixed.to(x.dtype))
+            mixed = self.mix(index_channels(x, chosen), weights, active, skip_dropout)
+            return copy_channels(self._pass_through(x), chosen, mixed.to(x.dtype))
         if self.partial_channels == 1:
             return self.mix(x, weights, active, skip_dropout)
         split = x.size(1) // self.partial_channels

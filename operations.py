@@ -11,6 +11,23 @@ import torch.nn as nn
 from utils import UserError
 
 
+def is_channels_last(x):
+    """Whether x's memory runs N, H, W, C (channels_last), a strided view of such memory included; a dimension
+    of size 1 says nothing either way (a one-channel map is the same memory in both formats)."""
+    if x.dim() != 4:
+        return False
+    strides = [x.stride(d) for d in (0, 2, 3, 1) if x.size(d) > 1]
+    return strides == sorted(strides, reverse=True)
+
+
+def in_memory_format_of(x, reference):
+    """`x`, copied to channels_last if `reference` is so and `x` is not (tensors that torch.cat, reshape or
+    index_select made in NCHW)."""
+    if is_channels_last(reference) and not is_channels_last(x):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 class ReLUConvBN(nn.Module):
     def __init__(self, C_in, C_out, kernel_size, stride, padding, affine=True):
         super().__init__()

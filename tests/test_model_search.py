@@ -216,3 +216,36 @@ def test_attention_locations_register_their_weights_and_derive_their_genotype(lo
             net.bottleneck_alphas_reduce.copy_(torch.tensor([5., 0., 0., 0., 0., 0.]))
         genotype = net.genotype()
         assert (genotype.normal_bottleneck, genotype.reduce_bottleneck) == ('CBAM', '')
+
+
+def nb201_supernet(**options):
+    import methods
+    from model_search import NetworkNB201
+    return NetworkNB201(16, 1, 5, image_size=16, methods=methods.build(options), **options)
+
+
+@pytest.mark.parametrize('build', [
+    lambda: supernet(16, 5, 3, image_size=16), lambda: supernet(16, 5, 3, image_size=16, partial_channels=2),
+    lambda: supernet(16, 5, 3, image_size=16, partial_channels=2, alpha_attention=True),
+    *(lambda location=location: supernet(16, 5, 3, image_size=16, location=location)
+      for location in ('after_every', 'end', 'mixed_with_operation', 'double_mixed')),
+    nb201_supernet, lambda: nb201_supernet(partial_channels=2),
+    lambda: nb201_supernet(partial_channels=2, alpha_attention=True)],
+    ids=['darts', 'partial', 'alpha_attention', 'after_every', 'end', 'mixed_with_operation', 'double_mixed',
+         'nb201', 'nb201_partial', 'nb201_alpha_attention'])
+def test_every_convolution_of_a_channels_last_supernet_reads_channels_last(build):
+    """cuDNN runs NHWC kernels only on NHWC inputs; a reshape, torch.cat or index_select that returns NCHW
+    would make it convert before and after every such convolution."""
+    torch.manual_seed(0)
+    net = build()
+    x = torch.randn(2, 3, 16, 16)
+    expected = net(x)
+    net = net.to(memory_format=torch.channels_last)
+    nchw = []
+    for name, module in net.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(
+                lambda module, inputs, name=name: None if operations.is_channels_last(inputs[0]) else nchw.append(name))
+    logits = net(x.contiguous(memory_format=torch.channels_last))
+    assert not nchw, nchw
+    assert torch.allclose(logits, expected, atol=1e-5)
