@@ -258,13 +258,15 @@ def endless_batches(loader, epoch, start_step):
 
 
 def make_loader(split, info, batch_size, *, device, train, augmentation=None, seed=0, channels_last=False, workers=4,
-                indices=None, rank=0, world_size=1):
+                indices=None, rank=0, world_size=1, drop_last=False):
     """The loader a script needs: a training loader shuffles and augments (`augmentation`, an Augmentation),
-    an evaluation loader keeps the order and does not augment. `workers` decode ImageNet."""
+    an evaluation loader keeps the order and does not augment. `workers` decode ImageNet; `drop_last` leaves
+    out a last batch smaller than the others."""
     augmentation = augmentation if train and augmentation else Augmentation()
     options = dict(device=device, shuffle=train, augment=train, indices=indices, seed=seed, rank=rank,
-                   world_size=world_size, channels_last=channels_last, cutout_length=augmentation.cutout_length,
-                   cutmix_prob=augmentation.cutmix_prob, cutmix_beta=augmentation.cutmix_beta)
+                   drop_last=drop_last, world_size=world_size, channels_last=channels_last,
+                   cutout_length=augmentation.cutout_length, cutmix_prob=augmentation.cutmix_prob,
+                   cutmix_beta=augmentation.cutmix_beta)
     if isinstance(split, ImageData):
         return DeviceLoader(split, info, batch_size, **options)
     return FolderLoader(split, info, batch_size, workers=workers, **options)

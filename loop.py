@@ -400,7 +400,7 @@ def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nul
     distributed run each rank evaluates its shard and the results are summed over ranks. An evaluation
     of more than 30 seconds logs its progress. `batch_statistics`: BN normalises with each batch's
     statistics (train mode); `max_batches` > 0 stops after that many batches."""
-    forward = forward or model
+    forward = model if forward is None else forward  # a compiled module has no truth value
     model.train(batch_statistics)
     loss_meter, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     logger = logging.getLogger('darts')

@@ -18,9 +18,10 @@ from utils import UserError
 
 
 def drop_path(x, drop_prob):
-    """Zero whole samples with probability drop_prob and rescale the rest (DARTS's drop path)."""
+    """Zero whole samples with probability drop_prob (a number or a 0-dim tensor) and rescale the rest
+    (DARTS's drop path)."""
     keep_prob = 1.0 - drop_prob
-    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep_prob)
+    mask = (torch.rand(x.size(0), 1, 1, 1, device=x.device) < keep_prob).to(x.dtype)
     return x * mask / keep_prob
 
 
@@ -76,7 +77,7 @@ class Cell(nn.Module):
                 h = self._ops[edge](states[self._indices[edge]])
                 if self._attentions is not None:
                     h = self._attentions[edge](h)
-                if self.training and drop_prob > 0.0 and self._drop_path[edge]:
+                if self.training and self._drop_path[edge]:
                     h = drop_path(h, drop_prob)
                 total = total + h
             states.append(total)
@@ -115,6 +116,22 @@ def _halve(size):
 class _Network(nn.Module):
     """The cell stack shared by both networks; subclasses build the stem."""
 
+    def __init__(self):
+        super().__init__()
+        # The drop-path probability lives in a tensor (not saved: DARTS's weights have none) and is applied
+        # in every training pass, even at 0, so that a compiled network never compiles again when it changes.
+        self.register_buffer('_drop_path_prob', torch.zeros(()), persistent=False)
+        self._drop_path_value = 0.0
+
+    @property
+    def drop_path_prob(self):
+        return self._drop_path_value
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, value):
+        self._drop_path_prob.fill_(value)
+        self._drop_path_value = float(value)
+
     def _build_cells(self, genotype, C, layers, C_prev_prev, C_prev, reduction_prev, spatial_size):
         self.cells = nn.ModuleList()
         C_curr = C
@@ -135,7 +152,7 @@ class _Network(nn.Module):
     def _forward_cells(self, s0, s1):
         logits_aux = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            s0, s1 = s1, cell(s0, s1, self._drop_path_prob)
             if i == 2 * self._layers // 3 and self._auxiliary and self.training:
                 logits_aux = self.auxiliary_head(s1)
         out = self.global_pooling(s1)

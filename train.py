@@ -145,8 +145,12 @@ def train(args, checkpoint, device, distributed):
     train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args))
     loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                           rank=distributed.rank, world_size=distributed.world_size)
-    train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True,
+    # A compiled network would compile again for a smaller last batch: compiled training leaves it out.
+    train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True, drop_last=args.compile,
                                        augmentation=loaders.Augmentation.from_flags(args), **loader_options)
+    if len(train_loader) == 0:
+        raise utils.UserError(f'--compile leaves out a last batch smaller than --batch_size {args.batch_size}, and '
+                              f'this training set has no full batch; lower --batch_size')
     test_loader = loaders.make_loader(test_split, info, args.batch_size, train=False, **loader_options)
     net, forward, config = build_network(args, info, genotype, device, distributed, channels_last)
     run = loop.Run('eval', args.save, args.exp_path, distributed, args.tensorboard)
@@ -172,8 +176,11 @@ def train(args, checkpoint, device, distributed):
                                   args.auxiliary_weight, args.grad_clip)
         return logits, targets, (loss,)
 
+    def evaluation_forward(images):  # the smaller last test batch runs eagerly, so evaluation is one graph
+        return forward(images) if not args.compile or images.size(0) == args.batch_size else net(images)
+
     def end(epoch, seconds):
-        test = loop.evaluate(net, test_loader, criterion, forward, amp_autocast, distributed)
+        test = loop.evaluate(net, test_loader, criterion, evaluation_forward, amp_autocast, distributed)
         run.save(net.state_dict(), 'weights.pt')
         fields = {'drop_path_prob': net.drop_path_prob, 'test_loss': test['loss'], 'test_top1': test['top1'],
                   'test_top5': test['top5']}

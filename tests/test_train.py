@@ -189,3 +189,18 @@ def test_a_finished_run_continues_for_more_epochs_on_the_longer_schedule(in_tmp,
     assert rows[3]['drop_path_prob'] == pytest.approx(0.2 * 3 / 4)
     assert json.loads((in_tmp / 'run' / 'args.json').read_text())['epochs'] == 4
     assert train.checkpoints.load_checkpoint('run/checkpoint.pt')['epoch'] == 4
+
+
+@pytest.mark.slow
+def test_compiled_training_compiles_one_graph_for_training_and_one_for_evaluation(in_tmp, monkeypatch):
+    """Over epochs of changing drop-path probability, with a partial last batch in training and in the test."""
+    from torch._dynamo.testing import CompileCounter
+    counter, compile_with = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, 'compile', lambda model, **options: compile_with(model, backend=counter))
+    torch._dynamo.reset()
+    rows = train.main(['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '200',
+                       '--synthetic_test_size', '40', '--init_channels', '4', '--layers', '3', '--batch_size', '32',
+                       '--epochs', '3', '--device', 'cpu', '--auxiliary', '--drop_path_prob', '0.2', '--compile',
+                       '--exp_path', 'eval'])
+    assert counter.frame_count == 2
+    assert rows['drop_path_prob'] == pytest.approx(0.2 * 2 / 3)
