@@ -19,9 +19,14 @@ class SearchObjective:
     architecture weights to mix with, how to perturb them in the weight step, and which regularisers join
     the cross-entropy; it averages what they log over the epoch."""
 
-    def __init__(self, model, amp_autocast=contextlib.nullcontext):
+    def __init__(self, model, amp_autocast=contextlib.nullcontext, generator=None):
+        """`generator`: where the methods draw their random numbers (None: torch's global one); a search under
+        torchrun gives every rank the same one, so that all ranks sample the same architecture."""
         self.model = model
         self.amp_autocast = amp_autocast
+        self.generator = generator
+        for method in model.methods:
+            method.generator = generator
         self.set_epoch(0, 1)
 
     def set_epoch(self, epoch, epochs):
@@ -105,7 +110,7 @@ class Architect:
         self.model = model
         self.objective = objective
         # With several processes every gradient is averaged over them, so all ranks take the same step.
-        self.gradient_sync = gradient_sync or (lambda tensors: None)
+        self.gradient_sync = gradient_sync or (lambda tensors, parameters: None)
         self.network_momentum = network_momentum
         self.network_weight_decay = network_weight_decay
         # One group per parameter, so that a method can hold some of them still (DA2S's early epochs).
@@ -125,7 +130,7 @@ class Architect:
             loss, _, _ = self.objective.loss(x_valid, y_valid, 'alpha')
             # Only the architecture gradient is needed: autograd skips the weights' gradient kernels.
             grads = torch.autograd.grad(loss, arch, allow_unused=True)
-            self.gradient_sync(grads)
+            self.gradient_sync(grads, arch)
         for parameter, grad in zip(arch, grads):
             parameter.grad = torch.zeros_like(parameter) if grad is None else grad
         frozen = self.objective.frozen_arch_parameters()
@@ -147,7 +152,7 @@ class Architect:
 
         loss, _, _ = self.objective.loss(x_train, y_train, 'alpha')
         grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        self.gradient_sync(grads)
+        self.gradient_sync(grads, weights)
         unrolled = {}
         with torch.no_grad():
             for name, w, g in zip(names, weights, grads):
@@ -159,7 +164,7 @@ class Architect:
 
         val_loss, _, _ = self.objective.loss(x_valid, y_valid, 'alpha', params=unrolled)
         grads = torch.autograd.grad(val_loss, list(arch) + list(unrolled.values()), allow_unused=True)
-        self.gradient_sync(grads)
+        self.gradient_sync(grads, list(arch) + list(weights))
         d_alpha = [torch.zeros_like(p) if g is None else g for p, g in zip(arch, grads[:len(arch)])]
         vector = [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads[len(arch):])]
         del unrolled, grads
@@ -180,13 +185,13 @@ class Architect:
                 w.add_(eps * v)
         loss, _, _ = self.objective.loss(x, target, 'alpha')
         grads_plus = torch.autograd.grad(loss, arch, allow_unused=True)
-        self.gradient_sync(grads_plus)
+        self.gradient_sync(grads_plus, arch)
         with torch.no_grad():
             for saved, w, v in zip(self._backup, weights, vector):
                 w.copy_(saved).sub_(eps * v)
         loss, _, _ = self.objective.loss(x, target, 'alpha')
         grads_minus = torch.autograd.grad(loss, arch, allow_unused=True)
-        self.gradient_sync(grads_minus)
+        self.gradient_sync(grads_minus, arch)
         with torch.no_grad():
             for saved, w in zip(self._backup, weights):
                 w.copy_(saved)

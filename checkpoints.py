@@ -108,17 +108,19 @@ def load_weights(model, source, origin=None, hint='another genotype or size?'):
 
 
 def rng_state():
+    """This process's random streams: the CPU's, Python's and its own CUDA device's (not every visible one:
+    a run from an 8-GPU machine must resume on a 1-GPU one)."""
     state = {'torch': torch.get_rng_state(), 'python': random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        state['cuda'] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state):
     torch.set_rng_state(state['torch'])
     random.setstate(_as_tuples(state['python']))
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+    if torch.is_tensor(state.get('cuda')) and torch.cuda.is_available():  # older checkpoints held a list: skipped
+        torch.cuda.set_rng_state(state['cuda'])
 
 
 def _as_tuples(value):

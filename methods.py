@@ -54,6 +54,7 @@ class Method:
     presets = {}
     switch = ''
     op_weights_sum_to_one = True  # what op_weights gives: each edge's mixture sums to one (softmax)
+    generator = None  # the source of a method's random draws, the same on every rank (set by the search)
 
     @staticmethod
     def add_arguments(parser):

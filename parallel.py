@@ -44,20 +44,35 @@ class Distributed:
         dist.all_reduce(packed)
         return packed.tolist()
 
-    def average(self, tensors):
-        """Average tensors (gradients) over ranks in place, in one flat collective."""
-        tensors = [t for t in tensors if t is not None]
-        if not self.enabled or not tensors:
+    def average(self, tensors, parameters):
+        """Average gradients over ranks in place, in one flat collective. `tensors[i]` is the gradient of
+        `parameters[i]` or None; the buffer has the same layout on every rank whatever their gradients (zeros
+        for a None), so that ranks whose gradients differ in which exist can never all-reduce misaligned
+        values or buffers of different lengths."""
+        if not self.enabled or not parameters:
             return
         import torch.distributed as dist
-        flat = torch.cat([t.reshape(-1).float() for t in tensors])
+        flat = torch.cat([(p.new_zeros(p.shape) if t is None else t).reshape(-1).float()
+                          for t, p in zip(tensors, parameters)])
         dist.all_reduce(flat)
         flat /= self.world_size
-        for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
-            t.copy_(part.view_as(t))
+        for t, part in zip(tensors, flat.split([p.numel() for p in parameters])):
+            if t is not None:
+                t.copy_(part.view_as(t))
 
     def average_gradients(self, parameters):
-        self.average([p.grad for p in parameters])
+        parameters = list(parameters)
+        self.average([p.grad for p in parameters], parameters)
+
+    def same_everywhere(self, tensors):
+        """Whether `tensors` hold the same values on every rank as on rank 0 (a broadcast and a collective)."""
+        if not self.enabled:
+            return True
+        import torch.distributed as dist
+        flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+        reference = flat.clone()
+        dist.broadcast(reference, src=0)
+        return not self.any(not torch.equal(flat, reference))
 
     def any(self, flag):
         """True on every rank if it is true on any."""

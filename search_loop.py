@@ -31,6 +31,8 @@ class StageRunner:
         if self.history is None:
             start = loop.begin_run(self.run, self.run_args, checkpoint, model,
                                    {'w': w_optimizer, 'alpha': architect.optimizer}, scheduler, None)
+            if checkpoint and 'method_rng' in checkpoint:
+                architect.objective.generator.set_state(checkpoint['method_rng'])
             self.history = start.history
             return start
         return loop.Start(first_epoch, 0, loop.new_meters(), self.history)
@@ -63,6 +65,9 @@ class StageRunner:
         def end(epoch, seconds):
             valid = loop.evaluate(model, valid_loader, nn.CrossEntropyLoss(),
                                   lambda x: model(x, objective.arch_weights('eval')), self.amp_autocast, distributed)
+            if not distributed.same_everywhere(list(model.parameters())):
+                raise RuntimeError(f'the processes\' supernets differ after epoch {epoch}: their methods sampled '
+                                   f'different architectures')
             terms = {**epoch_state['fields'], **objective.summary()}
             fields, words = search_log.report_architecture(run, model, terms, valid, self.tables)
             return {'stage': name, **fields}, words
@@ -70,6 +75,7 @@ class StageRunner:
         def state(epoch, step, meters, history):
             samples = step * self.run_args['batch_size'] * distributed.world_size
             return {'kind': 'search', 'args': self.run_args, 'stage': name,
+                    'method_rng': objective.generator.get_state(),
                     **checkpoints.training_state(model, optimizers, scheduler, None, epoch, samples, meters, history,
                                                  distributed)}
 

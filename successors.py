@@ -183,10 +183,11 @@ class SmoothDARTS(Method):
 
     def perturb(self, weights, loss_of, net):
         if self.kind == 'rs':
-            return {cell: w.replace(ops=clip_rows(w.ops + torch.empty_like(w.ops).uniform_(-self.epsilon,
-                                                                                            self.epsilon)))
-                    for cell, w in weights.items()}
+            return {cell: w.replace(ops=clip_rows(w.ops + self._noise(w.ops))) for cell, w in weights.items()}
         return self._adversarial(weights, loss_of, net)
+
+    def _noise(self, ops):
+        return torch.empty_like(ops).uniform_(-self.epsilon, self.epsilon, generator=self.generator)
 
     def _adversarial(self, weights, loss_of, net):
         was_training = net.training
@@ -196,8 +197,7 @@ class SmoothDARTS(Method):
         def with_ops(ops):
             return {cell: weights[cell].replace(ops=ops[cell]) for cell in weights}
         step = 2 * self.epsilon / self.ATTACK_STEPS
-        ops = {cell: clip_rows(o + torch.empty_like(o).uniform_(-self.epsilon, self.epsilon))
-               for cell, o in clean.items()}
+        ops = {cell: clip_rows(o + self._noise(o)) for cell, o in clean.items()}
         with torch.no_grad():
             loss_before = loss_of(weights)
         for _ in range(self.ATTACK_STEPS):
@@ -215,15 +215,17 @@ class SmoothDARTS(Method):
         return {'sdarts_epsilon': self.epsilon}
 
 
-def gumbel_hard(ops, tau):
+def gumbel_hard(ops, tau, generator=None):
     """GDAS's sample of one op per edge: (weights, indices). The forward weights are exactly one-hot on an op
     drawn with probability `ops` (Gumbel-max); their gradient is that of the Gumbel-softmax at temperature
     `tau` (straight-through). GDAS draws again while a Gumbel noise is infinite; here an infinite one is
     drawn again once, on the device, so the sample never waits for the host and never loops (non-finite
     `ops` give a non-finite loss, which the loss guard reports)."""
     log_ops = ops.clamp_min(torch.finfo(ops.dtype).tiny).log()
-    gumbels = -torch.empty_like(ops).exponential_().log()
-    gumbels = torch.where(torch.isfinite(gumbels), gumbels, -torch.empty_like(ops).exponential_().log())
+    def draw():
+        return -torch.empty_like(ops).exponential_(generator=generator).log()
+    gumbels = draw()
+    gumbels = torch.where(torch.isfinite(gumbels), gumbels, draw())
     soft = F.softmax((log_ops + gumbels) / tau, dim=-1)
     indices = soft.argmax(dim=-1)
     hard = F.one_hot(indices, ops.size(-1)).to(soft.dtype)
@@ -256,7 +258,7 @@ class GDAS(Method):
         self.tau = self.tau_max - (self.tau_max - self.tau_min) * epoch / max(epochs - 1, 1)
 
     def transform(self, weights, phase, net):
-        samples = {cell: gumbel_hard(w.ops, self.tau) for cell, w in weights.items()}
+        samples = {cell: gumbel_hard(w.ops, self.tau, self.generator) for cell, w in weights.items()}
         # The sampled ops, the only ones computed, reach the host in one transfer for all cell types.
         on_host = torch.stack([indices for _, indices in samples.values()]).tolist()
         return {cell: w.replace(ops=samples[cell][0], active=[[index] for index in indices])
@@ -285,11 +287,26 @@ def dirichlet_concentration(alphas):
     return F.elu(alphas) + 1
 
 
-def dirichlet_sample(concentration):
-    """One reparameterised sample of each row's Dirichlet. Unchecked (checking would read the concentration
-    on the host at every pass): instead a row with a non-finite concentration samples NaN, where torch's CPU
-    sampler would return a uniform row, so that the loss guard stops the run."""
-    sample = torch.distributions.Dirichlet(concentration, validate_args=False).rsample()
+class _DirichletSample(torch.autograd.Function):
+    """torch.distributions.Dirichlet's reparameterised sample, drawn from a given generator."""
+
+    @staticmethod
+    def forward(ctx, concentration, generator):
+        sample = torch._sample_dirichlet(concentration, generator=generator)
+        ctx.save_for_backward(sample, concentration)
+        return sample
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        sample, concentration = ctx.saved_tensors
+        return torch.distributions.dirichlet._Dirichlet_backward(sample, concentration, grad_output), None
+
+
+def dirichlet_sample(concentration, generator=None):
+    """One reparameterised sample of each row's Dirichlet. Unchecked, as checking would read the
+    concentration on the host at every pass: instead a row with a non-finite concentration samples NaN,
+    where torch's CPU sampler would return a uniform row, so that the loss guard stops the run."""
+    sample = _DirichletSample.apply(concentration, generator)
     return sample.masked_fill(~torch.isfinite(concentration).all(dim=-1, keepdim=True), float('nan'))
 
 
@@ -325,7 +342,7 @@ class DirichletSampling(Method):
 
     def transform(self, weights, phase, net):
         return {cell: w.replace(ops=net.mask_ops(cell, dirichlet_sample(dirichlet_concentration(
-                    net.cell_arch_parameters(cell)['alphas'].float()))))
+                    net.cell_arch_parameters(cell)['alphas'].float()), self.generator)))
                 for cell, w in weights.items()}
 
     def remaining_concentrations(self, concentration, cell, net):

@@ -162,14 +162,15 @@ def build_loaders(args, train_split, info, device, distributed, channels_last):
                  for indices, train in ((first, True), (rest, True), (rest, False)))
 
 
-def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs):
+def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, generator=None):
     """(SGD of the weights, its cosine schedule over `schedule_epochs`, the Architect with Adam of the
-    architecture), as in DARTS."""
+    architecture), as in DARTS; `generator` is where the methods draw (see SearchObjective)."""
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
                                                            eta_min=args.learning_rate_min)
-    architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast), args.momentum,
+    architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast, generator),
+                                        args.momentum,
                                         args.weight_decay, args.arch_learning_rate, args.arch_weight_decay,
                                         distributed.average)
     return w_optimizer, scheduler, architect
@@ -191,6 +192,9 @@ def search(args, checkpoint, notes, device, distributed):
     channels_last = loop.use_channels_last(args.channels_last, device)
     train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args))
     utils.seed_everything(args.seed)
+    # The methods' draws (GDAS's and DrNAS's samples, SDARTS's noise) come from one generator, seeded alike on
+    # every rank and saved in checkpoints, so all ranks sample the same architecture, before and after a resume.
+    generator = torch.Generator(device).manual_seed(args.seed)
     stages, first = plan_stages(args), checkpoint.get('stage', 0) if checkpoint else 0
 
     def supernet(stage):
@@ -209,7 +213,8 @@ def search(args, checkpoint, notes, device, distributed):
         if stage.index != first:
             masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
             previous, model = (model, w_optimizer, scheduler, architect), supernet(stage)
-        w_optimizer, scheduler, architect = build_optimizers(args, model, distributed, amp_autocast, schedule_epochs)
+        w_optimizer, scheduler, architect = build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
+                                                             generator)
         if stage.index != first:
             if args.stage_continue:
                 progressive.carry_over(previous, (model, w_optimizer, scheduler, architect),
@@ -226,7 +231,8 @@ def search(args, checkpoint, notes, device, distributed):
         runner.run_stage(stage.index, f'stage {stage.index + 1}' if len(stages) > 1 else 'the run', model,
                          w_optimizer, scheduler, architect, start, stage.index * args.epochs, args.epochs, on_epoch)
     if args.selection == 'pt':
-        architect = architect or build_optimizers(args, model, distributed, amp_autocast, schedule_epochs)[2]
+        architect = architect or build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
+                                                  generator)[2]
         runner.select_cell(model, architect, checkpoint, len(stages) * args.epochs, args.learning_rate / 10,
                            args.momentum, args.weight_decay, args.pt_interval, args.pt_batches, args.seed)
     run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))

@@ -50,10 +50,7 @@ def test_two_processes_train_like_one_with_the_same_total_batch(in_tmp):
 
 def stop_after_an_epoch(script, args, folder):
     """Run `script` in two processes and SIGTERM it once an epoch is done; returns the checkpoint it saved."""
-    process = torchrun(script, args, folder.parent)
-    wait_for_log(folder / 'metrics.jsonl', r'"epoch": 0', process)
-    process.send_signal(signal.SIGTERM)  # torchrun passes it on to both workers
-    process.communicate(timeout=300)
+    stop_after_epoch(torchrun(script, args, folder.parent), folder, 0)
     return torch.load(folder / 'checkpoint.pt', weights_only=True)
 
 
@@ -79,16 +76,28 @@ def test_two_processes_search_with_averaged_gradients(in_tmp):
     assert metrics(in_tmp / 'search')[-1]['valid_top1'] > 25.0
 
 
+def stop_after_epoch(process, folder, epoch):
+    wait_for_log(folder / 'metrics.jsonl', f'"epoch": {epoch}', process)
+    process.send_signal(signal.SIGTERM)  # torchrun passes it on to every worker
+    process.communicate(timeout=300)
+
+
 @pytest.mark.slow
-def test_a_search_of_two_processes_resumes_in_one(in_tmp):
+def test_a_gdas_search_keeps_one_architecture_on_every_rank_across_resumes(in_tmp):
+    """GDAS computes only the ops it samples: ranks that sampled differently would average gradients of
+    different layouts. Every rank draws from one generator, saved in the checkpoint, so a search moved
+    from two processes to one and back to two samples alike everywhere; the search checks at the end of
+    every epoch that all ranks hold the same architecture weights, and stops if not."""
     args = SYNTHETIC + ['--synthetic_train_size', '256', '--num_classes', '4', '--batch_size', '16', '--epochs', '4',
-                        '--partial_channels', '2', '--exp_path', 'search']
-    saved = stop_after_an_epoch('train_search', args, in_tmp / 'search')
-    assert (saved['epoch'], saved['samples']) < (4, 0) and len(saved['rng']) == 2
-    # Both ranks took the same architecture steps: rank 1's copy is not saved, but a resumed run in one
-    # process continues from rank 0's and finishes.
-    finish(run_script('train_search', ['--resume', 'search'], in_tmp))
+                        '--gdas', '--exp_path', 'search']
+    stop_after_epoch(torchrun('train_search', args, in_tmp), in_tmp / 'search', 0)
+    saved = torch.load(in_tmp / 'search' / 'checkpoint.pt', weights_only=True)
+    assert (saved['epoch'], saved['samples']) < (4, 0) and len(saved['rng']) == 2 and 'method_rng' in saved
+    stop_after_epoch(run_script('train_search', ['--resume', 'search'], in_tmp), in_tmp / 'search', 1)
+    finish(torchrun('train_search', ['--resume', 'search'], in_tmp))
     assert [row['epoch'] for row in metrics(in_tmp / 'search')] == [0, 1, 2, 3]
+    log = (in_tmp / 'search' / 'log.txt').read_text()
+    assert '(1 process(es))' in log and log.count('(2 process(es))') == 1
     assert (in_tmp / 'search' / 'genotype.json').is_file()
 
 
