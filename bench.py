@@ -57,7 +57,7 @@ def build_parser():
                         help='untimed steps first (cudnn autotuning, compilation)')
     parser.add_argument('--tiny', action='store_true', help='tiny networks and batches, for a smoke test')
     parser.add_argument('--baseline', action='store_true',
-                        help='every speed option off: float32, NCHW, no compilation, no cudnn autotuning')
+                        help="the original repositories' setting: float32, NCHW, no compilation, cudnn autotuning on")
     parser.add_argument('--output', default='bench.json', help='where to write the results as JSON')
     loop.add_speed_arguments(parser, compile_option=True)
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
@@ -87,7 +87,7 @@ def build_plan(args, sizes, speed):
     batches = [8] if args.tiny else list(args.batch_sizes)
     if args.latency:
         label = 'DARTS_V2 (eager)' if args.latency == 'eager' else args.latency
-        return [(f'latency {label} b{b}', lambda b=b: (b, latency_case(args.latency, b, sizes, speed)))
+        return [(f'latency {label} b{b}', lambda b=b: (b, *latency_case(args.latency, b, sizes, speed)))
                 for b in dict.fromkeys([1, *batches])]
     cases = names_from(args.cases, CASES, '--cases')
     methods = names_from(args.methods, methods_lib.presets(), '--methods')
@@ -124,33 +124,57 @@ def main(argv=None):
         utils.check_output_folder(args.latency_table, '--latency_table')
         return latency_table(args, device)
     utils.check_output_folder(args.output, '--output')
+    utils.configure_device(device)  # cudnn autotuning, as the original repositories and our scripts have it
     if args.baseline:
         speed = Speed(None, False, False, device)
     else:
-        utils.configure_device(device)
         speed = Speed(loop.amp_dtype(args.amp, device), loop.use_channels_last(args.channels_last, device),
                       args.compile, device)
     sizes = TINY if args.tiny else PAPER
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    setting = environment(device, speed, args.baseline)
+    print('; '.join(f'{key}: {value}' for key, value in setting.items()))
     results = []
     print(f'{"case":<32} {"batch":>5} {"images/s":>10} {"ms/step":>9} {"peak MB":>9}')
     for name, build in build_plan(args, sizes, speed):
         torch.manual_seed(0)
         utils.reset_peak_memory(device)
-        batch_size, step = build()
+        try:
+            batch_size, step, *runtime = build()
+        except utils.UserError as refused:  # what the scripts refuse (an fp16 search) is not timed
+            results.append({'case': name, 'refused': str(refused)})
+            print(f'{name:<32} not timed: {refused}', flush=True)
+            continue
         seconds = utils.timed(step, sync, args.steps, args.warmup)
         row = {'case': name, 'batch': batch_size, 'images_per_s': batch_size / seconds, 'ms_per_step': seconds * 1e3,
-               'peak_memory_mb': utils.peak_memory_mb(device)}
+               'peak_memory_mb': utils.peak_memory_mb(device), **({'runtime': runtime[0]} if runtime else {})}
         results.append(row)
         print(f'{name:<32} {batch_size:>5} {row["images_per_s"]:>10.1f} {row["ms_per_step"]:>9.2f} '
-              f'{row["peak_memory_mb"]:>9.0f}', flush=True)
-    report = {'device': torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or 'cpu',
-              'cpu_threads': torch.get_num_threads(), 'torch': torch.__version__, 'commit': git_commit(),
-              'baseline': args.baseline, 'amp': str(speed.dtype), 'channels_last': speed.channels_last,
-              'compile': speed.compile, 'sizes': sizes, 'results': results}
+              f'{row["peak_memory_mb"]:>9.0f}{"  " + runtime[0] if runtime else ""}', flush=True)
+    report = {**setting, 'cpu_threads': torch.get_num_threads(), 'commit': git_commit(), 'sizes': sizes,
+              'results': results}
     utils.write_json(args.output, report)
     print(f'wrote {args.output}')
     return report
+
+
+def environment(device, speed, baseline):
+    """What a figure depends on: the device, PyTorch, cuDNN, TF32 and the speed settings."""
+    cuda = device.type == 'cuda'
+    return {'device': torch.cuda.get_device_name(device) if cuda else cpu_name(),
+            'torch': torch.__version__, 'cudnn': torch.backends.cudnn.version() if cuda else None,
+            'tf32_matmul': torch.backends.cuda.matmul.allow_tf32, 'tf32_cudnn': torch.backends.cudnn.allow_tf32,
+            'cudnn_autotuning': torch.backends.cudnn.benchmark, 'baseline': baseline,
+            'amp': {None: 'float32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[speed.dtype],
+            'channels_last': speed.channels_last, 'compile': speed.compile}
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or 'cpu'
 
 
 def git_commit():

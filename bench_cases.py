@@ -57,7 +57,9 @@ def search_case(method, extra, sizes, tiny, speed):
     depth = ['--stage_layers', ','.join([layers] * stages)] if stages else ['--layers', layers]
     sized = ([] if 'init_channels' in preset else ['--init_channels', str(sizes['search_channels'])]) + (
         depth if tiny or not (stages or 'layers' in preset) else []) + ['--batch_size', '8'] * tiny
-    flags = ['--method', method, '--dataset', 'synthetic', '--amp', 'off', *sized, *extra]
+    # The precision goes through train_search.py's own checks, so that a setting it refuses is refused here.
+    amp = {None: 'off', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[speed.dtype]
+    flags = ['--method', method, '--dataset', 'synthetic', '--amp', amp, *sized, *extra]
     search_args, _, _ = resolve_arguments(build_search_parser(), flags)
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
     stage = plan_stages(search_args)[0]
@@ -122,10 +124,10 @@ def loader_case(batch_size, sizes, speed):
 
 
 def latency_case(source, batch_size, sizes, speed):
-    """One inference of a batch: of an exported file (export.load), or for 'eager' of DARTS_V2's evaluation
-    network in PyTorch."""
+    """(one inference of a batch, what runs it): of an exported file (export.load), or for 'eager' of
+    DARTS_V2's evaluation network in PyTorch."""
     if source == 'eager':
-        return train_case(batch_size, sizes, speed, inference=True)
-    run, shape = export.load(source, speed.device)
+        return train_case(batch_size, sizes, speed, inference=True), f'PyTorch on {speed.device}'
+    run, shape, runtime = export.load(source, speed.device)
     images = torch.randn(batch_size, *shape, device=speed.device)
-    return lambda: run(images)
+    return (lambda: run(images)), runtime

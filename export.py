@@ -9,6 +9,7 @@ import inspect
 import os
 import re
 import warnings
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -82,18 +83,26 @@ def export(net, path, example):
     return fmt
 
 
+class Loaded(NamedTuple):
+    run: Callable  # images -> logits on the CPU
+    input_shape: tuple  # (C, H, W)
+    runtime: str  # what runs it, on which device or provider
+
+
 def load(path, device):
-    """(run(images) -> logits on the CPU, the (C, H, W) of an input) for an exported file."""
+    """An exported file, ready to run (a Loaded)."""
     fmt = export_format(path)
     if not os.path.isfile(path):
         raise UserError(f'{path} does not exist; write one with: python test.py --model_path WEIGHTS --export {path}')
     if fmt == 'ONNX':
         onnxruntime = optional_import('onnxruntime', 'running an ONNX file', 'onnxruntime')
-        providers = ['CUDAExecutionProvider'] if device.type == 'cuda' else []
-        session = onnxruntime.InferenceSession(path, providers=providers + ['CPUExecutionProvider'])
+        # Ask for CUDA only where this onnxruntime build has it (the plain onnxruntime wheel has the CPU alone).
+        cuda = device.type == 'cuda' and 'CUDAExecutionProvider' in onnxruntime.get_available_providers()
+        session = onnxruntime.InferenceSession(
+            path, providers=['CUDAExecutionProvider'] * cuda + ['CPUExecutionProvider'])
         images = session.get_inputs()[0]
-        return (lambda x: torch.from_numpy(session.run(None, {images.name: x.cpu().numpy()})[0]),
-                tuple(images.shape[1:]))
+        return Loaded(lambda x: torch.from_numpy(session.run(None, {images.name: x.cpu().numpy()})[0]),
+                      tuple(images.shape[1:]), f'onnxruntime {session.get_providers()[0]}')
     files = {INPUT_SHAPE_FILE: ''}
     if fmt == 'TorchScript':
         module = torch.jit.load(path, map_location=device, _extra_files=files)
@@ -101,15 +110,14 @@ def load(path, device):
         module = torch.export.load(path, extra_files=files).module().to(device)
     stored = files[INPUT_SHAPE_FILE]
     shape = tuple(int(size) for size in (stored.decode() if isinstance(stored, bytes) else stored).split(','))
-    return (lambda x: module(x.to(device)).cpu()), shape
+    return Loaded(lambda x: module(x.to(device)).cpu(), shape, f'{fmt} on {device}')
 
 
 def check(net, path, images):
     """The largest absolute difference between PyTorch's logits and the exported file's on `images`."""
     with torch.no_grad():
         expected = Logits(net).eval()(images)
-        run, _ = load(path, torch.device('cpu'))
-        actual = run(images)
+        actual = load(path, torch.device('cpu')).run(images)
     if actual.shape != expected.shape:
         raise UserError(f'the exported network gives logits of shape {tuple(actual.shape)}, PyTorch '
                         f'{tuple(expected.shape)}')

@@ -47,8 +47,10 @@ def test_every_network_kind_exports_and_runs_back_with_the_same_logits(name, end
     path = str(tmp_path / f'net.{ending}')
     assert export.export(net, path, images) == export.FORMATS[f'.{ending}']
     assert export.check(net, path, images) < 1e-3
-    run, shape = export.load(path, torch.device('cpu'))
+    run, shape, runtime = export.load(path, torch.device('cpu'))
     assert shape == tuple(images.shape[1:])
+    assert runtime == {'onnx': 'onnxruntime CPUExecutionProvider', 'pt': 'TorchScript on cpu',
+                       'pt2': 'torch.export on cpu'}[ending]
     other_batch = torch.randn(5, *shape)  # the batch size stays free
     with torch.no_grad():
         assert torch.allclose(run(other_batch), export.Logits(net)(other_batch), atol=1e-3)

@@ -111,7 +111,7 @@ def test_bench_runs_on_the_cpu_and_prints_the_table(in_tmp, capsys):
         assert row['images_per_s'] * row['ms_per_step'] / 1000 == pytest.approx(row['batch'])
     baseline = bench.main(['--tiny', '--steps', '1', '--warmup', '0', '--device', 'cpu', '--cases', 'train',
                            '--baseline', '--amp', 'bf16', '--output', 'baseline.json'])
-    assert baseline['baseline'] and baseline['amp'] == 'None' and not baseline['channels_last']
+    assert baseline['baseline'] and baseline['amp'] == 'float32' and not baseline['channels_last']
 
 
 def test_bench_reports_the_median_of_the_timed_steps_after_the_warm_up(monkeypatch):
@@ -132,3 +132,13 @@ def test_the_benchmarked_search_step_is_a_real_one():
     after = model.state_dict()
     assert batch_size == 8 and not torch.equal(before['alphas_normal'], after['alphas_normal'])
     assert not torch.equal(before['classifier.weight'], after['classifier.weight'])
+
+
+def test_bench_does_not_time_what_the_scripts_refuse_and_names_its_setting(in_tmp, capsys):
+    report = bench.main(['--tiny', '--steps', '1', '--warmup', '0', '--device', 'cpu', '--methods', 'darts',
+                         '--cases', 'search', '--amp', 'fp16', '--output', 'bench.json'])
+    assert [row.get('refused') for row in report['results']] == [
+        '--amp fp16 is for train.py and test.py; search with --amp bf16 or off'] * 2
+    assert 'not timed: --amp fp16 is for train.py' in capsys.readouterr().out
+    assert {'device', 'torch', 'tf32_matmul', 'tf32_cudnn', 'cudnn_autotuning', 'amp'} <= set(report)
+    assert report['amp'] == 'fp16' and report['device'] != 'cpu'
