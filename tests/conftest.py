@@ -1,4 +1,3 @@
-import contextlib
 import importlib.util
 import inspect
 import json
@@ -39,41 +38,6 @@ def load_script(name):
         spec.loader.exec_module(module)
         sys.modules[module_name] = module
     return sys.modules[module_name]
-
-
-# What waits for a GPU: reading a tensor's value on the host, and making a tensor from host data.
-HOST_READS = ('item', 'tolist', '__bool__', '__int__', '__float__', '__index__', 'cpu', 'numpy')
-HOST_TENSORS = ('tensor', 'as_tensor')
-
-
-@contextlib.contextmanager
-def count_host_reads():
-    """Counts, on the CPU, what would make a GPU wait for the host: the list of (what, where) it yields grows
-    by one for each value read (`HOST_READS`) or tensor made from host data (`HOST_TENSORS`). A tensor
-    that `.cpu()` brought over is on the host already: reading it is free. Optimisers are left out: their
-    step counters live on the host on GPUs too."""
-    reads = []
-
-    def counted(what, function):
-        def wrapper(*args, **kwargs):
-            caller = sys._getframe(1).f_code.co_filename
-            if not (args and getattr(args[0], '_on_host', False)) and f'torch{os.sep}optim' not in caller:
-                reads.append((what, f'{caller}:{sys._getframe(1).f_lineno}'))
-            result = function(*args, **kwargs)
-            if what == 'cpu':
-                result._on_host = True
-            return result
-        return wrapper
-
-    patched = [(torch.Tensor, name) for name in HOST_READS] + [(torch, name) for name in HOST_TENSORS]
-    originals = [getattr(owner, name) for owner, name in patched]
-    for (owner, name), original in zip(patched, originals):
-        setattr(owner, name, counted(name, original))
-    try:
-        yield reads
-    finally:
-        for (owner, name), original in zip(patched, originals):
-            setattr(owner, name, original)
 
 
 def run_script(name, args, cwd, **kwargs):

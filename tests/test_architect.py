@@ -1,5 +1,4 @@
 import contextlib
-import functools
 import gc
 import signal
 import warnings
@@ -9,11 +8,13 @@ import torch
 import torch.nn as nn
 import bench
 import bench_cases
+import gpu_check
 import loop
 import methods
 import parallel
 import progressive
-from conftest import count_host_reads, supernet
+from conftest import supernet
+from host_reads import STEP_CASES, count_host_reads
 from torch.func import functional_call
 
 from architect import Architect, SearchObjective
@@ -67,11 +68,6 @@ def flat(grads):
     return torch.cat([g.flatten() for g in grads])
 
 
-def cosine(a, b):
-    a, b = flat(a), flat(b)
-    return float(a @ b / (a.norm() * b.norm()))
-
-
 @pytest.mark.parametrize('options', [{}, {'partial_channels': 2}])
 @pytest.mark.parametrize('momentum, weight_decay', [(0.0, 0.0), (0.9, 3e-4)])
 def test_second_order_gradient_matches_autograd_through_the_unrolled_step(options, momentum, weight_decay):
@@ -96,33 +92,13 @@ def test_second_order_gradient_matches_autograd_through_the_unrolled_step(option
     assert all(torch.equal(b, w) for b, w in zip(before, net.weights())), 'weights were not restored exactly'
 
 
-def second_order_step(autocast):
-    """(architecture gradient, finite-difference product) of one unrolled step of a small supernet, from the
-    same weights, momentum buffer and batches every time."""
-    torch.manual_seed(0)
-    net = supernet(8, 10, 5, image_size=16)
-    optimizer = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
-    generator = torch.Generator().manual_seed(1)
-    x_train, x_valid = (torch.randn(16, 3, 16, 16, generator=generator) for _ in range(2))
-    y_train, y_valid = (torch.randint(0, 10, (16,), generator=generator) for _ in range(2))
-    optimizer.zero_grad()
-    net._criterion(net(x_train), y_train).backward()
-    optimizer.step()
-    architect = Architect(net, SearchObjective(net, autocast), 0.9, 3e-4, 3e-4, 1e-3)
-    products = []
-    hessian_vector_product = architect._hessian_vector_product
-    architect._hessian_vector_product = lambda *a: products.append(hessian_vector_product(*a)) or products[-1]
-    architect.step(x_train, y_train, x_valid, y_valid, 0.025, optimizer, unrolled=True)
-    return [p.grad.clone() for p in net.arch_parameters()], products[0]
-
-
 def test_the_second_order_gradient_survives_bf16_autocast():
     """The unrolled gradient runs in float32 whatever --amp says: bf16's rounding (about 4e-3) would swallow
-    the finite difference's perturbation of each weight (about 1e-5 of it)."""
-    gradient, product = second_order_step(contextlib.nullcontext)
-    bf16_gradient, bf16_product = second_order_step(functools.partial(torch.autocast, 'cpu', dtype=torch.bfloat16))
-    assert cosine(bf16_gradient, gradient) >= 0.999
-    assert cosine(bf16_product, product) >= 0.99
+    the finite difference's perturbation of each weight (about 1e-5 of it). Same weights, momentum buffer and
+    batches in both precisions (the GPU check measures it at C = 16, 5 cells, batch 32)."""
+    gradient, product = gpu_check.second_order_agreement(torch.device('cpu'), C=8, layers=5, batch_size=16,
+                                                         image_size=16)
+    assert gradient >= 0.999 and product >= 0.99
 
 
 def test_first_order_step_moves_only_the_architecture():
@@ -230,21 +206,7 @@ def test_da2s_holds_the_op_parameters_until_its_start_epoch():
     assert set(terms) == {'da2s_ops', 'da2s_edges'}
 
 
-# Reads that a method needs, per step: GDAS computes only its sampled ops and DADARTS's hard discretization
-# only the kept ones, so each learns them in one transfer for all cell types, once per sampled pass (the
-# architecture step's one or, unrolled, four; the weight step; the validation pass). Nothing else may read.
-SAMPLED_PASSES = {('gdas', False): 3, ('gdas', True): 6, ('dadarts', False): 2, ('dadarts', True): 2}
-NB201 = ['--search_space', 'nas_bench_201']
-SEARCH_STEPS = [(method, unrolled, [], SAMPLED_PASSES.get((method, unrolled), 0))
-                for method in sorted(methods.presets()) for unrolled in (False, True)] + [
-    ('darts', False, ['--cost_penalty', '1'], 0), ('darts', True, ['--alpha_attention', '--partial_channels', '2'], 0),
-    ('drnas', False, ['--dirichlet_kl', '1'], 0), ('darts', False, NB201, 0), ('darts', True, NB201, 0),
-    ('darts', False, [*NB201, '--gdas'], 3), ('darts', False, [*NB201, '--hd_on_weights'], 2),
-    *(('darts', False, [*NB201, *flags], 0) for flags in (['--dirichlet'], ['--partial_channels', '2'],
-                                                          ['--sdarts', 'adv'], ['--auxiliary_skip', '1']))]
-
-
-@pytest.mark.parametrize('method, unrolled, flags, allowed', SEARCH_STEPS)
+@pytest.mark.parametrize('method, unrolled, flags, allowed', STEP_CASES)
 def test_a_search_step_never_reads_the_device_on_the_host(method, unrolled, flags, allowed):
     """An architecture step, a weight step and a validation pass, as on a GPU: each value read on the host
     would wait for the device. Supernets with candidates removed (P-DARTS, DrNAS) take the masked paths."""

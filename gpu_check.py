@@ -1,0 +1,284 @@
+"""The GPU check: what only a GPU can show, measured in one command, into JSON files and a printed table.
+
+    python gpu_check.py --output gpu-check             # on one H100 or H200: at most about 8 minutes
+    python gpu_check.py --dry --output gpu-check-dry   # every phase at toy size on the CPU (a test runs it)
+
+Phases, each written to FOLDER/PHASE.json; one that fails is reported and the others still run:
+  environment   GPU, PyTorch, cuDNN, TF32 and speed settings
+  syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
+  precision     the second-order architecture gradient under bf16 against float32
+  speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
+  recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
+  resume        a training run stopped by SIGTERM and resumed, against an uninterrupted one, with and
+                without deterministic algorithms
+  cuda_tests    python -m pytest -m cuda (in parallel where pytest-xdist is installed)
+It exits 1 when a phase failed or a check did not hold.
+"""
+import contextlib
+import functools
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import torch
+
+import bench
+import bench_cases
+import host_reads
+import loop
+import utils
+from architect import Architect, SearchObjective
+from model_search import Network
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+# CIFAR-10: a search epoch trains w on 25,000 images, a retraining epoch on 50,000.
+PROJECTIONS = {'search': (50, 25_000), 'train': (600, 50_000)}
+
+
+def build_parser():
+    parser = utils.ArgumentParser(description='Measure on a CUDA GPU what the CPU cannot show (see BENCHMARKS.md).')
+    parser.add_argument('--output', default='gpu-check', help='folder for the JSON files of the phases')
+    parser.add_argument('--dry', action='store_true', help='every phase at toy size on the CPU, in under 3 minutes')
+    parser.add_argument('--phases', default=','.join(PHASES), help='comma-separated subset of: ' + ', '.join(PHASES))
+    parser.add_argument('--device', default='cuda', help='the CUDA device to check (ignored with --dry)')
+    return parser
+
+
+def default_speed(device):
+    """The speed settings the scripts choose by default on `device` (bf16 and channels_last on a GPU)."""
+    return bench_cases.Speed(loop.amp_dtype('auto', device), device.type == 'cuda', False, device)
+
+
+def environment(device, dry, folder):
+    setting = bench.environment(device, default_speed(device), baseline=False)
+    if device.type == 'cuda':
+        properties = torch.cuda.get_device_properties(device)
+        setting.update(cuda=torch.version.cuda, gpus=torch.cuda.device_count(),
+                       memory_gb=round(properties.total_memory / 2 ** 30, 1))
+    return {**setting, 'python': sys.version.split()[0], 'ok': True}
+
+
+@contextlib.contextmanager
+def counting_syncs(device):
+    """[(what, where)] of every host read (host_reads) and, on a GPU, of every synchronisation that
+    torch.cuda.set_sync_debug_mode reports."""
+    with host_reads.count_host_reads() as reads, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        if device.type == 'cuda':
+            torch.cuda.set_sync_debug_mode('warn')
+        try:
+            yield reads
+        finally:
+            if device.type == 'cuda':
+                torch.cuda.set_sync_debug_mode('default')
+            reads.extend(('sync', str(w.message)[:200]) for w in caught if 'synchroniz' in str(w.message))
+
+
+def syncs(device, dry, folder):
+    """Per search step (architecture step, weight step, validation pass) of every case of host_reads.STEP_CASES;
+    dry, of DARTS's, PC-DARTS's and those allowed to read (the test suite runs them all on the CPU)."""
+    cases = [case for case in host_reads.STEP_CASES if case[3] or (case[0] in ('darts', 'pc_darts') and not case[2])] \
+        if dry else host_reads.STEP_CASES
+    rows, ok, steps = [], True, 1 if dry else 3
+    for method, unrolled, flags, allowed in cases:
+        name = ' '.join([method, *(['--unrolled'] * unrolled), *flags])
+        sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8)
+        case = bench_cases.search_case(method, ['--unrolled'] * unrolled + flags, sizes, True, default_speed(device))
+        case.step(), case.validate()
+        with counting_syncs(device) as reads:
+            for _ in range(steps):
+                case.step(), case.validate()
+        synchronisations = sum(1 for what, _ in reads if what == 'sync') / steps
+        host = len(reads) / steps - synchronisations
+        held = host <= allowed and synchronisations <= allowed
+        ok &= held
+        rows.append({'case': name, 'host_reads_per_step': host, 'syncs_per_step': synchronisations,
+                     'allowed': allowed, 'ok': held, 'where': sorted({where for _, where in reads})[:8]})
+    return {'ok': ok, 'cases': rows}
+
+
+def second_order_gradient(device, autocast, C, layers, batch_size, image_size):
+    """(architecture gradient, finite-difference product) of one unrolled step of a DARTS supernet from fixed
+    weights, momentum buffer and batches, under `autocast` (a context factory)."""
+    torch.manual_seed(0)
+    net = Network(C, 10, layers, image_size=image_size).to(device)
+    optimizer = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    generator = torch.Generator().manual_seed(1)
+    x_train, x_valid = (torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
+                        for _ in range(2))
+    y_train, y_valid = (torch.randint(0, 10, (batch_size,), generator=generator).to(device) for _ in range(2))
+    optimizer.zero_grad()
+    net._criterion(net(x_train), y_train).backward()
+    optimizer.step()
+    architect = Architect(net, SearchObjective(net, autocast), 0.9, 3e-4, 3e-4, 1e-3)
+    products = []
+    hessian_vector_product = architect._hessian_vector_product
+    architect._hessian_vector_product = lambda *a: products.append(hessian_vector_product(*a)) or products[-1]
+    architect.step(x_train, y_train, x_valid, y_valid, 0.025, optimizer, unrolled=True)
+    return [p.grad.float().cpu() for p in net.arch_parameters()], [p.float().cpu() for p in products[0]]
+
+
+def cosine(a, b):
+    a, b = torch.cat([t.flatten() for t in a]), torch.cat([t.flatten() for t in b])
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def second_order_agreement(device, C=16, layers=5, batch_size=32, image_size=32):
+    """Cosines of the bf16-autocast second-order gradient and finite-difference product with float32's."""
+    sizes = (C, layers, batch_size, image_size)
+    exact = second_order_gradient(device, contextlib.nullcontext, *sizes)
+    bf16 = second_order_gradient(device, functools.partial(torch.autocast, device.type, dtype=torch.bfloat16), *sizes)
+    return cosine(bf16[0], exact[0]), cosine(bf16[1], exact[1])
+
+
+def precision(device, dry, folder):
+    sizes = dict(C=8, layers=5, batch_size=16, image_size=16) if dry else {}
+    gradient, product = second_order_agreement(device, **sizes)
+    return {'gradient_cosine': gradient, 'product_cosine': product, 'ok': gradient >= 0.999 and product >= 0.99,
+            'tf32_cudnn_outside_the_unrolled_step': torch.backends.cudnn.allow_tf32, 'sizes': sizes or 'C 16, 5 cells, '
+            'batch 32, 32x32'}
+
+
+def speed(device, dry, folder):
+    """bench.py in the default speed settings and in the baseline, with each case's projected run time."""
+    common = ['--methods', 'darts,pc_darts', '--cases', 'search,train', '--batch_sizes', '96',
+              '--device', str(device)] + (['--tiny', '--steps', '1', '--warmup', '0'] if dry else ['--steps', '10'])
+    reports = {name: bench.main(common + flags + ['--output', os.path.join(folder, f'bench-{name}.json')])
+               for name, flags in (('default', []), ('baseline', ['--baseline']))}
+    rows = []
+    for default, baseline in zip(reports['default']['results'], reports['baseline']['results']):
+        epochs, images = PROJECTIONS[default['case'].split()[0]]
+        rows.append({'case': default['case'], 'batch': default['batch'], 'images_per_s': default['images_per_s'],
+                     'baseline_images_per_s': baseline['images_per_s'], 'peak_memory_mb': default['peak_memory_mb'],
+                     'baseline_peak_memory_mb': baseline['peak_memory_mb'],
+                     f'projected_{epochs}_epochs_h': epochs * images / default['images_per_s'] / 3600})
+    return {'ok': True, 'cases': rows}
+
+
+def recompiles(device, dry, folder):
+    """Graphs of compiled retraining over 3 epochs (dynamo's count, with the eager backend)."""
+    from torch._dynamo.testing import CompileCounter
+    train = load_module('train')
+    counter, compile_with = CompileCounter(), torch.compile
+    torch._dynamo.reset()
+    torch.compile = lambda model, **options: compile_with(model, backend=counter)
+    try:
+        train.main(['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '200',
+                    '--synthetic_test_size', '40', '--init_channels', '8', '--layers', '5', '--batch_size', '32',
+                    '--epochs', '3', '--auxiliary', '--drop_path_prob', '0.2', '--compile', '--device', str(device),
+                    '--exp_path', os.path.join(folder, 'compiled'), '--report_freq', '1000'])
+    finally:
+        torch.compile = compile_with
+    return {'graphs': counter.frame_count, 'expected': 2, 'ok': counter.frame_count <= 2}
+
+
+def load_module(name):
+    spec = importlib.util.spec_from_file_location(f'gpu_check_{name}', os.path.join(ROOT, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Runs train.py with PyTorch's deterministic algorithms on (what a --deterministic flag will do).
+DETERMINISTIC = ('import os, runpy, sys, torch; os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8"); '
+                 'torch.use_deterministic_algorithms(True); sys.argv = sys.argv[1:]; '
+                 'sys.path.insert(0, os.path.dirname(sys.argv[0])); '
+                 'runpy.run_path(sys.argv[0], run_name="__main__")')
+
+
+def run_train(args, deterministic, stop_at=None):
+    """train.py in its own process; with `stop_at`, SIGTERM once log.txt shows that step of epoch 1."""
+    command = [sys.executable] + (['-c', DETERMINISTIC] if deterministic else []) + [os.path.join(ROOT, 'train.py')]
+    process = subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    if stop_at:
+        log, deadline = os.path.join(args[args.index('--exp_path') + 1], 'log.txt'), time.time() + 300
+        while time.time() < deadline and process.poll() is None:
+            if os.path.isfile(log) and f'epoch 1/2 step {stop_at}/' in open(log, encoding='utf-8').read():
+                process.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.05)
+    _, err = process.communicate(timeout=600)
+    if process.returncode not in (0, 143 if stop_at else 0):
+        raise RuntimeError(f'train.py ended with exit status {process.returncode}: {err[-1500:]}')
+
+
+def resume(device, dry, folder):
+    common = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '1024',
+              '--synthetic_test_size', '128', '--init_channels', '8', '--layers', '5', '--batch_size', '32',
+              '--epochs', '2', '--auxiliary', '--cutout', '--device', str(device), '--report_freq', '4']
+    result = {}
+    for deterministic in (False, True):
+        runs = {}
+        for name, stop_at in (('uninterrupted', None), ('resumed', 9)):
+            path = os.path.join(folder, f'resume-{"deterministic" if deterministic else "default"}-{name}')
+            run_train(common + ['--exp_path', path], deterministic, stop_at)
+            if stop_at:
+                run_train(['--resume', path], deterministic)
+            runs[name] = torch.load(os.path.join(path, 'weights.pt'), weights_only=True, map_location='cpu')
+        difference = max((runs['resumed'][key].float() - value.float()).abs().max().item()
+                         for key, value in runs['uninterrupted'].items())
+        result['deterministic' if deterministic else 'default'] = {'max_weight_difference': difference,
+                                                                   'identical': difference == 0.0}
+    # The scripts promise exactness on the CPU; on a GPU this measures what nondeterministic kernels cost.
+    return {**result, 'ok': result['deterministic']['identical']}
+
+
+def cuda_tests(device, dry, folder):
+    parallel = ['-n', '4'] if importlib.util.find_spec('xdist') else []
+    command = [sys.executable, '-m', 'pytest', '-q', '-m', 'cuda', 'tests/test_cuda.py', '-p', 'no:cacheprovider',
+               *parallel]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60 if dry else 300)
+    lines = done.stdout.strip().splitlines()
+    return {'exit_status': done.returncode, 'summary': lines[-1] if lines else done.stderr[-500:],
+            'ok': done.returncode == 0}
+
+
+PHASES = {'environment': environment, 'syncs': syncs, 'precision': precision, 'speed': speed,
+          'recompiles': recompiles, 'resume': resume, 'cuda_tests': cuda_tests}
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    phases = bench.names_from(args.phases, PHASES, '--phases')
+    if not args.dry and not torch.cuda.is_available():
+        raise utils.UserError('there is no CUDA device here; run the check on a GPU machine, or give --dry')
+    device = torch.device('cpu') if args.dry else utils.get_device(args.device)
+    utils.configure_device(device)
+    os.makedirs(args.output, exist_ok=True)
+    results = {}
+    for phase in (name for name in PHASES if name in phases):
+        print(f'{phase} ...', flush=True)
+        started = time.monotonic()
+        try:
+            result = PHASES[phase](device, args.dry, args.output)
+        except Exception as error:  # a phase that fails is reported; the others still run
+            result = {'ok': False, 'error': f'{type(error).__name__}: {error}'}
+        result['seconds'] = round(time.monotonic() - started, 1)
+        utils.write_json(os.path.join(args.output, f'{phase}.json'), result)
+        results[phase] = result
+    print(summary_table(results))
+    if not all(result['ok'] for result in results.values()):
+        raise utils.UserError(f'some checks did not hold; see {args.output}/*.json')
+    return results
+
+
+def summary_table(results):
+    lines = [f'{"phase":<12} {"ok":<4} {"seconds":>7}  result']
+    for phase, result in results.items():
+        shown = {key: value for key, value in result.items() if key not in ('ok', 'seconds', 'cases', 'where')}
+        lines.append(f'{phase:<12} {"yes" if result["ok"] else "NO":<4} {result["seconds"]:>7}  '
+                     f'{json.dumps(shown)[:160]}')
+        for row in result.get('cases', []):
+            lines.append(f'{"":<12} {"" if row.get("ok", True) else "NO":<4} {"":>7}  '
+                         f'{json.dumps({k: v for k, v in row.items() if k not in ("ok", "where")})[:160]}')
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    utils.run_cli(main)
