@@ -46,8 +46,11 @@ def test_first_order_search_writes_a_genotype_that_retrains(in_tmp):
 
 @pytest.mark.slow
 def test_second_order_search_learns(in_tmp):
-    train_search.main(TINY + ['--epochs', '2', '--unrolled', '--exp_path', 'search'])
+    train_search.main(TINY + ['--epochs', '2', '--unrolled', '--amp', 'bf16', '--exp_path', 'search'])
     assert metrics(in_tmp / 'search')[-1]['valid_top1'] > 40.0
+    log = (in_tmp / 'search' / 'log.txt').read_text()
+    assert log.count('precision: the weight step and the validation pass in bfloat16 autocast; the second-order '
+                     'architecture gradient in float32 with TF32 off') == 1
 
 
 @pytest.mark.slow
