@@ -172,8 +172,9 @@ class EdgeNormalization(Method):
                                 learning_rate_min=0.0, arch_learning_rate=6e-4, warmup_epochs=15)}
     switch = '--edge_norm (on by default with --partial_channels or --alpha_attention)'
 
-    def __init__(self, edge_norm=None, partial_channels=1, alpha_attention=False):
-        self.on = edge_norm if edge_norm is not None else partial_channels > 1 or alpha_attention
+    def __init__(self, edge_norm=None, partial_channels=1, alpha_attention=False, stage_partial_channels=()):
+        searched_partially = partial_channels > 1 or any(k > 1 for k in stage_partial_channels or ())
+        self.on = edge_norm if edge_norm is not None else searched_partially or alpha_attention
 
     @staticmethod
     def add_arguments(parser):

@@ -23,6 +23,9 @@ def test_flags_switch_on_their_methods():
     assert methods.build({}) == []
     assert [type(m) for m in methods.build({'partial_channels': 4})] == [methods.EdgeNormalization]
     assert methods.build({'partial_channels': 4, 'edge_norm': False}) == []
+    # partial channels given per stage (P-DARTS, DrNAS) leave --partial_channels at 1
+    assert [type(m) for m in methods.build({'partial_channels': 1, 'stage_partial_channels': (1, 2)})] == [
+        methods.EdgeNormalization]
     assert [type(m) for m in methods.build({'alpha_attention': True})] == [methods.EdgeNormalization]
     found = methods.build({'hd_on_weights': True, 'da2s': True, 'da2s_weight': 0.5})
     assert [type(m) for m in found] == [methods.DiscretizationAware, methods.DA2S] and found[1].weight == 0.5
