@@ -158,7 +158,9 @@ class SmoothDARTS(Method):
     sign ascent find within that box (from a random start, kept only if it raises the loss), with BatchNorm
     in evaluation mode. Rows are clipped to [0, 1] and renormalised; epsilon grows linearly from 0.03 to
     --sdarts_epsilon over the search."""
-    presets = {'sdarts_rs': dict(sdarts='rs'), 'sdarts_adv': dict(sdarts='adv')}
+    # SDARTS's code searches DARTS's space without `none` (its sota/cnn/spaces.py, space s5).
+    presets = {'sdarts_rs': dict(sdarts='rs', primitives='darts_without_none'),
+               'sdarts_adv': dict(sdarts='adv', primitives='darts_without_none')}
     switch = '--sdarts'
     ATTACK_STEPS = 7
     START_EPSILON = 0.03

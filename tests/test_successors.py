@@ -5,6 +5,7 @@ import torch
 from conftest import load_script, metrics, supernet
 
 import methods
+import operations
 import successors
 from architect import SearchObjective
 from utils import UserError
@@ -255,7 +256,8 @@ def test_two_methods_that_replace_the_weights_are_refused_in_one_sentence():
 def test_successor_presets_are_registered():
     presets = methods.presets()
     assert {'beta_darts', 'darts_minus', 'fair_darts', 'sdarts_rs', 'sdarts_adv', 'drnas', 'gdas'} <= set(presets)
-    assert presets['beta_darts'] == {'beta_decay_weight': 50.0} and presets['sdarts_adv'] == {'sdarts': 'adv'}
+    assert presets['beta_darts'] == {'beta_decay_weight': 50.0}
+    assert presets['sdarts_adv'] == {'sdarts': 'adv', 'primitives': 'darts_without_none'}
 
 
 # Each preset with a supernet option it composes with; `moving` is logged and changes from epoch to epoch.
@@ -277,3 +279,12 @@ def test_each_successor_preset_runs_a_search(preset, flags, moving, in_tmp):
     rows = metrics(in_tmp / 'run')
     assert len(rows) == 2 and all(torch.isfinite(torch.tensor(row['train_loss'])) for row in rows)
     assert rows[1][moving] != rows[0][moving]
+
+
+@pytest.mark.parametrize('method', ['sdarts_rs', 'sdarts_adv'])
+def test_sdarts_searches_darts_space_without_none_as_its_code_does(method):
+    # xiangning-chen/SmoothDARTS d3dbfed, sota/cnn/spaces.py: PRIMITIVES of space s5 has 'none' commented out.
+    reference = ['max_pool_3x3', 'avg_pool_3x3', 'skip_connect', 'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3',
+                 'dil_conv_5x5']
+    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', method])
+    assert operations.resolve_primitives(args.primitives) == reference
