@@ -48,10 +48,12 @@ class Method:
 
     `add_arguments(parser)` adds the method's flags, and the constructor takes their values by name (it may
     also read other flags of train_search.py, such as partial_channels). `presets` maps a --method name to
-    the paper's settings; any flag typed on the command line still wins. `switch` names the flag that
-    turns the method on, for messages."""
+    the paper's settings, and `space_presets` what differs from them on another search space (a preset
+    ranks above the search space's own defaults); any flag typed on the command line still wins. `switch`
+    names the flag that turns the method on, for messages."""
 
     presets = {}
+    space_presets = {}  # {preset name: {search space: settings}}: where a paper's code differs by space
     switch = ''
     op_weights_sum_to_one = True  # what op_weights gives: each edge's mixture sums to one (softmax)
     generator = None  # the source of a method's random draws, the same on every rank (set by the search)
@@ -113,9 +115,10 @@ def check_compatible(methods):
             raise UserError(f'{owners[0].switch} and {owners[1].switch} both {what}; use one of them')
 
 
-def presets():
-    """Every registered --method name and its settings."""
-    return {name: settings for method_class in REGISTRY for name, settings in method_class.presets.items()}
+def presets(search_space='darts'):
+    """Every registered --method name and its settings on `search_space`."""
+    return {name: {**settings, **method_class.space_presets.get(name, {}).get(search_space, {})}
+            for method_class in REGISTRY for name, settings in method_class.presets.items()}
 
 
 def add_arguments(parser):
@@ -123,7 +126,7 @@ def add_arguments(parser):
         method_class.add_arguments(parser)
 
 
-def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs):
+def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs, search_space='darts'):
     """(warm-up epochs, what to tell the user). A preset's warm-up (PC-DARTS: 15 of 50 epochs) would freeze
     the architecture for the whole of a short run; unless --warmup_epochs was typed, it shrinks with the
     run, keeping the paper's share, and at least one epoch trains the architecture."""
@@ -132,7 +135,7 @@ def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs):
     if typed:
         return warmup_epochs, [f'warning: the architecture will not train, because --warmup_epochs {warmup_epochs} '
                                f'keeps it frozen for all {epochs} epochs']
-    paper_epochs = presets()[method].get('epochs', default_epochs)
+    paper_epochs = presets(search_space)[method].get('epochs', default_epochs)
     warmup = min(round(epochs * warmup_epochs / paper_epochs), epochs - 1)
     return warmup, [f'{method} freezes the architecture for {warmup_epochs} of its {paper_epochs} epochs; this run '
                     f'of {epochs} keeps it frozen for {warmup} (the same share; --warmup_epochs sets it)']

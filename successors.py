@@ -19,6 +19,9 @@ class BetaDecay(Method):
     that grows linearly with the epoch: `beta_decay_weight * epoch / 100`, as the paper's code schedules it
     (epochs counted from 0). It keeps the op parameters from drifting apart and the search stable."""
     presets = {'beta_darts': dict(beta_decay_weight=50.0)}
+    # Sunshine-Ye/Beta-DARTS f307704, nasbench201/train_search.py: 100 epochs at weight decay 3e-4, so that the
+    # weight reaches 50 * 99 / 100.
+    space_presets = {'beta_darts': {'nas_bench_201': dict(epochs=100, weight_decay=3e-4)}}
     switch = '--beta_decay_weight'
 
     def __init__(self, beta_decay_weight=0.0):
@@ -241,6 +244,8 @@ class GDAS(Method):
     gradient reaches every op parameter through the soft sample. The temperature falls linearly from
     --tau_max (10) to --tau_min (0.1) over the search; the derived cell is DARTS's, from the op weights."""
     presets = {'gdas': dict(gdas=True, epochs=250, batch_size=256, weight_decay=5e-4)}
+    # D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/GDAS.config: 250 epochs of batch 64.
+    space_presets = {'gdas': {'nas_bench_201': dict(batch_size=64)}}
     switch = '--gdas'
 
     def __init__(self, gdas=False, tau_max=10.0, tau_min=0.1):

@@ -30,7 +30,7 @@ import successors  # noqa: F401  (registers the successor methods with methods.p
 import utils
 
 SEARCH_SPACES = ('darts', 'nas_bench_201')
-# A search space's own defaults, below a method preset's and any flag typed.
+# A search space's own defaults, below a method preset's (methods.presets of that space) and any flag typed.
 SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4)}  # the benchmark's DARTS settings
 
 
@@ -91,7 +91,7 @@ def resolve_arguments(parser, argv):
     """(args, checkpoint or None, notes for the log): command line over (resumed arguments or the method
     preset) over parser defaults, with a preset's warm-up fitted to a short run."""
     args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search', lambda args: {
-        **methods.presets().get(args.method, {}), **SPACE_DEFAULTS[args.search_space]})
+        **SPACE_DEFAULTS[args.search_space], **methods.presets(args.search_space).get(args.method, {})})
     if not 0 < args.train_portion < 1:
         raise utils.UserError('--train_portion must lie strictly between 0 and 1')
     if args.amp == 'fp16':
@@ -108,7 +108,7 @@ def resolve_arguments(parser, argv):
         if getattr(args, staged) and flag in given:
             raise utils.UserError(f'--{flag} and --{staged} both set the supernet\'s {flag}; give one of them')
     if args.search_space == 'nas_bench_201':
-        preset = methods.presets().get(args.method, {})
+        preset = methods.presets(args.search_space).get(args.method, {})
         origin = f' (set by --method {args.method})' if set(preset) & {'location', 'max_skip'} - set(given) else ''
         model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
     elif args.benchmark:
@@ -116,7 +116,7 @@ def resolve_arguments(parser, argv):
     plan_stages(args)
     typed = 'warmup_epochs' in given
     warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
-                                       parser.get_default('epochs'))
+                                       parser.get_default('epochs'), args.search_space)
     return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
 
 
