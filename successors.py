@@ -53,8 +53,10 @@ class BetaDecay(Method):
 @register
 class AuxiliarySkip(Method):
     """DARTS- (Chu et al., ICLR 2021): every edge gets an auxiliary skip connection, beta * x, besides its
-    mixture, with beta decaying linearly from --auxiliary_skip to 0 over the search:
-    beta = auxiliary_skip * (epochs - epoch) / epochs, set at each epoch's start as DARTS-'s code does. The
+    mixture, with beta decaying linearly from --auxiliary_skip to 0 over T epochs:
+    beta = auxiliary_skip * max(T - epoch, 0) / T, set at each epoch's start as DARTS-'s code does, with
+    T = --auxiliary_skip_epochs, 50 as DARTS-'s code fixes it whatever the search's length (its
+    decay_max_epoch; 0 decays over the search's --epochs instead). The
     skip then no longer needs a large op weight to pass the gradient, which removes the unfair advantage
     that makes skip connections collapse a DARTS cell; it takes no part in the derived cell.
     Here the auxiliary skip joins the weight of the edge's skip_connect candidate, which is exact on
@@ -63,8 +65,8 @@ class AuxiliarySkip(Method):
     presets = {'darts_minus': dict(auxiliary_skip=1.0)}
     switch = '--auxiliary_skip'
 
-    def __init__(self, auxiliary_skip=0.0):
-        self.initial, self.beta = auxiliary_skip, auxiliary_skip
+    def __init__(self, auxiliary_skip=0.0, auxiliary_skip_epochs=50):
+        self.initial, self.beta, self.decay_epochs = auxiliary_skip, auxiliary_skip, auxiliary_skip_epochs
 
     @staticmethod
     def add_arguments(parser):
@@ -72,12 +74,16 @@ class AuxiliarySkip(Method):
         group.add_argument('--auxiliary_skip', type=float, default=0.0,
                            help='initial coefficient of an auxiliary skip on every edge, decayed linearly to 0 '
                                 '(DARTS-: 1; 0: off)')
+        group.add_argument('--auxiliary_skip_epochs', type=int, default=50,
+                           help="epochs over which the auxiliary skip decays to 0 (DARTS-'s code: 50, whatever "
+                                '--epochs; 0: over the whole search)')
 
     def active(self):
         return self.initial > 0
 
     def set_epoch(self, epoch, epochs):
-        self.beta = self.initial * (epochs - epoch) / epochs
+        decay_epochs = self.decay_epochs or epochs
+        self.beta = self.initial * max(decay_epochs - epoch, 0) / decay_epochs
 
     def transform(self, weights, phase, net):
         if 'skip_connect' not in net.op_names:

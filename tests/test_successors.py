@@ -121,6 +121,21 @@ def test_darts_minus_adds_a_linearly_decaying_skip_to_every_edge():
     assert net.genotype() == genotype, 'the auxiliary skip takes no part in the derived cell'
 
 
+@pytest.mark.parametrize('decay_epochs, epochs, expected', [
+    # Meituan-AutoML/DARTS- adb81a8, src/utils.py DecayScheduler 'linear' with src/search/args.py's
+    # decay_max_epoch = decay_stop_epoch = 50: 1 * (50 - epoch) / 50 up to epoch 50, then held.
+    (50, 100, {0: 1.0, 10: 0.8, 49: 0.02, 50: 0.0, 80: 0.0}),
+    (50, 25, {0: 1.0, 24: 0.52}),
+    (0, 100, {0: 1.0, 50: 0.5, 99: 0.01}),  # --auxiliary_skip_epochs 0: over the whole search
+])
+def test_darts_minus_decays_over_fifty_epochs_as_its_code_whatever_the_search_length(decay_epochs, epochs,
+                                                                                    expected):
+    auxiliary = successors.AuxiliarySkip(1.0, decay_epochs)
+    for epoch, beta in expected.items():
+        auxiliary.set_epoch(epoch, epochs)
+        assert auxiliary.beta == pytest.approx(beta)
+
+
 def test_darts_minus_needs_skip_connect_among_the_ops():
     net = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0, primitives='sep_conv_3x3,max_pool_3x3')
     with pytest.raises(UserError, match='keep skip_connect in --primitives'):
