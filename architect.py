@@ -103,10 +103,10 @@ class SearchObjective:
 
 
 class Architect:
-    """Adam on the architecture parameters (betas 0.5, 0.999), as DARTS."""
+    """Adam on the architecture parameters (betas `arch_beta1` and 0.999; DARTS: 0.5)."""
 
     def __init__(self, model, objective, network_momentum, network_weight_decay, arch_learning_rate,
-                 arch_weight_decay, gradient_sync=None):
+                 arch_weight_decay, gradient_sync=None, arch_beta1=0.5):
         self.model = model
         self.objective = objective
         # With several processes every gradient is averaged over them, so all ranks take the same step.
@@ -116,7 +116,7 @@ class Architect:
         # One group per parameter, so that a method can hold some of them still (DA2S's early epochs).
         self.optimizer = torch.optim.Adam(
             [{'params': [p], 'name': name} for name, p in model.named_arch_parameters()],
-            lr=arch_learning_rate, betas=(0.5, 0.999), weight_decay=arch_weight_decay)
+            lr=arch_learning_rate, betas=(arch_beta1, 0.999), weight_decay=arch_weight_decay)
         self.arch_learning_rate = arch_learning_rate
         self._backup = None
 

@@ -107,8 +107,10 @@ class FairDARTS(Method):
     best op if that weight reaches 0.85, so a node may keep fewer than two inputs. The DARTS cell that
     train.py builds, and every released genotype, has exactly two inputs per node, so here the derived
     cell keeps both and `fair_below_threshold` logs how many of its ops fall below --fair_threshold."""
+    # xiaomi-automl/FairDARTS 270cfc9, fairdarts/train_search.py and architect.py (Adam betas (arch_lr_gamma
+    # 0.9, 0.999)).
     presets = {'fair_darts': dict(sigmoid_weights=True, primitives='darts_without_none', batch_size=128,
-                                  learning_rate=0.005, arch_learning_rate=3e-3)}
+                                  learning_rate=0.005, arch_learning_rate=3e-3, arch_beta1=0.9)}
     switch = '--sigmoid_weights'
     op_weights_sum_to_one = False
 

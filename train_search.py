@@ -78,6 +78,8 @@ def build_parser():
                      help='Adam learning rate of the architecture')
     opt.add_argument('--arch_weight_decay', type=utils.bounded(float, 0), default=1e-3,
                      help='Adam weight decay of the architecture')
+    opt.add_argument('--arch_beta1', type=utils.bounded(float, 0, 1), default=0.5,
+                     help="Adam's beta1 of the architecture (DARTS: 0.5; FairDARTS: 0.9)")
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='epochs with the architecture frozen')
     methods.add_arguments(parser)
@@ -172,7 +174,7 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
     architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast, generator),
                                         args.momentum,
                                         args.weight_decay, args.arch_learning_rate, args.arch_weight_decay,
-                                        distributed.average)
+                                        distributed.average, args.arch_beta1)
     return w_optimizer, scheduler, architect
 
 

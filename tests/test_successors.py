@@ -1,11 +1,14 @@
 """successors.py: each successor's formula on small known tensors, against its paper's definition, and each
 preset running a search on the synthetic data."""
+import contextlib
+
 import pytest
 import torch
 from conftest import load_script, metrics, supernet
 
 import methods
 import operations
+import parallel
 import successors
 from architect import SearchObjective
 from utils import UserError
@@ -303,3 +306,15 @@ def test_sdarts_searches_darts_space_without_none_as_its_code_does(method):
                  'dil_conv_5x5']
     args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', method])
     assert operations.resolve_primitives(args.primitives) == reference
+
+
+def test_fair_darts_trains_the_architecture_with_its_codes_adam_betas():
+    # xiaomi-automl/FairDARTS 270cfc9, fairdarts/architect.py: Adam(betas=(args.arch_lr_gamma, 0.999)), and
+    # fairdarts/train_search.py: --arch_lr_gamma 0.9, --arch_learning_rate 3e-3, --batch_size 128,
+    # --learning_rate 0.005, --aux_loss_weight 10, --op_threshold 0.85.
+    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', 'fair_darts'])
+    assert (args.arch_beta1, args.arch_learning_rate, args.batch_size, args.learning_rate, args.zero_one_weight,
+            args.fair_threshold) == (0.9, 3e-3, 128, 0.005, 10.0, 0.85)
+    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True)
+    _, _, architect = train_search.build_optimizers(args, net, parallel.Distributed(), contextlib.nullcontext, 50)
+    assert architect.optimizer.defaults['betas'] == (0.9, 0.999)
