@@ -35,6 +35,10 @@ class SearchObjective:
             method.set_epoch(epoch, epochs)
         self.terms = {}
 
+    @property
+    def weight_step_first(self):
+        return any(method.weight_step_first for method in self.model.methods)
+
     def frozen_arch_parameters(self):
         return set().union(*(method.frozen(self.model) for method in self.model.methods))
 
@@ -202,12 +206,15 @@ class Architect:
 def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled,
                 update_architecture, gradient_sync=None):
     """The architecture step on a batch of the architecture half (unless warming up), then the weight step
-    on a training batch. Returns (loss, logits, architecture loss or None) as device tensors."""
+    on a training batch, or the other way round for a method that says so (GDAS). Returns (loss, logits,
+    architecture loss or None) as device tensors."""
     (x, y), (x_alpha, y_alpha) = batch, alpha_batch
     alpha_loss = None
-    if update_architecture:
+    if update_architecture and not objective.weight_step_first:
         alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
     loss, logits, _ = objective.loss(x, y, 'weights')
     w_optimizer.zero_grad(set_to_none=True)
     loop.backward_step(loss, w_optimizer, model.weights(), grad_clip, gradient_sync=gradient_sync)
+    if update_architecture and objective.weight_step_first:
+        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
     return loss, logits, alpha_loss

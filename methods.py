@@ -57,6 +57,7 @@ class Method:
     switch = ''
     op_weights_sum_to_one = True  # what op_weights gives: each edge's mixture sums to one (softmax)
     generator = None  # the source of a method's random draws, the same on every rank (set by the search)
+    weight_step_first = False  # a search step takes the weight step before the architecture step
 
     @staticmethod
     def add_arguments(parser):

@@ -27,6 +27,7 @@ class CellWeights:
     second: Optional[torch.Tensor] = None      # E x n_ops, the second stacked mixture (`double_mixed`)
     bottleneck: Optional[torch.Tensor] = None  # n_attentions, after the cell's concatenation
     active: Optional[list] = None              # per edge, the op indices worth computing (hard weights)
+    offsets: Optional[torch.Tensor] = None     # E, a number added to each edge's output (GDAS on NAS-Bench-201)
     skip_dropout: float = 0.0                  # dropout on stride-1 skip_connect outputs (P-DARTS)
 
     def replace(self, **changes):

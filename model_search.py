@@ -344,6 +344,8 @@ class NB201SearchCell(nn.Module):
                 if active is None or active:  # a hard zero costs nothing
                     out = self._ops[edge](nodes[source], weights.ops[edge], active, gram, weights.skip_dropout)
                     total = total + (out if weights.edges is None else weights.edges[edge] * out)
+                if weights.offsets is not None:
+                    total = total + weights.offsets[edge]
                 edge += 1
             nodes.append(total)
         return nodes[-1]

@@ -250,8 +250,13 @@ class GDAS(Method):
     """GDAS (Dong and Yang, CVPR 2019): every forward pass samples one op per edge from the op weights with
     hard Gumbel-softmax, and computes only that op, so a search step costs about one op per edge; the
     gradient reaches every op parameter through the soft sample. The temperature falls linearly from
-    --tau_max (10) to --tau_min (0.1) over the search; the derived cell is DARTS's, from the op weights."""
+    --tau_max (10) to --tau_min (0.1) over the search; the derived cell is DARTS's, from the op weights.
+    As GDAS's code does, a step takes the weight step before the architecture step, and on NAS-Bench-201
+    each edge adds the weights of its unsampled ops to its output as numbers (AutoDL-Projects'
+    forward_gdas): 0 in the forward pass, they give every unsampled op weight the gradient of the edge's
+    output summed over its elements, where the DARTS space's cell (forward_gdas of its MixedOp) has none."""
     presets = {'gdas': dict(gdas=True, epochs=250, batch_size=256, weight_decay=5e-4)}
+    weight_step_first = True  # AutoDL-Projects' GDAS.py search_func: "update the weights", then the architecture
     # D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/GDAS.config: 250 epochs of batch 64.
     space_presets = {'gdas': {'nas_bench_201': dict(batch_size=64)}}
     switch = '--gdas'
@@ -276,8 +281,14 @@ class GDAS(Method):
         samples = {cell: gumbel_hard(w.ops, self.tau, self.generator) for cell, w in weights.items()}
         # The sampled ops, the only ones computed, reach the host in one transfer for all cell types.
         on_host = torch.stack([indices for _, indices in samples.values()]).tolist()
-        return {cell: w.replace(ops=samples[cell][0], active=[[index] for index in indices])
-                for (cell, w), indices in zip(weights.items(), on_host)}
+        sampled = {}
+        for (cell, w), indices in zip(weights.items(), on_host):
+            ops, index = samples[cell]
+            offsets = None
+            if not net.chooses_edges:  # NAS-Bench-201: the unsampled ops' weights, exactly 0 forward
+                offsets = (ops * (1 - F.one_hot(index, ops.size(-1)).to(ops.dtype))).sum(dim=-1)
+            sampled[cell] = w.replace(ops=ops, active=[[i] for i in indices], offsets=offsets)
+        return sampled
 
     def logged(self, net):
         return {'tau': self.tau}

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import load_script, metrics, supernet
 
+import bench
+import bench_cases
 import methods
 import operations
 import parallel
@@ -215,6 +217,44 @@ def test_gdas_computes_only_the_sampled_op_and_anneals_its_temperature():
     x = torch.randn(2, 3, 8, 8)
     every_op = {cell: w.replace(active=None) for cell, w in sampled.items()}
     assert torch.allclose(net(x, sampled), net(x, every_op), atol=1e-6), 'the other ops weigh exactly 0'
+
+
+def test_gdas_on_nas_bench_201_gives_each_unsampled_op_the_gradient_of_its_edges_output():
+    """AutoDL-Projects f46486e, xautodl/models/cell_searchs/search_cells.py forward_gdas (NAS-Bench-201's
+    cell): sum(weights[i] * edge(x) if i == argmax else weights[i] for each op i), so an unsampled op's weight,
+    0 in the forward pass, gets d(loss)/d(edge output) summed over its elements, in every cell that shares
+    it; in the DARTS space's cell (its MixedOp's forward_gdas: op(x) * weights[index]) it gets nothing."""
+    from model_search import NB201SearchCell, NetworkNB201
+    for net in (NetworkNB201(4, 1, 3, image_size=8, methods=methods.build({'gdas': True})),
+                supernet(4, 3, 3, image_size=8, gdas=True)):
+        torch.manual_seed(0)
+        sampled = only(net, successors.GDAS).transform(net.arch_weights(), 'alpha', net)
+        ops = sampled['normal'].ops
+        ops.retain_grad()
+        outputs = {}  # edge -> its output in every NAS-Bench-201 cell
+        for cell in net.cells:
+            for edge, mixed in enumerate(cell._ops if isinstance(cell, NB201SearchCell) else ()):
+                mixed.register_forward_hook(lambda module, inputs, output, edge=edge, kept=outputs:
+                                            output.retain_grad() or kept.setdefault(edge, []).append(output))
+        net(torch.randn(2, 3, 8, 8), sampled).pow(2).sum().backward()
+        for edge, active in enumerate(sampled['normal'].active):
+            unsampled = [i for i in range(ops.size(1)) if i != active[0]]
+            expected = sum(output.grad.sum() for output in outputs.get(edge, [])) if outputs else torch.tensor(0.0)
+            assert torch.allclose(ops.grad[edge, unsampled], expected.expand(len(unsampled)), rtol=1e-4, atol=1e-6)
+
+
+def test_gdas_takes_the_weight_step_before_the_architecture_step(monkeypatch):
+    """AutoDL-Projects f46486e, exps/NAS-Bench-201-algos/GDAS.py search_func: w_optimizer.step(), then
+    a_optimizer.step(); DARTS takes the architecture step first."""
+    phases = []
+    loss = SearchObjective.loss
+    monkeypatch.setattr(SearchObjective, 'loss', lambda self, x, y, phase, params=None: phases.append(phase) or
+                        loss(self, x, y, phase, params))
+    for flags, order in (([], ['alpha', 'weights']), (['--gdas'], ['weights', 'alpha'])):
+        phases.clear()
+        bench_cases.search_case('darts', flags, dict(bench.TINY, search_channels=8), True,
+                                bench_cases.Speed(None, False, False, torch.device('cpu'))).step()
+        assert phases == order
 
 
 def dirichlet_supernet(kl_weight):
