@@ -110,7 +110,7 @@ class Architect:
     """Adam on the architecture parameters (betas `arch_beta1` and 0.999; DARTS: 0.5)."""
 
     def __init__(self, model, objective, network_momentum, network_weight_decay, arch_learning_rate,
-                 arch_weight_decay, gradient_sync=None, arch_beta1=0.5):
+                 arch_weight_decay, gradient_sync=None, arch_beta1=0.5, arch_grad_clip=0.0):
         self.model = model
         self.objective = objective
         # With several processes every gradient is averaged over them, so all ranks take the same step.
@@ -122,6 +122,7 @@ class Architect:
             [{'params': [p], 'name': name} for name, p in model.named_arch_parameters()],
             lr=arch_learning_rate, betas=(arch_beta1, 0.999), weight_decay=arch_weight_decay)
         self.arch_learning_rate = arch_learning_rate
+        self.arch_grad_clip = arch_grad_clip  # the gradient's norm over all architecture parameters; 0: none
         self._backup = None
 
     def step(self, x_train, y_train, x_valid, y_valid, eta, network_optimizer, unrolled):
@@ -137,6 +138,8 @@ class Architect:
             self.gradient_sync(grads, arch)
         for parameter, grad in zip(arch, grads):
             parameter.grad = torch.zeros_like(parameter) if grad is None else grad
+        if self.arch_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(arch, self.arch_grad_clip)
         frozen = self.objective.frozen_arch_parameters()
         for group in self.optimizer.param_groups:
             group['lr'] = 0.0 if group['name'] in frozen else self.arch_learning_rate

@@ -43,21 +43,21 @@ def derive_cell(weights, op_names, steps, strength):
     return entries
 
 
-def limit_skips(entries, weights, op_names, max_skip):
-    """P-DARTS's remedy for skip collapse: keep at most `max_skip` skip_connect in the cell; the weakest
-    surplus ones become their edge's best op other than skip_connect and `none`. A skip whose edge has no
-    other op left (weight 0: masked by P-DARTS's pruning or decided by DARTS-PT) stays."""
-    skips = [i for i, (entry, _) in enumerate(entries) if entry[0] == 'skip_connect']
-    surplus = len(skips) - max_skip
-    if surplus <= 0:
-        return entries
-    skip_index = op_names.index('skip_connect')
+def limit_skips(weights, op_names, steps, max_skip, strength_of):
+    """P-DARTS's remedy for skip collapse, as its code applies it (delete_min_sk_prob, keep_1_on,
+    keep_2_branches): while the derived cell holds more than `max_skip` skip_connect, the weakest of them (its
+    skip weight the lowest) has that weight set to 0 and the whole cell is derived again, so its edge takes
+    its next best op and may lose its place to another input of its node. `strength_of(weights)` gives the
+    edge strengths. A skip whose edge has no other op left (weight 0: masked by P-DARTS's pruning or decided
+    by DARTS-PT) stays. Returns derive_cell's entries."""
+    skip = op_names.index('skip_connect')
     others = [j for j, name in enumerate(op_names) if name not in ('none', 'skip_connect')]
-    replaceable = [i for i in skips if any(weights.ops[entries[i][1]][j] > 0 for j in others)]
-    weakest = sorted(replaceable, key=lambda i: weights.ops[entries[i][1]][skip_index].item())[:surplus]
-    entries = list(entries)
-    for i in weakest:
-        entry, edge = entries[i]
-        replacement = op_names[best_op(weights.ops[edge], op_names, exclude=('none', 'skip_connect'))]
-        entries[i] = ((replacement, *entry[1:]), edge)
-    return entries
+    ops = weights.ops.clone()
+    while True:
+        current = weights.replace(ops=ops)
+        entries = derive_cell(current, op_names, steps, strength_of(current))
+        skips = [edge for entry, edge in entries if entry[0] == 'skip_connect']
+        replaceable = [edge for edge in skips if any(ops[edge][j] > 0 for j in others)]
+        if len(skips) <= max_skip or not replaceable:
+            return entries
+        ops[min(replaceable, key=lambda edge: (ops[edge][skip].item(), edge)), skip] = 0.0

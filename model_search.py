@@ -303,7 +303,9 @@ class Network(_Supernet):
             strength = strength_method.edge_strength(edge_strength(weights[cell], self.op_names), cell, self)
             cells[cell] = derive_cell(weights[cell], self.op_names, self.steps, strength)
         if self.options['max_skip'] is not None:
-            cells['normal'] = limit_skips(cells['normal'], weights['normal'], self.op_names, self.options['max_skip'])
+            cells['normal'] = limit_skips(
+                weights['normal'], self.op_names, self.steps, self.options['max_skip'],
+                lambda w: strength_method.edge_strength(edge_strength(w, self.op_names), 'normal', self))
         concat = list(range(2 + self.steps - self._multiplier, self.steps + 2))
         bottlenecks = {cell: best_attention(weights[cell].bottleneck) for cell in self.cell_types}
         return make_genotype(normal=[entry for entry, _ in cells['normal']], normal_concat=concat,

@@ -115,7 +115,7 @@ class ProgressiveStages(Method):
     supernet, so no hook of a search step changes."""
     presets = {'pdarts': dict(stage_layers=(5, 11, 17), stage_keep=(5, 3), skip_dropout=(0.0, 0.4, 0.7), epochs=25,
                               warmup_epochs=10, batch_size=96, learning_rate_min=0.0, arch_learning_rate=6e-4,
-                              max_skip=2)}
+                              max_skip=2, arch_grad_clip=5.0)}
     switch = '--stage_layers'
 
     @staticmethod

@@ -80,6 +80,8 @@ def build_parser():
                      help='Adam weight decay of the architecture')
     opt.add_argument('--arch_beta1', type=utils.bounded(float, 0, 1), default=0.5,
                      help="Adam's beta1 of the architecture (DARTS: 0.5; FairDARTS: 0.9)")
+    opt.add_argument('--arch_grad_clip', type=utils.bounded(float, 0), default=0.0,
+                     help='clip the architecture gradient to this norm (0: not clipped, as DARTS; P-DARTS: 5)')
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='epochs with the architecture frozen')
     methods.add_arguments(parser)
@@ -174,7 +176,7 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
     architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast, generator),
                                         args.momentum,
                                         args.weight_decay, args.arch_learning_rate, args.arch_weight_decay,
-                                        distributed.average, args.arch_beta1)
+                                        distributed.average, args.arch_beta1, args.arch_grad_clip)
     return w_optimizer, scheduler, architect
 
 

@@ -78,7 +78,10 @@ def test_edge_weights_multiply_the_strength():
     assert net.genotype().normal[2:4] == [('dil_conv_3x3', 2), ('sep_conv_5x5', 1)]
 
 
-def test_max_skip_replaces_the_weakest_surplus_skips():
+def test_max_skip_zeroes_the_weakest_skips_and_derives_the_cell_again():
+    """chenxin061/pdarts b880e87, train_search.py: while the normal cell has more than max_sk skips,
+    delete_min_sk_prob zeroes the weakest derived skip's probability, then keep_1_on and keep_2_branches
+    derive the ops and each node's two edges again from the changed probabilities."""
     # skip_connect wins every edge, more weakly on later edges; edge 10's best other op is dil_conv_3x3.
     rows = [{'skip_connect': 14.0 - edge, 'sep_conv_5x5': 1.0} for edge in range(14)]
     rows[10]['dil_conv_3x3'] = 2.0
@@ -89,8 +92,25 @@ def test_max_skip_replaces_the_weakest_surplus_skips():
         assert sum(op == 'skip_connect' for op, _ in normal) == expected_skips
     net = tiny(max_skip=7)
     set_alphas(net, 'normal', rows)
-    # Node 3 keeps edges 9 and 10 (inputs 0 and 1); edge 10 holds the weakest kept skip.
-    assert net.genotype().normal[6:8] == [('skip_connect', 0), ('dil_conv_3x3', 1)]
+    # Node 3 (edges 9-13) keeps edges 9 and 10. Edge 10's skip is the weakest kept: zeroed, its strength falls
+    # to its dil_conv_3x3's 0.106 and edge 11's skip takes its place; then 11's and 12's skips are zeroed in
+    # turn, until edge 13, whose sep_conv_5x5 weighs e / (e + e + 6) = 0.238 once its skip is zeroed, beats
+    # the others' best (0.106, 0.094, 0.169): node 3 keeps edge 9's skip and edge 13's sep_conv_5x5.
+    assert net.genotype().normal[6:8] == [('skip_connect', 0), ('sep_conv_5x5', 4)]
+
+
+def test_max_skip_lets_a_node_take_another_input_once_its_skip_is_zeroed():
+    # Node 1 (edges 2-4): edge 2's skip (0.945) and edge 3's sep_conv_3x3 (0.886) win over edge 4's
+    # sep_conv_5x5 (0.826). Without skips, edge 2 is left with dil_conv_3x3 at 0.017: P-DARTS's
+    # keep_2_branches then keeps edges 3 and 4, where swapping the op on edge 2 would keep a 0.017 op.
+    rows = [{'sep_conv_3x3': 3.0} for _ in range(14)]
+    rows[2], rows[3], rows[4] = {'skip_connect': 5.0, 'dil_conv_3x3': 1.0}, {'sep_conv_3x3': 4.0}, {'sep_conv_5x5': 3.5}
+    net = tiny(max_skip=0)
+    set_alphas(net, 'normal', rows)
+    assert net.genotype().normal[2:4] == [('sep_conv_3x3', 1), ('sep_conv_5x5', 2)]
+    net = tiny()
+    set_alphas(net, 'normal', rows)
+    assert net.genotype().normal[2:4] == [('skip_connect', 0), ('sep_conv_3x3', 1)]
 
 
 def test_channel_shuffle_interleaves_groups():

@@ -195,3 +195,25 @@ def test_stages_and_darts_pt_on_nas_bench_201(in_tmp):
     assert (mask.sum(dim=1) == 1).all()
     op_names = rows[-1]['op_names']
     assert [op_names[int(row.nonzero())] for row in mask] == [op for node in cell.nodes for op, _ in node]
+
+
+def test_the_pdarts_preset_has_its_codes_settings():
+    # chenxin061/pdarts b880e87, train_search.py: argparse defaults, num_to_keep [5, 3, 1], add_layers [0, 6, 12],
+    # dropout rates 0.0, 0.4, 0.7, and clip_grad_norm_(arch_parameters(), args.grad_clip = 5).
+    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', 'pdarts'])
+    assert (args.stage_layers, args.stage_keep, args.skip_dropout, args.epochs, args.batch_size) == (
+        (5, 11, 17), (5, 3), (0.0, 0.4, 0.7), 25, 96)
+    assert (args.learning_rate, args.learning_rate_min, args.arch_learning_rate, args.arch_weight_decay,
+            args.init_channels, args.max_skip, args.arch_grad_clip) == (0.025, 0.0, 6e-4, 1e-3, 16, 2, 5.0)
+
+
+def test_the_architecture_gradient_is_clipped_to_its_norm_when_asked():
+    from architect import Architect, SearchObjective
+    norms = {}
+    for clip in (0.0, 1e-3):
+        net = supernet(4, 3, 3, image_size=8)
+        architect = Architect(net, SearchObjective(net), 0.9, 3e-4, 3e-4, 1e-3, arch_grad_clip=clip)
+        x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+        architect.step(x, y, x, y, 0.025, torch.optim.SGD(net.weights(), 0.025), unrolled=False)
+        norms[clip] = torch.cat([p.grad.flatten() for p in net.arch_parameters()]).norm().item()
+    assert norms[0.0] > 1e-3 and norms[1e-3] == pytest.approx(1e-3, rel=1e-4)
