@@ -35,6 +35,12 @@ class SearchObjective:
             method.set_epoch(epoch, epochs)
         self.terms = {}
 
+    def hold_at_end(self, epochs):
+        """The methods' schedules as a search of `epochs` epochs leaves them (DARTS-PT's fine-tuning)."""
+        for method in self.model.methods:
+            method.hold_at_end(epochs)
+        self.terms = {}
+
     @property
     def weight_step_first(self):
         return any(method.weight_step_first for method in self.model.methods)

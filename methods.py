@@ -34,6 +34,8 @@ class Method:
       edge_weights(parameters, net)     each edge's weight from a cell type's parameters {name: tensor}
     A search step:
       set_epoch(epoch, epochs)          schedules; epochs count from 0
+      hold_at_end(epochs)               the schedules' values once a search of `epochs` epochs has ended,
+                                        held while DARTS-PT fine-tunes (default: its last epoch's)
       transform(weights, phase, net)    the weights a phase mixes with: 'alpha' (the architecture step),
                                         'weights' (the weight step) or 'eval' (the validation pass)
       perturb(weights, loss_of, net)    the weight step's weights, perturbed; loss_of(weights) is its loss
@@ -78,6 +80,9 @@ class Method:
 
     def set_epoch(self, epoch, epochs):
         pass
+
+    def hold_at_end(self, epochs):
+        self.set_epoch(epochs - 1, epochs)
 
     def transform(self, weights, phase, net):
         return weights

@@ -37,17 +37,22 @@ class StageRunner:
             return start
         return loop.Start(first_epoch, 0, loop.new_meters(), self.history)
 
-    def run_stage(self, name, span, model, w_optimizer, scheduler, architect, start, first_epoch, epochs, on_epoch):
+    def run_stage(self, name, span, model, w_optimizer, scheduler, architect, start, first_epoch, epochs, on_epoch,
+                  held_after=None):
         """Epochs first_epoch..first_epoch+epochs-1 of stage `name` (an index, or 'pt'), which make up `span`
         (for the time left). on_epoch(epoch of the stage) -> (whether the architecture trains, fields of the
-        epoch's metrics row)."""
+        epoch's metrics row). `held_after`: the methods' schedules stay as a stage of that many epochs left
+        them (DARTS-PT's fine-tuning), instead of running over this stage's epochs."""
         run, distributed, objective = self.run, self.distributed, architect.objective
         train_loader, alpha_loader, valid_loader = self.batches
         optimizers = {'w': w_optimizer, 'alpha': architect.optimizer}
         epoch_state = {}
 
         def begin(epoch):
-            objective.set_epoch(epoch - first_epoch, epochs)
+            if held_after:
+                objective.hold_at_end(held_after)
+            else:
+                objective.set_epoch(epoch - first_epoch, epochs)
             trains, fields = on_epoch(epoch - first_epoch)
             epoch_state.update(lr=scheduler.get_last_lr()[0], trains=trains, fields=fields)
             model.train()
@@ -84,10 +89,11 @@ class StageRunner:
                                        self.device, distributed)
 
     def select_cell(self, model, architect, checkpoint, first_epoch, learning_rate, momentum, weight_decay, interval,
-                    max_batches, seed):
+                    max_batches, seed, stage_epochs):
         """DARTS-PT's selection after the search (or resumed within it): fine-tuning at a constant
         `learning_rate`, a decision every `interval` epochs measured on `max_batches` validation batches
-        (0: all); `architect` carries on from the search."""
+        (0: all); `architect` carries on from the search, its methods' schedules held where a stage of
+        `stage_epochs` left them, as DARTS-PT's code holds SDARTS's."""
         model.skip_dropout = 0.0
         w_optimizer, scheduler = selection.fine_tuning_optimizer(model, learning_rate, momentum, weight_decay)
         start = self.start(checkpoint, first_epoch, model, w_optimizer, scheduler, architect)
@@ -96,4 +102,4 @@ class StageRunner:
                              selection.rounds(model), interval)
         on_epoch = selection.decision_epochs(model, interval, seed, architect.objective, accuracy_of, self.run.logger)
         self.run_stage('pt', 'the DARTS-PT selection', model, w_optimizer, scheduler, architect, start, first_epoch,
-                       selection.epochs(model, interval), on_epoch)
+                       selection.epochs(model, interval), on_epoch, held_after=stage_epochs)

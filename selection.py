@@ -69,11 +69,14 @@ def _without(weights, cell, rows, ops=None):
     return {**weights, cell: weights[cell].replace(ops=changed)}
 
 
-def decide(net, round_index, seed, weights, accuracy_of, logger):
-    """Make round `round_index`'s decision in every cell type. `weights` are the search's evaluation
-    weights; `accuracy_of(weights)` is the validation accuracy of the supernet mixing with them."""
+def decide(net, round_index, seed, weights_of, accuracy_of, logger):
+    """Make round `round_index`'s decision in every cell type, one after the other. `weights_of()` gives the
+    search's evaluation weights, asked again for each cell type so that the reduction cell is measured with
+    the normal cell's decision in place, as DARTS-PT's code does; `accuracy_of(weights)` is the validation
+    accuracy of the supernet mixing with them."""
     generator = torch.Generator().manual_seed(seed * 100003 + round_index)
     for cell in net.cell_types:
+        weights = weights_of()
         mask = net.op_mask(cell).clone()
         if round_index < net.num_edges:
             open_edges = [e for e in range(net.num_edges) if mask[e].sum() > 1]
@@ -120,7 +123,7 @@ def decision_epochs(net, interval, seed, objective, accuracy_of, logger):
     def on_epoch(epoch):
         done = rounds_done(net)
         if epoch % interval == 0 and done == epoch // interval < rounds(net):
-            decide(net, done, seed, objective.arch_weights('eval'), accuracy_of, logger)
+            decide(net, done, seed, lambda: objective.arch_weights('eval'), accuracy_of, logger)
             done += 1
         return True, {'pt_decisions': done}
     return on_epoch

@@ -194,6 +194,9 @@ class SmoothDARTS(Method):
     def set_epoch(self, epoch, epochs):
         self.epsilon = self.START_EPSILON + (self.max_epsilon - self.START_EPSILON) * epoch / epochs
 
+    def hold_at_end(self, epochs):
+        self.epsilon = self.max_epsilon  # darts-pt 4ec3149, train_search.py: pt_project(..., args.epsilon_alpha)
+
     def perturb(self, weights, loss_of, net):
         if self.kind == 'rs':
             return {cell: w.replace(ops=clip_rows(w.ops + self._noise(w.ops))) for cell, w in weights.items()}

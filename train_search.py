@@ -238,7 +238,7 @@ def search(args, checkpoint, notes, device, distributed):
         architect = architect or build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
                                                   generator)[2]
         runner.select_cell(model, architect, checkpoint, len(stages) * args.epochs, args.learning_rate / 10,
-                           args.momentum, args.weight_decay, args.pt_interval, args.pt_batches, args.seed)
+                           args.momentum, args.weight_decay, args.pt_interval, args.pt_batches, args.seed, args.epochs)
     run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',

@@ -39,7 +39,7 @@ def test_darts_pt_changes_the_cell_when_masking_says_so():
     accuracy_of = importance_accuracy(preferred, importance)
     for round_index in range(selection.rounds(net)):
         assert selection.rounds_done(net) == round_index
-        selection.decide(net, round_index, 0, net.arch_weights(), accuracy_of, LOGGER)
+        selection.decide(net, round_index, 0, net.arch_weights, accuracy_of, LOGGER)
     assert selection.rounds(net) == selection.rounds_done(net) == 14 + 3
     # Each node keeps its two most important inputs, each with the op whose removal hurt.
     kept = {0: (0, 1), 2: (2, 4), 5: (5, 8), 9: (9, 13)}
@@ -57,7 +57,7 @@ def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
         removed = [op for op in range(8) if ops[:, op].eq(0).any()]
         scores.append(removed)
         return 10.0 if removed != [6] else 1.0  # without dil_conv_3x3 the supernet fails
-    selection.decide(net, 0, 3, net.arch_weights(), accuracy_of, LOGGER)
+    selection.decide(net, 0, 3, net.arch_weights, accuracy_of, LOGGER)
     reduce = net.op_mask('reduce')
     decided = [edge for edge in range(14) if reduce[edge].sum() == 1]
     assert len(decided) == 1 and reduce[decided[0]].nonzero().flatten().tolist() == [6]
@@ -71,7 +71,7 @@ def test_nas_bench_201_rounds_decide_ops_only_and_may_keep_none():
     def accuracy_of(weights):  # without none the supernet fails
         return 1.0 if weights['normal'].ops[:, 0].eq(0).any() else 5.0
     for round_index in range(6):
-        selection.decide(net, round_index, 0, net.arch_weights(), accuracy_of, LOGGER)
+        selection.decide(net, round_index, 0, net.arch_weights, accuracy_of, LOGGER)
     assert net.genotype() == genotypes.parse_genotype('|none~0|+|none~0|none~1|+|none~0|none~1|none~2|')
 
 
@@ -111,3 +111,37 @@ def test_pt_refuses_a_longer_resumed_run_and_a_resume_without_it(in_tmp):
     torch.save({**checkpoint, 'stage': 'pt'}, in_tmp / 'done' / 'checkpoint.pt')
     with pytest.raises(UserError, match='resume it with --selection pt'):
         train_search.main(['--resume', 'done'])
+
+
+def test_the_reduction_cell_is_measured_with_the_normal_cells_decision_in_place():
+    """ruocwang/darts-pt 4ec3149, sota/cnn/projection.py pt_project: project_op on the normal cell,
+    model.project_op, then project_op on the reduction cell, whose measurements mix the normal cell as
+    projected (weights_dict holds only the cell type measured)."""
+    net = supernet(4, 3, 3, image_size=8)
+    decided_normal_edges = []
+
+    def accuracy_of(weights):
+        decided_normal_edges.append(int(((weights['normal'].ops > 0).sum(dim=1) == 1).sum()))
+        return 0.0
+    selection.decide(net, 0, 0, net.arch_weights, accuracy_of, LOGGER)
+    assert decided_normal_edges == [0] * 7 + [1] * 7  # 7 candidates (never none) per cell type
+
+
+def test_the_methods_schedules_hold_their_end_values_while_darts_pt_fine_tunes():
+    """darts-pt 4ec3149, sota/cnn/train_search.py: pt_project(..., args.epsilon_alpha), SDARTS's final radius; the
+    other methods keep their last search epoch's values instead of starting their schedules again."""
+    from architect import SearchObjective
+    net = supernet(4, 3, 3, image_size=8, sdarts='rs', beta_decay_weight=50.0, auxiliary_skip=1.0)
+    objective = SearchObjective(net)
+    objective.hold_at_end(50)
+    held = {name: value for method in net.methods for name, value in method.logged(net).items()}
+    assert held == pytest.approx({'sdarts_epsilon': 0.3, 'beta_decay_weight': 50 * 49 / 100, 'auxiliary_skip': 0.02})
+
+
+@pytest.mark.slow
+def test_darts_pt_fine_tunes_with_the_search_schedules_held(in_tmp):
+    train_search.main(TINY + ['--search_space', 'nas_bench_201', '--method', 'sdarts_rs', '--epochs', '2',
+                              '--selection', 'pt', '--pt_interval', '1', '--exp_path', 'run'])
+    rows = metrics(in_tmp / 'run')
+    assert [row['sdarts_epsilon'] for row in rows[:2]] == pytest.approx([0.03, 0.165])
+    assert [row['stage'] for row in rows[2:]] == ['pt'] * 6 and all(row['sdarts_epsilon'] == 0.3 for row in rows[2:])
