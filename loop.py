@@ -366,7 +366,7 @@ def run_epochs(run, hooks, start, epochs, report_freq, scheduler, device, distri
     with GracefulStop(distributed) as stop:
         while epoch < epochs:
             hooks.begin(epoch)
-            lr = scheduler.get_last_lr()[0]
+            lr = scheduler.optimizer.param_groups[0]['lr']  # the rate in use (DrNAS's restart is not in the record)
             started = time.time()
             reset_peak_memory(device)
             progress = Progress(epoch, epochs, hooks.steps, meters, run.logger, report_freq, hooks.label)

@@ -80,11 +80,15 @@ def stage_epochs(stage, net, warmup_epochs, epochs, logs_rate):
     return on_epoch
 
 
-def carry_over(previous, current, generator):
+def carry_over(previous, current, generator, restart_lr=True):
     """DrNAS's passage to the next stage: `current` (supernet, SGD, schedule, Architect) takes over from
     `previous`. The weights widen to the new partial channels as Net2Wider does (each added channel copies
     a random old one, in a weight and in its momentum alike); the architecture, the Adam state and the
-    place in the schedule carry over unchanged."""
+    place in the schedule carry over unchanged. With `restart_lr` the new SGD keeps its initial rate, as
+    DrNAS's code creates it (its configure_scheduler loads the old schedule's state only), so PyTorch's
+    cosine schedule, which steps from the current rate, then decays it from there: epoch e of a T-epoch
+    schedule that restarts at epoch s runs at lr * (1 + cos(pi e / T)) / (1 + cos(pi s / T)). Without it, the
+    new SGD continues at the schedule's current rate."""
     (old_net, old_sgd, old_scheduler, old_architect), (net, sgd, scheduler, architect) = previous, current
     chosen = {}
 
@@ -104,8 +108,9 @@ def carry_over(previous, current, generator):
             sgd.state[parameters[name]]['momentum_buffer'] = widened(name, momentum, parameters[name].shape)
     architect.optimizer.load_state_dict(old_architect.optimizer.state_dict())
     scheduler.load_state_dict(old_scheduler.state_dict())
-    for group, rate in zip(sgd.param_groups, scheduler.get_last_lr()):
-        group['lr'] = rate  # the new SGD starts where the schedule is, not at its initial rate
+    if not restart_lr:
+        for group, rate in zip(sgd.param_groups, scheduler.get_last_lr()):
+            group['lr'] = rate
 
 
 @register
@@ -135,6 +140,10 @@ class ProgressiveStages(Method):
                            help="DrNAS: each stage continues the previous one's supernet, widened to its partial "
                                 'channels, with its architecture and optimisers, on one cosine schedule over all '
                                 'stages (default: each stage starts afresh, as P-DARTS)')
+        group.add_argument('--stage_lr', choices=('restart', 'continue'), default='restart',
+                           help="with --stage_continue, the weights' learning rate at a new stage: restart at "
+                                "--learning_rate, the carried cosine schedule then decaying from there as DrNAS's "
+                                "code does; or continue at the schedule's current rate")
 
     def active(self):
         return False

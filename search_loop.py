@@ -54,7 +54,7 @@ class StageRunner:
             else:
                 objective.set_epoch(epoch - first_epoch, epochs)
             trains, fields = on_epoch(epoch - first_epoch)
-            epoch_state.update(lr=scheduler.get_last_lr()[0], trains=trains, fields=fields)
+            epoch_state.update(lr=scheduler.optimizer.param_groups[0]['lr'], trains=trains, fields=fields)
             model.train()
 
         def batches(epoch, start_step):

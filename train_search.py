@@ -222,7 +222,8 @@ def search(args, checkpoint, notes, device, distributed):
         if stage.index != first:
             if args.stage_continue:
                 progressive.carry_over(previous, (model, w_optimizer, scheduler, architect),
-                                       torch.Generator().manual_seed(args.seed * 1009 + stage.index))
+                                       torch.Generator().manual_seed(args.seed * 1009 + stage.index),
+                                       restart_lr=args.stage_lr == 'restart')
             model.set_op_masks(masks)
         start = runner.start(checkpoint, stage.index * args.epochs, model, w_optimizer, scheduler, architect)
         if stage.index == first:

@@ -167,7 +167,34 @@ def test_carry_over_widens_weights_and_momentum_alike_and_keeps_the_architecture
     assert torch.equal(momentum[2:], old_sgd.state[old_weight]['momentum_buffer'][copied])
     assert torch.equal(net.alphas_normal, old_net.alphas_normal) and torch.equal(net.betas_reduce, old_net.betas_reduce)
     assert new_architect.optimizer.state_dict()['state'].keys() == old_architect.optimizer.state_dict()['state'].keys()
-    assert sgd.param_groups[0]['lr'] == scheduler.get_last_lr()[0] == old_scheduler.get_last_lr()[0] < 0.1
+    assert scheduler.get_last_lr()[0] == old_scheduler.get_last_lr()[0] < sgd.param_groups[0]['lr'] == 0.1
+
+
+@pytest.mark.parametrize('restart_lr', [True, False])
+def test_drnas_second_half_runs_at_the_rates_of_its_code(restart_lr):
+    """xiangning-chen/DrNAS f2caa4d, DARTS-space/train_search.py and net2wider.py: after 25 of 50 epochs a
+    new SGD at --learning_rate 0.1 and a new cosine schedule loaded with the old one's state. PyTorch's
+    cosine schedule steps from the current rate, so epoch e runs at 0.1 (1 + cos(pi e / 50)) / (1 + cos(pi 25 /
+    50)) = 0.1 (1 + cos(pi e / 50)); --stage_lr continue keeps the single cosine, 0.05 (1 + cos(pi e / 50))."""
+    import architect as architect_lib
+    nets = [supernet(8, 3, 3, image_size=8, partial_channels=k) for k in (4, 2)]
+    sgds = [torch.optim.SGD(net.weights(), 0.1, momentum=0.9) for net in nets]
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 50, eta_min=0.0) for sgd in sgds]
+    architects = [architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
+                  for net in nets]
+    for _ in range(25):
+        sgds[0].step()
+        schedulers[0].step()
+    progressive.carry_over((nets[0], sgds[0], schedulers[0], architects[0]),
+                           (nets[1], sgds[1], schedulers[1], architects[1]), torch.Generator().manual_seed(0),
+                           restart_lr=restart_lr)
+    rates = []
+    for _ in range(25):
+        rates.append(sgds[1].param_groups[0]['lr'])
+        sgds[1].step()
+        schedulers[1].step()
+    scale = 0.1 if restart_lr else 0.05
+    assert rates == pytest.approx([scale * (1 + math.cos(math.pi * e / 50)) for e in range(25, 50)], abs=1e-12)
 
 
 @pytest.mark.slow
@@ -176,8 +203,8 @@ def test_the_drnas_preset_widens_its_supernet_after_the_first_half(in_tmp):
                               '--stage_partial_channels', '4,2', '--epochs', '2', '--exp_path', 'run'])
     rows = metrics(in_tmp / 'run')
     assert [row['stage'] for row in rows] == [0, 0, 1, 1]
-    rates = [row['lr'] for row in rows]  # one cosine over the four epochs, from 0.1 to 0
-    assert rates == pytest.approx([0.1 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    rates = [row['lr'] for row in rows]  # one cosine over the four epochs, from 0.1, restarted at 0.1 at epoch 2
+    assert rates == pytest.approx([0.1, 0.05 * (1 + math.cos(math.pi / 4)), 0.1, 0.1 * (1 + math.cos(3 * math.pi / 4))])
     state = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=True)['model']
     assert (state['op_mask_normal'].sum(dim=1) == 4).all() and state['cells.0._ops.0._ops.3.op.1.weight'].shape[0] == 8
     log = (in_tmp / 'run' / 'log.txt').read_text()
