@@ -23,7 +23,7 @@ EDGE_ATTENTION_OPS = ATTENTION_PRIMITIVES[1:]  # attentions that join the ops (`
 class Cell(nn.Module):
 
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, primitives,
-                 spatial_size, partial_channels, alpha_attention, location):
+                 spatial_size, partial_channels, alpha_attention, location, pool_bn=True):
         super().__init__()
         self.reduction = reduction
         self._steps = steps
@@ -35,7 +35,8 @@ class Cell(nn.Module):
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         strides = [2 if reduction and j < 2 else 1 for i in range(steps) for j in range(i + 2)]
         self._ops = nn.ModuleList(
-            MixedOp(C, stride, primitives, spatial_size, partial_channels, alpha_attention) for stride in strides)
+            MixedOp(C, stride, primitives, spatial_size, partial_channels, alpha_attention, pool_bn)
+            for stride in strides)
         self._second_ops = None
         if location == 'double_mixed':
             self._second_ops = nn.ModuleList(MixedOp(C, 1, primitives, spatial_size) for _ in strides)
@@ -213,15 +214,16 @@ def _check_partial_channels(C, partial_channels):
 class Network(_Supernet):
     """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
     a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
-    in_channels, image_size. `methods` (methods.Method) decide the architecture weights and how the cell is
-    derived; without any, DARTS's softmax and top-2 rule."""
+    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS). `methods`
+    (methods.Method) decide the architecture weights and how the cell is derived; without any, DARTS's
+    softmax and top-2 rule."""
 
     cell_types = ('normal', 'reduce')
     chooses_edges = True  # each node keeps two of its inputs
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
                  primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
-                 max_skip=None, in_channels=3, image_size=32, methods=()):
+                 max_skip=None, in_channels=3, image_size=32, methods=(), pool_bn=True):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
@@ -237,7 +239,7 @@ class Network(_Supernet):
             self.op_names = self.op_names + list(EDGE_ATTENTION_OPS)
         self.options = dict(primitives=primitives, partial_channels=partial_channels, alpha_attention=alpha_attention,
                             location=location, max_skip=max_skip, in_channels=in_channels, image_size=image_size,
-                            steps=steps, multiplier=multiplier, stem_multiplier=stem_multiplier)
+                            steps=steps, multiplier=multiplier, stem_multiplier=stem_multiplier, pool_bn=pool_bn)
 
         C_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
@@ -250,7 +252,7 @@ class Network(_Supernet):
                 C_curr *= 2
                 spatial_size = (spatial_size + 1) // 2
             self.cells.append(Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                                   self.op_names, spatial_size, partial_channels, alpha_attention, location))
+                                   self.op_names, spatial_size, partial_channels, alpha_attention, location, pool_bn))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

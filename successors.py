@@ -351,7 +351,7 @@ class DirichletSampling(Method):
     presets = {'drnas': dict(dirichlet=True, primitives='darts_without_none', partial_channels=6, edge_norm=False,
                              init_channels=36, stage_layers=(20, 20), stage_keep=(4,), stage_partial_channels=(6, 4),
                              stage_continue=True, epochs=25, learning_rate=0.1, learning_rate_min=0.0,
-                             arch_learning_rate=6e-4, warmup_epochs=10)}
+                             arch_learning_rate=6e-4, warmup_epochs=10, pool_bn=False)}
     switch = '--dirichlet'
 
     def __init__(self, dirichlet=False, dirichlet_kl=0.0):

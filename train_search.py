@@ -62,6 +62,8 @@ def build_parser():
     space.add_argument('--location', choices=model_search.LOCATIONS, default='no_attention',
                        help='Att-DARTS: where attention is searched (after_every edge, at the cell end, both, '
                             'mixed_with_operation, double_mixed)')
+    space.add_argument('--no_pool_bn', dest='pool_bn', action='store_false',
+                       help="pooling candidates without the BatchNorm DARTS puts after them (DrNAS's supernet)")
     space.add_argument('--alpha_attention', action='store_true',
                        help='alpha-DARTS: channel attention, steered by the architecture, picks the searched channels')
     opt = parser.add_argument_group('optimisation')
@@ -153,7 +155,7 @@ def build_model(args, info, layers, partial_channels, max_skip):
         args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
         partial_channels=partial_channels, max_skip=max_skip, location=args.location,
         alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
-        methods=methods.build(vars(args)))
+        methods=methods.build(vars(args)), pool_bn=args.pool_bn)
 
 
 def build_loaders(args, train_split, info, device, distributed, channels_last):

@@ -358,3 +358,20 @@ def test_fair_darts_trains_the_architecture_with_its_codes_adam_betas():
     net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True)
     _, _, architect = train_search.build_optimizers(args, net, parallel.Distributed(), contextlib.nullcontext, 50)
     assert architect.optimizer.defaults['betas'] == (0.9, 0.999)
+
+
+def test_the_drnas_preset_has_its_codes_settings_and_supernet():
+    # xiangning-chen/DrNAS f2caa4d, DARTS-space/train_search.py: batch 64, learning rate 0.1 to 0, architecture
+    # 6e-4 (Adam betas 0.5, 0.999), weight decay 3e-4, C = 36, 20 cells, ks [6, 4], num_keeps [7, 4], train_epochs
+    # [25, 25], architecture steps from epoch 10 of each stage; model_search.py: PRIMITIVES without none, and a
+    # MixedOp whose pooling candidates have no BatchNorm after them.
+    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', 'drnas'])
+    assert (args.batch_size, args.learning_rate, args.learning_rate_min, args.arch_learning_rate, args.arch_beta1,
+            args.weight_decay, args.init_channels) == (64, 0.1, 0.0, 6e-4, 0.5, 3e-4, 36)
+    assert (args.stage_layers, args.stage_partial_channels, args.stage_keep, args.epochs, args.warmup_epochs) == (
+        (20, 20), (6, 4), (4,), 25, 10)
+    assert (args.primitives, args.pool_bn, args.edge_norm, args.stage_lr) == ('darts_without_none', False, False,
+                                                                              'restart')
+    darts, drnas = (supernet(8, 3, 3, image_size=8, primitives='darts_without_none', pool_bn=pool_bn).cells[0]._ops[0]
+                    ._ops[0] for pool_bn in (True, False))  # each edge's max_pool_3x3
+    assert isinstance(darts[1], torch.nn.BatchNorm2d) and isinstance(drnas, torch.nn.MaxPool2d)
