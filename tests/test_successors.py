@@ -375,3 +375,25 @@ def test_the_drnas_preset_has_its_codes_settings_and_supernet():
     darts, drnas = (supernet(8, 3, 3, image_size=8, primitives='darts_without_none', pool_bn=pool_bn).cells[0]._ops[0]
                     ._ops[0] for pool_bn in (True, False))  # each edge's max_pool_3x3
     assert isinstance(darts[1], torch.nn.BatchNorm2d) and isinstance(drnas, torch.nn.MaxPool2d)
+
+
+COMMON = ('epochs', 'batch_size', 'learning_rate', 'learning_rate_min', 'weight_decay', 'arch_learning_rate',
+          'arch_weight_decay', 'init_channels', 'layers')
+DARTS_DEFAULTS = (50, 64, 0.025, 0.001, 3e-4, 3e-4, 1e-3, 16, 8)
+# The authors' settings in DARTS's space, from their search scripts' argparse defaults and configs.
+DARTS_SPACE_REFERENCE = {
+    'darts': DARTS_DEFAULTS,  # quark0/darts f276dd3, cnn/train_search.py
+    'pc_darts': (50, 256, 0.1, 0.0, 3e-4, 6e-4, 1e-3, 16, 8),  # yuhuixu1993/PC-DARTS b74702f, train_search.py
+    # D-X-Y/AutoDL-Projects f46486e, configs/search-opts/GDAS-NASNet-CIFAR.config, search-archs/ (C 16, N 2)
+    'gdas': (250, 256, 0.025, 0.001, 5e-4, 3e-4, 1e-3, 16, 8),
+    'sdarts_rs': DARTS_DEFAULTS,  # xiangning-chen/SmoothDARTS d3dbfed, sota/cnn/train_search.py
+    'sdarts_adv': DARTS_DEFAULTS,
+    'darts_minus': DARTS_DEFAULTS,  # Meituan-AutoML/DARTS- adb81a8, src/search/args.py
+    'beta_darts': DARTS_DEFAULTS,  # Sunshine-Ye/Beta-DARTS f307704, sota/cnn/train_search.py
+}
+
+
+@pytest.mark.parametrize('method', sorted(DARTS_SPACE_REFERENCE))
+def test_a_preset_in_darts_space_has_its_authors_settings(method):
+    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', method])
+    assert tuple(getattr(args, name) for name in COMMON) == DARTS_SPACE_REFERENCE[method]
