@@ -123,6 +123,8 @@ class Architect:
         self.gradient_sync = gradient_sync or (lambda tensors, parameters: None)
         self.network_momentum = network_momentum
         self.network_weight_decay = network_weight_decay
+        if any(method.replaces_arch_weight_decay for method in model.methods):
+            arch_weight_decay = 0.0  # DrNAS's KL regulariser
         # One group per parameter, so that a method can hold some of them still (DA2S's early epochs).
         self.optimizer = torch.optim.Adam(
             [{'params': [p], 'name': name} for name, p in model.named_arch_parameters()],

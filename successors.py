@@ -297,20 +297,6 @@ class GDAS(Method):
         return {'tau': self.tau}
 
 
-def remaining_groups(remaining, device):
-    """Where the ops that remain on each edge lie (`remaining`: per edge their indices, or None for all):
-    (edge rows, op columns) index tensors on `device`, one pair per number of remaining ops; an edge with
-    one op left has no distribution."""
-    if remaining is None:
-        return None
-    groups = {}
-    for edge, ops in enumerate(remaining):
-        if len(ops) > 1:
-            groups.setdefault(len(ops), []).append((edge, ops))
-    return [(torch.tensor([[edge] for edge, _ in group], device=device),
-             torch.tensor([ops for _, ops in group], device=device)) for group in groups.values()]
-
-
 def dirichlet_concentration(alphas):
     """DrNAS's concentration of each edge's Dirichlet: elu(alpha) + 1, positive."""
     return F.elu(alphas) + 1
@@ -344,8 +330,10 @@ class DirichletSampling(Method):
     """DrNAS (Chen et al., ICLR 2021): every forward pass samples each edge's op weights from a Dirichlet
     distribution with concentration elu(alpha) + 1, by the reparameterisation trick, so the architecture
     learns a distribution and the weights meet many mixtures. Its default regulariser is the architecture's
-    L2 weight decay (--arch_weight_decay 1e-3); --dirichlet_kl adds the other one, KL(Dir(c) || Dir(1)) summed
-    over edges. The derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. The preset
+    L2 weight decay (--arch_weight_decay 1e-3); --dirichlet_kl W takes the other one instead, as its code's
+    reg_type kl does: W * KL(Dir(c) || Dir(1)) summed over edges and over all ops, those pruned away counting
+    with their parameter at 0 (concentration 1, as its prune() resets them), and no weight decay. The
+    derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. The preset
     runs DrNAS's progressive schedule as two stages (progressive.py) of 25 epochs: 7 ops at K = 6, then
     the 4 strongest at K = 4, the supernet widened in between, the warm-up repeated in each."""
     presets = {'drnas': dict(dirichlet=True, primitives='darts_without_none', partial_channels=6, edge_norm=False,
@@ -356,7 +344,10 @@ class DirichletSampling(Method):
 
     def __init__(self, dirichlet=False, dirichlet_kl=0.0):
         self.on, self.kl_weight = dirichlet, dirichlet_kl
-        self._groups = {}  # remaining_groups by (cell type, remaining ops): made once, not copied every step
+
+    @property
+    def replaces_arch_weight_decay(self):
+        return self.kl_weight > 0
 
     @staticmethod
     def add_arguments(parser):
@@ -364,7 +355,8 @@ class DirichletSampling(Method):
         group.add_argument('--dirichlet', action='store_true',
                            help='sample the op weights of every pass from Dirichlet(elu(alpha) + 1)')
         group.add_argument('--dirichlet_kl', type=float, default=0.0,
-                           help='weight of KL(Dirichlet || Dirichlet(1)) in the architecture loss (0: none)')
+                           help="weight of KL(Dirichlet || Dirichlet(1)) in the architecture loss, which then replaces "
+                                "the architecture's weight decay, as DrNAS's reg_type kl (0: none)")
 
     def active(self):
         return self.on
@@ -374,25 +366,16 @@ class DirichletSampling(Method):
                     net.cell_arch_parameters(cell)['alphas'].float()), self.generator)))
                 for cell, w in weights.items()}
 
-    def remaining_concentrations(self, concentration, cell, net):
-        """The concentrations of the ops that remain on each edge, one tensor per number of remaining ops."""
-        remaining = net.remaining_ops()[cell]
-        key = (cell, None if remaining is None else tuple(map(tuple, remaining)))
-        if key not in self._groups:
-            self._groups[key] = remaining_groups(remaining, concentration.device)
-        groups = self._groups[key]
-        return [concentration] if groups is None else [concentration[rows, columns] for rows, columns in groups]
-
     def regularisers(self, phase, net):
         if phase != 'alpha' or not self.kl_weight:
             return {}
         total = 0
         for cell in net.cell_types:
-            concentration = dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
-            for remaining in self.remaining_concentrations(concentration, cell, net):
-                prior = torch.distributions.Dirichlet(torch.ones_like(remaining), validate_args=False)
-                total = total + torch.distributions.kl_divergence(
-                    torch.distributions.Dirichlet(remaining, validate_args=False), prior).sum()
+            alphas = net.cell_arch_parameters(cell)['alphas'].float()
+            concentration = dirichlet_concentration(torch.where(net.op_mask(cell), alphas, torch.zeros_like(alphas)))
+            prior = torch.distributions.Dirichlet(torch.ones_like(concentration), validate_args=False)
+            total = total + torch.distributions.kl_divergence(
+                torch.distributions.Dirichlet(concentration, validate_args=False), prior).sum()
         return {'dirichlet_kl': self.kl_weight * total}
 
     def logged(self, net):

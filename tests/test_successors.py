@@ -282,7 +282,10 @@ def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
     assert drnas.logged(net) == {'dirichlet_concentration': pytest.approx(8.0)}
 
 
-def test_with_masks_the_dirichlet_and_its_regulariser_cover_the_remaining_ops_only():
+def test_with_masks_the_dirichlet_covers_the_remaining_ops_and_its_kl_all_ops_as_drnas_code():
+    """xiangning-chen/DrNAS f2caa4d: the sample is masked and renormalised (process_step_matrix); the KL of
+    DARTS-space/model_search.py _get_kl_reg covers the whole alpha matrix, whose pruned entries utils.py's
+    prune() has set to 0 (concentration elu(0) + 1 = 1)."""
     net, drnas = dirichlet_supernet(1.0)
     mask = torch.zeros(14, 8, dtype=torch.bool)
     mask[:, [1, 4, 5, 7]] = True
@@ -299,7 +302,7 @@ def test_with_masks_the_dirichlet_and_its_regulariser_cover_the_remaining_ops_on
         return torch.distributions.kl_divergence(torch.distributions.Dirichlet(c),
                                                  torch.distributions.Dirichlet(torch.ones_like(c))).sum()
     reduce = torch.nn.functional.elu(net.alphas_reduce.detach()) + 1
-    expected = sum(kl(concentration[edge][mask[edge]]) for edge in range(14) if edge != 9) + kl(reduce)
+    expected = kl(torch.where(mask, concentration, torch.ones_like(concentration))) + kl(reduce)
     assert drnas.regularisers('alpha', net)['dirichlet_kl'].item() == pytest.approx(expected.item(), rel=1e-5)
     assert drnas.logged(net)['dirichlet_concentration'] == pytest.approx(
         (torch.cat([(concentration * mask).sum(-1), reduce.sum(-1)])).mean().item())
@@ -358,6 +361,15 @@ def test_fair_darts_trains_the_architecture_with_its_codes_adam_betas():
     net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True)
     _, _, architect = train_search.build_optimizers(args, net, parallel.Distributed(), contextlib.nullcontext, 50)
     assert architect.optimizer.defaults['betas'] == (0.9, 0.999)
+
+
+def test_drnas_kl_replaces_the_architectures_weight_decay_as_its_reg_type_kl():
+    # xiangning-chen/DrNAS f2caa4d, architect.py: Adam weight_decay = reg_scale for 'l2', 0 for 'kl'.
+    import architect as architect_lib
+    for kl_weight, weight_decay in ((0.0, 1e-3), (1.0, 0.0)):
+        net, _ = dirichlet_supernet(kl_weight)
+        architect = architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
+        assert {group['weight_decay'] for group in architect.optimizer.param_groups} == {weight_decay}
 
 
 def test_the_drnas_preset_has_its_codes_settings_and_supernet():
