@@ -200,9 +200,11 @@ def run_train(args, deterministic, stop_at=None):
     if stop_at:
         log, deadline = os.path.join(args[args.index('--exp_path') + 1], 'log.txt'), time.time() + 300
         while time.time() < deadline and process.poll() is None:
-            if os.path.isfile(log) and f'epoch 1/2 step {stop_at}/' in open(log, encoding='utf-8').read():
-                process.send_signal(signal.SIGTERM)
-                break
+            if os.path.isfile(log):
+                with open(log, encoding='utf-8') as f:
+                    if f'epoch 1/2 step {stop_at}/' in f.read():
+                        process.send_signal(signal.SIGTERM)
+                        break
             time.sleep(0.05)
     _, err = process.communicate(timeout=600)
     if process.returncode not in (0, 143 if stop_at else 0):

@@ -175,10 +175,10 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
                                   weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
                                                            eta_min=args.learning_rate_min)
-    architect = architect_lib.Architect(model, architect_lib.SearchObjective(model, amp_autocast, generator),
-                                        args.momentum,
-                                        args.weight_decay, args.arch_learning_rate, args.arch_weight_decay,
-                                        distributed.average, args.arch_beta1, args.arch_grad_clip)
+    objective = architect_lib.SearchObjective(model, amp_autocast, generator)
+    architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
+                                        args.arch_weight_decay, distributed.average, args.arch_beta1,
+                                        args.arch_grad_clip)
     return w_optimizer, scheduler, architect
 
 
