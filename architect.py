@@ -19,10 +19,12 @@ class SearchObjective:
     architecture weights to mix with, how to perturb them in the weight step, and which regularisers join
     the cross-entropy; it averages what they log over the epoch."""
 
-    def __init__(self, model, amp_autocast=contextlib.nullcontext, generator=None):
+    def __init__(self, model, amp_autocast=contextlib.nullcontext, generator=None, weight_step_first=False):
         """`generator`: where the methods draw their random numbers (None: torch's global one); a search under
-        torchrun gives every rank the same one, so that all ranks sample the same architecture."""
+        torchrun gives every rank the same one, so that all ranks sample the same architecture.
+        `weight_step_first`: a search step takes the weight step before the architecture step (GDAS's code)."""
         self.model = model
+        self.weight_step_first = weight_step_first
         self.amp_autocast = amp_autocast
         self.generator = generator
         for method in model.methods:
@@ -40,10 +42,6 @@ class SearchObjective:
         for method in self.model.methods:
             method.hold_at_end(epochs)
         self.terms = {}
-
-    @property
-    def weight_step_first(self):
-        return any(method.weight_step_first for method in self.model.methods)
 
     def frozen_arch_parameters(self):
         return set().union(*(method.frozen(self.model) for method in self.model.methods))
@@ -217,7 +215,7 @@ class Architect:
 def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled,
                 update_architecture, gradient_sync=None):
     """The architecture step on a batch of the architecture half (unless warming up), then the weight step
-    on a training batch, or the other way round for a method that says so (GDAS). Returns (loss, logits,
+    on a training batch, or the other way round (--step_order weights_first). Returns (loss, logits,
     architecture loss or None) as device tensors."""
     (x, y), (x_alpha, y_alpha) = batch, alpha_batch
     alpha_loss = None

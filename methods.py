@@ -59,7 +59,6 @@ class Method:
     switch = ''
     op_weights_sum_to_one = True  # what op_weights gives: each edge's mixture sums to one (softmax)
     generator = None  # the source of a method's random draws, the same on every rank (set by the search)
-    weight_step_first = False  # a search step takes the weight step before the architecture step
     replaces_arch_weight_decay = False  # the method's regulariser stands in for Adam's weight decay of the architecture
 
     @staticmethod

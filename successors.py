@@ -12,16 +12,25 @@ from methods import Method, register
 from utils import UserError
 
 
+# NAS-Bench-201 as SDARTS's nasbench201/train_search.py searches it (xiangning-chen/SmoothDARTS d3dbfed), and
+# β-DARTS's and DARTS-PT's copies of it: 100 epochs at weight decay 3e-4, plain momentum, the architecture step
+# first. The benchmark's own DARTS code (our NAS-Bench-201 defaults) runs 50 epochs at 5e-4 with Nesterov.
+NB201_DARTS_OF_SDARTS = dict(epochs=100, weight_decay=3e-4, nesterov=False, step_order='architecture_first')
+
+
 @register
 class BetaDecay(Method):
     """β-DARTS (Ye et al., CVPR 2022): the Beta-Decay regulariser, the mean over a cell type's edges of
     logsumexp of their op parameters, summed over cell types, joins the architecture loss with a weight
     that grows linearly with the epoch: `beta_decay_weight * epoch / 100`, as the paper's code schedules it
     (epochs counted from 0). It keeps the op parameters from drifting apart and the search stable."""
-    presets = {'beta_darts': dict(beta_decay_weight=50.0)}
-    # Sunshine-Ye/Beta-DARTS f307704, nasbench201/train_search.py: 100 epochs at weight decay 3e-4, so that the
-    # weight reaches 50 * 99 / 100.
-    space_presets = {'beta_darts': {'nas_bench_201': dict(epochs=100, weight_decay=3e-4)}}
+    presets = {'beta_darts': dict(beta_decay_weight=50.0, primitives='darts_without_none')}
+    # Sunshine-Ye/Beta-DARTS f307704: on NAS-Bench-201 its nasbench201/train_search.py, SDARTS's settings, so that
+    # the weight reaches 50 * 99 / 100. In DARTS's space its sota/cnn/train_search.py is SDARTS's script, which
+    # searches space s5 (7 ops) with SDARTS-RS's perturbation on by default, and stops at its first step (it
+    # calls the Architect without the epoch that its Beta-Decay weight needs). The preset takes the 7 ops and
+    # leaves the perturbation out: the paper adds one term to DARTS (--sdarts rs adds SDARTS-RS).
+    space_presets = {'beta_darts': {'nas_bench_201': NB201_DARTS_OF_SDARTS}}
     switch = '--beta_decay_weight'
 
     def __init__(self, beta_decay_weight=0.0):
@@ -172,6 +181,7 @@ class SmoothDARTS(Method):
     # SDARTS's code searches DARTS's space without `none` (its sota/cnn/spaces.py, space s5).
     presets = {'sdarts_rs': dict(sdarts='rs', primitives='darts_without_none'),
                'sdarts_adv': dict(sdarts='adv', primitives='darts_without_none')}
+    space_presets = {name: {'nas_bench_201': NB201_DARTS_OF_SDARTS} for name in presets}
     switch = '--sdarts'
     ATTACK_STEPS = 7
     START_EPSILON = 0.03
@@ -254,13 +264,15 @@ class GDAS(Method):
     hard Gumbel-softmax, and computes only that op, so a search step costs about one op per edge; the
     gradient reaches every op parameter through the soft sample. The temperature falls linearly from
     --tau_max (10) to --tau_min (0.1) over the search; the derived cell is DARTS's, from the op weights.
-    As GDAS's code does, a step takes the weight step before the architecture step, and on NAS-Bench-201
+    As GDAS's code does, its preset takes the weight step before the architecture step (--step_order
+    weights_first) and Nesterov momentum, and on NAS-Bench-201
     each edge adds the weights of its unsampled ops to its output as numbers (AutoDL-Projects'
     forward_gdas): 0 in the forward pass, they give every unsampled op weight the gradient of the edge's
     output summed over its elements, where the DARTS space's cell (forward_gdas of its MixedOp) has none."""
-    presets = {'gdas': dict(gdas=True, epochs=250, batch_size=256, weight_decay=5e-4)}
-    weight_step_first = True  # AutoDL-Projects' GDAS.py search_func: "update the weights", then the architecture
-    # D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/GDAS.config: 250 epochs of batch 64.
+    # D-X-Y/AutoDL-Projects f46486e: exps/NAS-Bench-201-algos/GDAS.py's search_func updates the weights, then the
+    # architecture; configs/nas-benchmark/algos/GDAS.config: 250 epochs of batch 64, Nesterov momentum.
+    presets = {'gdas': dict(gdas=True, epochs=250, batch_size=256, weight_decay=5e-4, nesterov=True,
+                            step_order='weights_first')}
     space_presets = {'gdas': {'nas_bench_201': dict(batch_size=64)}}
     switch = '--gdas'
 
@@ -340,6 +352,13 @@ class DirichletSampling(Method):
                              init_channels=36, stage_layers=(20, 20), stage_keep=(4,), stage_partial_channels=(6, 4),
                              stage_continue=True, epochs=25, learning_rate=0.1, learning_rate_min=0.0,
                              arch_learning_rate=6e-4, warmup_epochs=10, pool_bn=False)}
+    # xiangning-chen/DrNAS f2caa4d, 201-space/train_search_progressive.py: C = 16, N = 5, ks [4, 2], num_keeps
+    # [5, 3], train_epochs [50, 50] on one cosine schedule from 0.025 to 0.001, weight decay 3e-4, batch 64, the
+    # architecture at 3e-4 from epoch 10 of each stage, the architecture step first, plain momentum.
+    space_presets = {'drnas': {'nas_bench_201': dict(
+        init_channels=16, stage_layers=(5, 5), stage_keep=(3,), stage_partial_channels=(4, 2), partial_channels=4,
+        epochs=50, learning_rate=0.025, learning_rate_min=0.001, weight_decay=3e-4, arch_learning_rate=3e-4,
+        nesterov=False, step_order='architecture_first')}}
     switch = '--dirichlet'
 
     def __init__(self, dirichlet=False, dirichlet_kl=0.0):

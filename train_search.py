@@ -31,7 +31,11 @@ import utils
 
 SEARCH_SPACES = ('darts', 'nas_bench_201')
 # A search space's own defaults, below a method preset's (methods.presets of that space) and any flag typed.
-SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4)}  # the benchmark's DARTS settings
+# NAS-Bench-201's: the benchmark's DARTS settings (D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/
+# DARTS.config: weight decay 5e-4, Nesterov momentum; exps/NAS-Bench-201-algos/DARTS-V1.py takes the weight step
+# first, DARTS-V2.py, second order, the architecture step first).
+SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4, nesterov=True)}
+STEP_ORDERS = ('architecture_first', 'weights_first')
 
 
 def build_parser():
@@ -73,9 +77,16 @@ def build_parser():
                      help='final learning rate of w (cosine)')
     opt.add_argument('--momentum', type=utils.bounded(float, 0), default=0.9, help='SGD momentum of w')
     opt.add_argument('--weight_decay', type=utils.bounded(float, 0), default=3e-4, help='weight decay of w')
+    opt.add_argument('--nesterov', action='store_true',
+                     help="Nesterov momentum for w (default: off, as DARTS; on in nas_bench_201, as its DARTS config)")
+    opt.add_argument('--no_nesterov', dest='nesterov', action='store_false', help='plain momentum for w')
     opt.add_argument('--grad_clip', type=utils.bounded(float, 0), default=5, help='gradient norm clipping of w')
     opt.add_argument('--epochs', type=utils.bounded(int, 1), default=50, help='search epochs')
     opt.add_argument('--unrolled', action='store_true', help='second-order architecture gradient')
+    opt.add_argument('--step_order', choices=STEP_ORDERS,
+                     help="which step of a search step comes first (default: the architecture's, as DARTS; on "
+                          "nas_bench_201 without --unrolled the weights', as the benchmark's DARTS-V1 code; GDAS: "
+                          "the weights')")
     opt.add_argument('--arch_learning_rate', type=utils.bounded(float, 0), default=3e-4,
                      help='Adam learning rate of the architecture')
     opt.add_argument('--arch_weight_decay', type=utils.bounded(float, 0), default=1e-3,
@@ -98,6 +109,9 @@ def resolve_arguments(parser, argv):
     preset) over parser defaults, with a preset's warm-up fitted to a short run."""
     args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search', lambda args: {
         **SPACE_DEFAULTS[args.search_space], **methods.presets(args.search_space).get(args.method, {})})
+    if args.step_order is None:
+        first_order_nb201 = args.search_space == 'nas_bench_201' and not args.unrolled
+        args.step_order = 'weights_first' if first_order_nb201 else 'architecture_first'
     if not 0 < args.train_portion < 1:
         raise utils.UserError('--train_portion must lie strictly between 0 and 1')
     if args.amp == 'fp16':
@@ -172,10 +186,11 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
     """(SGD of the weights, its cosine schedule over `schedule_epochs`, the Architect with Adam of the
     architecture), as in DARTS; `generator` is where the methods draw (see SearchObjective)."""
     w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
-                                  weight_decay=args.weight_decay)
+                                  weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
                                                            eta_min=args.learning_rate_min)
-    objective = architect_lib.SearchObjective(model, amp_autocast, generator)
+    objective = architect_lib.SearchObjective(model, amp_autocast, generator,
+                                              weight_step_first=args.step_order == 'weights_first')
     architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
                                         args.arch_weight_decay, distributed.average, args.arch_beta1,
                                         args.arch_grad_clip)

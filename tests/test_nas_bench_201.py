@@ -268,30 +268,6 @@ def test_the_search_split_can_be_the_benchmarks_split_file(tmp_path):
             train_search.data.search_split(8, 0.5, str(path))
 
 
-# The authors' NAS-Bench-201 search settings, as their code sets them (C = 16 and N = 5 throughout).
-NB201_REFERENCE = {
-    # D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/DARTS.config and scripts-search/NAS-Bench-201-algos/
-    # DARTS-V1.sh
-    'darts': dict(epochs=50, batch_size=64, learning_rate=0.025, learning_rate_min=0.001, weight_decay=5e-4,
-                  arch_learning_rate=3e-4, arch_weight_decay=1e-3),
-    # Sunshine-Ye/Beta-DARTS f307704, nasbench201/train_search.py (argparse defaults; Network(C, N=5))
-    'beta_darts': dict(epochs=100, batch_size=64, learning_rate=0.025, learning_rate_min=0.001, weight_decay=3e-4,
-                       arch_learning_rate=3e-4, arch_weight_decay=1e-3, beta_decay_weight=50.0),
-    # D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/GDAS.config and scripts-search/NAS-Bench-201-algos/
-    # GDAS.sh (--tau_max 10 --tau_min 0.1 --arch_learning_rate 0.0003 --arch_weight_decay 0.001)
-    'gdas': dict(epochs=250, batch_size=64, learning_rate=0.025, learning_rate_min=0.001, weight_decay=5e-4,
-                 arch_learning_rate=3e-4, arch_weight_decay=1e-3, tau_max=10.0, tau_min=0.1),
-}
-
-
-@pytest.mark.parametrize('method', sorted(NB201_REFERENCE))
-def test_a_preset_on_nas_bench_201_has_its_authors_settings(method):
-    args, _, _ = train_search.resolve_arguments(train_search.build_parser(),
-                                                ['--search_space', 'nas_bench_201', '--method', method])
-    assert (args.init_channels, args.layers) == (16, 5)
-    assert {name: getattr(args, name) for name in NB201_REFERENCE[method]} == NB201_REFERENCE[method]
-
-
 def test_a_preset_ranks_above_the_search_spaces_defaults_and_a_typed_flag_above_both():
     args, _, _ = train_search.resolve_arguments(train_search.build_parser(), [
         '--search_space', 'nas_bench_201', '--method', 'beta_darts', '--epochs', '7'])

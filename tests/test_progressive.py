@@ -212,6 +212,21 @@ def test_the_drnas_preset_widens_its_supernet_after_the_first_half(in_tmp):
 
 
 @pytest.mark.slow
+def test_the_drnas_preset_on_nas_bench_201_keeps_3_of_5_ops_at_k_2_after_the_first_half(in_tmp):
+    # xiangning-chen/DrNAS f2caa4d, 201-space/train_search_progressive.py: ks [4, 2], num_keeps [5, 3], a new SGD
+    # at the initial rate for the second half.
+    train_search.main(TINY + ['--search_space', 'nas_bench_201', '--method', 'drnas', '--init_channels', '8',
+                              '--epochs', '1', '--exp_path', 'run'])
+    rows = metrics(in_tmp / 'run')
+    assert [row['stage'] for row in rows] == [0, 1] and [row['lr'] for row in rows] == [0.025, 0.025]
+    state = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=True)['model']
+    assert (state['op_mask_normal'].sum(dim=1) == 3).all()
+    log = (in_tmp / 'run' / 'log.txt').read_text()
+    assert 'stage 1 of 2: supernet of 5 cells at partial channels K = 4' in log
+    assert 'stage 2 of 2: supernet of 5 cells at partial channels K = 2' in log and '3 candidate(s) per edge' in log
+
+
+@pytest.mark.slow
 def test_stages_and_darts_pt_on_nas_bench_201(in_tmp):
     cell = train_search.main(TINY + ['--search_space', 'nas_bench_201', '--stage_layers', '1,2', '--stage_keep', '3',
                                      '--epochs', '1', '--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1',
@@ -222,16 +237,6 @@ def test_stages_and_darts_pt_on_nas_bench_201(in_tmp):
     assert (mask.sum(dim=1) == 1).all()
     op_names = rows[-1]['op_names']
     assert [op_names[int(row.nonzero())] for row in mask] == [op for node in cell.nodes for op, _ in node]
-
-
-def test_the_pdarts_preset_has_its_codes_settings():
-    # chenxin061/pdarts b880e87, train_search.py: argparse defaults, num_to_keep [5, 3, 1], add_layers [0, 6, 12],
-    # dropout rates 0.0, 0.4, 0.7, and clip_grad_norm_(arch_parameters(), args.grad_clip = 5).
-    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', 'pdarts'])
-    assert (args.stage_layers, args.stage_keep, args.skip_dropout, args.epochs, args.batch_size) == (
-        (5, 11, 17), (5, 3), (0.0, 0.4, 0.7), 25, 96)
-    assert (args.learning_rate, args.learning_rate_min, args.arch_learning_rate, args.arch_weight_decay,
-            args.init_channels, args.max_skip, args.arch_grad_clip) == (0.025, 0.0, 6e-4, 1e-3, 16, 2, 5.0)
 
 
 def test_the_architecture_gradient_is_clipped_to_its_norm_when_asked():

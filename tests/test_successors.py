@@ -243,14 +243,14 @@ def test_gdas_on_nas_bench_201_gives_each_unsampled_op_the_gradient_of_its_edges
             assert torch.allclose(ops.grad[edge, unsampled], expected.expand(len(unsampled)), rtol=1e-4, atol=1e-6)
 
 
-def test_gdas_takes_the_weight_step_before_the_architecture_step(monkeypatch):
+def test_step_order_weights_first_takes_the_weight_step_before_the_architecture_step(monkeypatch):
     """AutoDL-Projects f46486e, exps/NAS-Bench-201-algos/GDAS.py search_func: w_optimizer.step(), then
     a_optimizer.step(); DARTS takes the architecture step first."""
     phases = []
     loss = SearchObjective.loss
     monkeypatch.setattr(SearchObjective, 'loss', lambda self, x, y, phase, params=None: phases.append(phase) or
                         loss(self, x, y, phase, params))
-    for flags, order in (([], ['alpha', 'weights']), (['--gdas'], ['weights', 'alpha'])):
+    for flags, order in (([], ['alpha', 'weights']), (['--step_order', 'weights_first'], ['weights', 'alpha'])):
         phases.clear()
         bench_cases.search_case('darts', flags, dict(bench.TINY, search_channels=8), True,
                                 bench_cases.Speed(None, False, False, torch.device('cpu'))).step()
@@ -317,7 +317,6 @@ def test_two_methods_that_replace_the_weights_are_refused_in_one_sentence():
 def test_successor_presets_are_registered():
     presets = methods.presets()
     assert {'beta_darts', 'darts_minus', 'fair_darts', 'sdarts_rs', 'sdarts_adv', 'drnas', 'gdas'} <= set(presets)
-    assert presets['beta_darts'] == {'beta_decay_weight': 50.0}
     assert presets['sdarts_adv'] == {'sdarts': 'adv', 'primitives': 'darts_without_none'}
 
 
@@ -372,40 +371,9 @@ def test_drnas_kl_replaces_the_architectures_weight_decay_as_its_reg_type_kl():
         assert {group['weight_decay'] for group in architect.optimizer.param_groups} == {weight_decay}
 
 
-def test_the_drnas_preset_has_its_codes_settings_and_supernet():
-    # xiangning-chen/DrNAS f2caa4d, DARTS-space/train_search.py: batch 64, learning rate 0.1 to 0, architecture
-    # 6e-4 (Adam betas 0.5, 0.999), weight decay 3e-4, C = 36, 20 cells, ks [6, 4], num_keeps [7, 4], train_epochs
-    # [25, 25], architecture steps from epoch 10 of each stage; model_search.py: PRIMITIVES without none, and a
-    # MixedOp whose pooling candidates have no BatchNorm after them.
-    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', 'drnas'])
-    assert (args.batch_size, args.learning_rate, args.learning_rate_min, args.arch_learning_rate, args.arch_beta1,
-            args.weight_decay, args.init_channels) == (64, 0.1, 0.0, 6e-4, 0.5, 3e-4, 36)
-    assert (args.stage_layers, args.stage_partial_channels, args.stage_keep, args.epochs, args.warmup_epochs) == (
-        (20, 20), (6, 4), (4,), 25, 10)
-    assert (args.primitives, args.pool_bn, args.edge_norm, args.stage_lr) == ('darts_without_none', False, False,
-                                                                              'restart')
+def test_drnas_pools_without_batchnorm_as_its_supernet():
+    # xiangning-chen/DrNAS f2caa4d, DARTS-space/model_search.py: a MixedOp whose pooling candidates have no
+    # BatchNorm after them (its preset's other settings: tests/test_presets.py).
     darts, drnas = (supernet(8, 3, 3, image_size=8, primitives='darts_without_none', pool_bn=pool_bn).cells[0]._ops[0]
                     ._ops[0] for pool_bn in (True, False))  # each edge's max_pool_3x3
     assert isinstance(darts[1], torch.nn.BatchNorm2d) and isinstance(drnas, torch.nn.MaxPool2d)
-
-
-COMMON = ('epochs', 'batch_size', 'learning_rate', 'learning_rate_min', 'weight_decay', 'arch_learning_rate',
-          'arch_weight_decay', 'init_channels', 'layers')
-DARTS_DEFAULTS = (50, 64, 0.025, 0.001, 3e-4, 3e-4, 1e-3, 16, 8)
-# The authors' settings in DARTS's space, from their search scripts' argparse defaults and configs.
-DARTS_SPACE_REFERENCE = {
-    'darts': DARTS_DEFAULTS,  # quark0/darts f276dd3, cnn/train_search.py
-    'pc_darts': (50, 256, 0.1, 0.0, 3e-4, 6e-4, 1e-3, 16, 8),  # yuhuixu1993/PC-DARTS b74702f, train_search.py
-    # D-X-Y/AutoDL-Projects f46486e, configs/search-opts/GDAS-NASNet-CIFAR.config, search-archs/ (C 16, N 2)
-    'gdas': (250, 256, 0.025, 0.001, 5e-4, 3e-4, 1e-3, 16, 8),
-    'sdarts_rs': DARTS_DEFAULTS,  # xiangning-chen/SmoothDARTS d3dbfed, sota/cnn/train_search.py
-    'sdarts_adv': DARTS_DEFAULTS,
-    'darts_minus': DARTS_DEFAULTS,  # Meituan-AutoML/DARTS- adb81a8, src/search/args.py
-    'beta_darts': DARTS_DEFAULTS,  # Sunshine-Ye/Beta-DARTS f307704, sota/cnn/train_search.py
-}
-
-
-@pytest.mark.parametrize('method', sorted(DARTS_SPACE_REFERENCE))
-def test_a_preset_in_darts_space_has_its_authors_settings(method):
-    args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', method])
-    assert tuple(getattr(args, name) for name in COMMON) == DARTS_SPACE_REFERENCE[method]
