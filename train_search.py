@@ -108,7 +108,8 @@ def resolve_arguments(parser, argv):
     """(args, checkpoint or None, notes for the log): command line over (resumed arguments or the method
     preset) over parser defaults, with a preset's warm-up fitted to a short run."""
     args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'search', lambda args: {
-        **SPACE_DEFAULTS[args.search_space], **methods.presets(args.search_space).get(args.method, {})})
+        **SPACE_DEFAULTS[args.search_space], **selection.search_defaults(args.selection, args.search_space),
+        **methods.presets(args.search_space).get(args.method, {})})
     if args.step_order is None:
         first_order_nb201 = args.search_space == 'nas_bench_201' and not args.unrolled
         args.step_order = 'weights_first' if first_order_nb201 else 'architecture_first'

@@ -138,3 +138,16 @@ def test_a_preset_of_the_darts_cell_alone_is_refused_on_nas_bench_201_in_one_sen
     with pytest.raises(UserError, match=f'^{flag}.*set by --method {method}.*cannot apply to --search_space '
                                         'nas_bench_201'):
         settings(['--search_space', 'nas_bench_201', '--method', method])
+
+
+def test_darts_pt_searches_first_as_its_code_unless_a_preset_or_a_flag_says_otherwise():
+    # ruocwang/darts-pt 4ec3149: sota/cnn/train_search.py searches space s5 (sota/cnn/spaces.py, no none);
+    # nasbench201/train_search.py 100 epochs at weight decay 3e-4, plain momentum, the architecture step first.
+    assert settings(['--selection', 'pt']) == {**DARTS, 'selection': 'pt', 'primitives': 'darts_without_none'}
+    assert settings(['--search_space', 'nas_bench_201', '--selection', 'pt']) == {**DARTS, **NB201_SDARTS,
+                                                                                   'selection': 'pt'}
+    assert settings(['--selection', 'pt', '--method', 'gdas']) == {**DARTS, **DARTS_SPACE['gdas'],
+                                                                   'selection': 'pt', 'primitives': 'darts_without_none'}
+    assert settings(['--selection', 'pt', '--method', 'da2s', '--primitives', 'darts'])['primitives'] == 'darts'
+    assert settings(['--search_space', 'nas_bench_201', '--selection', 'pt', '--method', 'gdas']) == {
+        **DARTS, **NB201['gdas'], 'selection': 'pt'}

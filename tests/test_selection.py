@@ -91,7 +91,7 @@ def test_the_decision_epochs_skip_a_round_the_masks_already_hold():
 def test_pt_after_a_search_equals_pt_on_the_finished_folder(in_tmp):
     pt = ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1']
     whole = train_search.main(TINY + ['--epochs', '1', '--exp_path', 'whole'] + pt)
-    train_search.main(TINY + ['--epochs', '1', '--exp_path', 'later'])
+    train_search.main(TINY + ['--epochs', '1', '--exp_path', 'later', '--primitives', 'darts_without_none'])
     later = train_search.main(['--resume', 'later'] + pt)
     assert later == whole == genotypes.parse_genotype(str(in_tmp / 'later' / 'genotype.json'))
     rows = metrics(in_tmp / 'later')
