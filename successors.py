@@ -247,11 +247,15 @@ def gumbel_hard(ops, tau, generator=None):
     `tau` (straight-through). GDAS draws again while a Gumbel noise is infinite; here an infinite one is
     drawn again once, on the device, so the sample never waits for the host and never loops (non-finite
     `ops` give a non-finite loss, which the loss guard reports)."""
-    log_ops = ops.clamp_min(torch.finfo(ops.dtype).tiny).log()
     def draw():
         return -torch.empty_like(ops).exponential_(generator=generator).log()
     gumbels = draw()
-    gumbels = torch.where(torch.isfinite(gumbels), gumbels, draw())
+    return gumbel_hard_with(ops, torch.where(torch.isfinite(gumbels), gumbels, draw()), tau)
+
+
+def gumbel_hard_with(ops, gumbels, tau):
+    """gumbel_hard's sample for the Gumbel noise `gumbels`."""
+    log_ops = ops.clamp_min(torch.finfo(ops.dtype).tiny).log()
     soft = F.softmax((log_ops + gumbels) / tau, dim=-1)
     indices = soft.argmax(dim=-1)
     hard = F.one_hot(indices, ops.size(-1)).to(soft.dtype)

@@ -146,8 +146,8 @@ def test_darts_pt_searches_first_as_its_code_unless_a_preset_or_a_flag_says_othe
     assert settings(['--selection', 'pt']) == {**DARTS, 'selection': 'pt', 'primitives': 'darts_without_none'}
     assert settings(['--search_space', 'nas_bench_201', '--selection', 'pt']) == {**DARTS, **NB201_SDARTS,
                                                                                    'selection': 'pt'}
-    assert settings(['--selection', 'pt', '--method', 'gdas']) == {**DARTS, **DARTS_SPACE['gdas'],
-                                                                   'selection': 'pt', 'primitives': 'darts_without_none'}
+    assert settings(['--selection', 'pt', '--method', 'gdas']) == {
+        **DARTS, **DARTS_SPACE['gdas'], 'selection': 'pt', 'primitives': 'darts_without_none'}
     assert settings(['--selection', 'pt', '--method', 'da2s', '--primitives', 'darts'])['primitives'] == 'darts'
     assert settings(['--search_space', 'nas_bench_201', '--selection', 'pt', '--method', 'gdas']) == {
         **DARTS, **NB201['gdas'], 'selection': 'pt'}

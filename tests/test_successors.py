@@ -1,6 +1,7 @@
 """successors.py: each successor's formula on small known tensors, against its paper's definition, and each
 preset running a search on the synthetic data."""
 import contextlib
+import math
 
 import pytest
 import torch
@@ -35,6 +36,9 @@ def test_beta_decay_is_the_mean_logsumexp_of_the_op_parameters_with_a_linear_wei
     beta.set_epoch(10, 50)
     expected = 50.0 * 10 / 100 * (torch.log(torch.exp(net.alphas_normal).sum(-1)).mean() + torch.log(torch.tensor(8.0)))
     assert torch.allclose(beta.regularisers('alpha', net)['beta_decay'], expected)
+    # Its gradient by hand: d/d alpha of 5 * mean over 14 edges of logsumexp(alpha_e) = 5 * softmax(alpha_e) / 14.
+    gradient, = torch.autograd.grad(beta.regularisers('alpha', net)['beta_decay'], net.alphas_normal)
+    assert torch.allclose(gradient, 5.0 * torch.softmax(net.alphas_normal.detach(), dim=-1) / 14)
     assert beta.regularisers('weights', net) == {} and beta.logged(net) == {'beta_decay_weight': 5.0}
     beta.set_epoch(0, 50)
     assert beta.regularisers('alpha', net)['beta_decay'].item() == 0.0
@@ -158,6 +162,10 @@ def test_fair_darts_weighs_each_op_by_its_own_sigmoid_with_the_zero_one_loss():
     assert torch.equal(weights['reduce'].ops, torch.full((14, 7), 0.5)), 'sigmoid(0): no competition between ops'
     squared = (torch.sigmoid(net.alphas_normal) - 0.5).pow(2).sum() / (2 * 14 * 7)
     assert torch.allclose(fair.regularisers('alpha', net)['zero_one'], -10 * squared)
+    # Its gradient by hand: -10 * 2 (sigma - 0.5) sigma (1 - sigma) / (2 * 14 * 7) for each op parameter.
+    gradient, = torch.autograd.grad(fair.regularisers('alpha', net)['zero_one'], net.alphas_normal)
+    sigma = torch.sigmoid(net.alphas_normal.detach())
+    assert torch.allclose(gradient, -10 * 2 * (sigma - 0.5) * sigma * (1 - sigma) / (2 * 14 * 7))
     assert fair.regularisers('weights', net) == {}
 
 
@@ -181,24 +189,29 @@ def test_fair_darts_cannot_share_the_op_weights_with_da2s():
         methods.build({'sigmoid_weights': True, 'da2s': True})
 
 
-def test_gumbel_sample_is_one_hot_with_the_soft_gradient_and_the_right_frequencies():
+def test_gumbel_sample_for_known_noise_is_gdas_one_hot_with_the_soft_gradient():
+    """D-X-Y/AutoDL-Projects f46486e, xautodl/models/cell_searchs/search_model_gdas.py: logits =
+    (log_softmax(alpha) + gumbels) / tau, hardwts = one_hot(argmax) - probs.detach() + probs."""
     alphas = torch.tensor([[1.0, 0.0, -1.0, 2.0]], requires_grad=True)
-    probabilities = torch.softmax(alphas, dim=-1)
-    torch.manual_seed(0)
-    hard, index = successors.gumbel_hard(probabilities, tau=2.0)
-    assert torch.equal(hard.detach(), torch.nn.functional.one_hot(index, 4).float())
-    values = torch.tensor([[0.3, -1.0, 2.0, 0.5]])
-    gradient, = torch.autograd.grad((hard * values).sum(), alphas, retain_graph=True)
-    torch.manual_seed(0)
-    log_ops = probabilities.log()
-    gumbels = -torch.empty_like(probabilities).exponential_().log()
-    soft = torch.softmax((log_ops + gumbels) / 2.0, dim=-1)
-    expected, = torch.autograd.grad((soft * values).sum(), alphas)
-    assert torch.allclose(gradient, expected), 'straight-through: the gradient of the Gumbel-softmax'
-    many = probabilities.detach().expand(20000, 4)
-    _, indices = successors.gumbel_hard(many, tau=0.5)
+    gumbels = torch.tensor([[0.5, 1.0, 2.5, -0.3]])  # alpha + gumbel: 1.5, 1.0, 1.5, 1.7, so op 3 is drawn
+    hard, index = successors.gumbel_hard_with(torch.softmax(alphas, dim=-1), gumbels, tau=2.0)
+    assert index.tolist() == [3] and hard.detach().tolist() == [[0.0, 0.0, 0.0, 1.0]]
+    # The gradient of the soft sample s = softmax((alpha + gumbel) / tau) against values v, by hand:
+    # (s * v - s * (s . v)) / tau.
+    exps = [math.exp(z / 2.0) for z in (1.5, 1.0, 1.5, 1.7)]
+    s = [e / sum(exps) for e in exps]
+    v = [0.3, -1.0, 2.0, 0.5]
+    dot = sum(a * b for a, b in zip(s, v))
+    gradient, = torch.autograd.grad((hard * torch.tensor([v])).sum(), alphas)
+    assert gradient[0].tolist() == pytest.approx([(si * vi - si * dot) / 2.0 for si, vi in zip(s, v)], abs=1e-6)
+
+
+def test_gumbel_samples_are_drawn_with_the_op_weights_frequencies():
+    probabilities = torch.softmax(torch.tensor([1.0, 0.0, -1.0, 2.0]), dim=-1)
+    _, indices = successors.gumbel_hard(probabilities.expand(20000, 4), tau=0.5,
+                                        generator=torch.Generator().manual_seed(0))
     frequencies = torch.bincount(indices, minlength=4) / 20000
-    assert torch.allclose(frequencies, probabilities.detach()[0], atol=0.015)
+    assert torch.allclose(frequencies, probabilities, atol=0.015)
 
 
 def test_gdas_computes_only_the_sampled_op_and_anneals_its_temperature():
