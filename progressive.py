@@ -71,6 +71,14 @@ def keep_strongest(net, keep):
     return masks
 
 
+def prune_architecture(net, masks):
+    """DrNAS's prune() (its utils.py): the op parameters of the candidates `masks` removes are set to 0, those
+    kept stay as they are; the architecture optimiser keeps its state, as DrNAS's does."""
+    with torch.no_grad():
+        for cell, mask in masks.items():
+            net.cell_arch_parameters(cell)['alphas'].masked_fill_(~mask.to(torch.bool), 0.0)
+
+
 def stage_epochs(stage, net, warmup_epochs, epochs, logs_rate):
     """The stage's on_epoch for search_loop: sets the skip dropout of the epoch; the architecture trains
     after the warm-up."""

@@ -347,8 +347,9 @@ class DirichletSampling(Method):
     distribution with concentration elu(alpha) + 1, by the reparameterisation trick, so the architecture
     learns a distribution and the weights meet many mixtures. Its default regulariser is the architecture's
     L2 weight decay (--arch_weight_decay 1e-3); --dirichlet_kl W takes the other one instead, as its code's
-    reg_type kl does: W * KL(Dir(c) || Dir(1)) summed over edges and over all ops, those pruned away counting
-    with their parameter at 0 (concentration 1, as its prune() resets them), and no weight decay. The
+    reg_type kl does: W * KL(Dir(c) || Dir(1)) summed over edges and over all ops, those pruned away too
+    (their parameters set to 0 at the pruning, progressive.prune_architecture, and then moved by the KL alone),
+    and no weight decay. The
     derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. The preset
     runs DrNAS's progressive schedule as two stages (progressive.py) of 25 epochs: 7 ops at K = 6, then
     the 4 strongest at K = 4, the supernet widened in between, the warm-up repeated in each."""
@@ -394,8 +395,7 @@ class DirichletSampling(Method):
             return {}
         total = 0
         for cell in net.cell_types:
-            alphas = net.cell_arch_parameters(cell)['alphas'].float()
-            concentration = dirichlet_concentration(torch.where(net.op_mask(cell), alphas, torch.zeros_like(alphas)))
+            concentration = dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
             prior = torch.distributions.Dirichlet(torch.ones_like(concentration), validate_args=False)
             total = total + torch.distributions.kl_divergence(
                 torch.distributions.Dirichlet(concentration, validate_args=False), prior).sum()

@@ -243,6 +243,8 @@ def search(args, checkpoint, notes, device, distributed):
                                        torch.Generator().manual_seed(args.seed * 1009 + stage.index),
                                        restart_lr=args.stage_lr == 'restart')
             model.set_op_masks(masks)
+            if args.stage_continue:
+                progressive.prune_architecture(model, masks)
         start = runner.start(checkpoint, stage.index * args.epochs, model, w_optimizer, scheduler, architect)
         if stage.index == first:
             search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,

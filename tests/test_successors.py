@@ -12,6 +12,7 @@ import bench_cases
 import methods
 import operations
 import parallel
+import progressive
 import successors
 from architect import SearchObjective
 from utils import UserError
@@ -298,18 +299,22 @@ def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
 def test_with_masks_the_dirichlet_covers_the_remaining_ops_and_its_kl_all_ops_as_drnas_code():
     """xiangning-chen/DrNAS f2caa4d: the sample is masked and renormalised (process_step_matrix); the KL of
     DARTS-space/model_search.py _get_kl_reg covers the whole alpha matrix, whose pruned entries utils.py's
-    prune() has set to 0 (concentration elu(0) + 1 = 1)."""
+    prune() has set to 0 (concentration elu(0) + 1 = 1) and which the KL alone then moves."""
     net, drnas = dirichlet_supernet(1.0)
+    kept = net.alphas_normal.detach().clone()
     mask = torch.zeros(14, 8, dtype=torch.bool)
     mask[:, [1, 4, 5, 7]] = True
     mask[3] = False
     mask[3, [2, 6]] = True  # an edge with two ops left
     mask[9] = False
     mask[9, 4] = True  # an edge decided: no distribution left
-    net.set_op_masks({'normal': mask, 'reduce': torch.ones(14, 8, dtype=torch.bool)})
+    masks = {'normal': mask, 'reduce': torch.ones(14, 8, dtype=torch.bool)}
+    net.set_op_masks(masks)
+    progressive.prune_architecture(net, masks)
+    assert torch.equal(net.alphas_normal.detach(), torch.where(mask, kept, torch.zeros_like(kept)))
     sample = drnas.transform(net.arch_weights(), 'alpha', net)['normal'].ops
     assert torch.count_nonzero(sample[~mask]) == 0 and torch.allclose(sample.sum(-1), torch.ones(14))
-    concentration = torch.nn.functional.elu(net.alphas_normal.detach()) + 1
+    concentration = torch.nn.functional.elu(kept) + 1
 
     def kl(c):
         return torch.distributions.kl_divergence(torch.distributions.Dirichlet(c),
@@ -317,6 +322,8 @@ def test_with_masks_the_dirichlet_covers_the_remaining_ops_and_its_kl_all_ops_as
     reduce = torch.nn.functional.elu(net.alphas_reduce.detach()) + 1
     expected = kl(torch.where(mask, concentration, torch.ones_like(concentration))) + kl(reduce)
     assert drnas.regularisers('alpha', net)['dirichlet_kl'].item() == pytest.approx(expected.item(), rel=1e-5)
+    gradient, = torch.autograd.grad(drnas.regularisers('alpha', net)['dirichlet_kl'], net.alphas_normal)
+    assert (gradient[~mask] != 0).all(), 'the KL moves the pruned parameters, as in its code'
     assert drnas.logged(net)['dirichlet_concentration'] == pytest.approx(
         (torch.cat([(concentration * mask).sum(-1), reduce.sum(-1)])).mean().item())
 
