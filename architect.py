@@ -210,20 +210,3 @@ class Architect:
                 w.copy_(saved)
         return [torch.zeros_like(p) if gp is None else (gp - gm) / (2 * eps)
                 for p, gp, gm in zip(arch, grads_plus, grads_minus)]
-
-
-def search_step(model, objective, architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled,
-                update_architecture, gradient_sync=None):
-    """The architecture step on a batch of the architecture half (unless warming up), then the weight step
-    on a training batch, or the other way round (--step_order weights_first). Returns (loss, logits,
-    architecture loss or None) as device tensors."""
-    (x, y), (x_alpha, y_alpha) = batch, alpha_batch
-    alpha_loss = None
-    if update_architecture and not objective.weight_step_first:
-        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
-    loss, logits, _ = objective.loss(x, y, 'weights')
-    w_optimizer.zero_grad(set_to_none=True)
-    loop.backward_step(loss, w_optimizer, model.weights(), grad_clip, gradient_sync=gradient_sync)
-    if update_architecture and objective.weight_step_first:
-        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
-    return loss, logits, alpha_loss

@@ -7,7 +7,6 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import nn
 
-import architect as architect_lib
 import data
 import export
 import genotypes
@@ -17,7 +16,7 @@ import methods as methods_lib
 import model as model_lib
 import parallel
 from train import train_step
-from train_search import build_model, build_optimizers, plan_stages, resolve_arguments
+from train_search import build_model, build_optimizers, plan_stages, resolve_arguments, search_step
 from train_search import build_parser as build_search_parser
 
 
@@ -73,8 +72,8 @@ def search_case(method, extra, sizes, tiny, speed):
     model.train()
 
     def step():
-        return architect_lib.search_step(model, objective, architect, batch, alpha_batch, w_optimizer, 0.025,
-                                         search_args.grad_clip, search_args.unrolled, update_architecture=True)
+        return search_step(architect, batch, alpha_batch, w_optimizer, 0.025, search_args.grad_clip,
+                           search_args.unrolled, update_architecture=True)
 
     def validate():
         model.eval()

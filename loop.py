@@ -1,7 +1,7 @@
-"""The training loop's helpers, and the epoch loop that train.py and train_search.py share.
+"""The helpers that train.py's and train_search.py's own epoch loops call.
 
-Run flags, mixed precision, the run folder, stop requests, progress lines, the non-finite loss guard and
-evaluation."""
+Run flags, mixed precision, the run folder, resuming (begin_run), stop requests, progress lines, the
+non-finite loss guard (all three through Session and Epoch) and evaluation."""
 import contextlib
 import functools
 import json
@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -311,43 +310,11 @@ class Progress:
             self.bar.close()
 
 
-def run_epoch(batches, start_step, step_fn, progress, guard, stop):
-    """Steps start_step.. of an epoch. `step_fn(batch)` trains on a batch and returns (logits, targets,
-    losses), losses[0] being the reported training loss. Returns the step to resume from when a stop was
-    requested, else None."""
-    try:
-        for step, batch in enumerate(batches, start=start_step):
-            logits, targets, losses = step_fn(batch)
-            guard.record(step, losses)
-            if progress.update(step, losses[0], logits, targets):
-                guard.check()
-            if stop.stops_at(step):
-                guard.check()
-                return step + 1
-        guard.check()
-        return None
-    finally:
-        progress.close()
-
-
 # ---------------------------------------------------------------------------------------------
-# The epoch loop train.py and train_search.py share.
-
-@dataclass
-class EpochHooks:
-    """What a script tells the shared epoch loop."""
-    label: str  # the first word of progress lines: train or search
-    steps: int  # steps per epoch
-    begin: Callable  # (epoch) -> None: set the epoch's schedules
-    batches: Callable  # (epoch, start_step) -> the epoch's batches from start_step on
-    step: Callable  # (batch) -> (logits, targets, losses): one training step
-    end: Callable  # (epoch, seconds) -> (metrics of the epoch, words for its log line): evaluate, save files
-    state: Callable  # (epoch, step, meters, history) -> the checkpoint that resumes there
-    span: str = 'the run'  # what the epochs given to run_epochs make up, for the time left
-
+# What the scripts' own epoch loops call: a Session per run, an Epoch per epoch.
 
 class RunClock:
-    """The run's time left, from the mean duration of the epochs this process has run."""
+    """The time left in a span of epochs, from the mean duration of the epochs this process has run."""
 
     def __init__(self, first_epoch, epochs):
         self.first_epoch, self.epochs, self.started = first_epoch, epochs, time.monotonic()
@@ -357,41 +324,96 @@ class RunClock:
         return format_duration(per_epoch * (self.epochs - epochs_done))
 
 
-def run_epochs(run, hooks, start, epochs, report_freq, scheduler, device, distributed):
-    """Epochs start.epoch..epochs-1, each followed by its metrics row, its log line and a checkpoint. A
-    SIGTERM or SIGINT saves a checkpoint at the step it reached and ends the run with RunStopped. Returns
-    the metrics history."""
-    epoch, start_step, meters, history = start.epoch, start.step, start.meters, start.history
-    clock = RunClock(epoch, epochs)
-    with GracefulStop(distributed) as stop:
-        while epoch < epochs:
-            hooks.begin(epoch)
-            lr = scheduler.optimizer.param_groups[0]['lr']  # the rate in use (DrNAS's restart is not in the record)
-            started = time.time()
-            reset_peak_memory(device)
-            progress = Progress(epoch, epochs, hooks.steps, meters, run.logger, report_freq, hooks.label)
-            batches = progress.track(hooks.batches(epoch, start_step), start_step)
-            resume_step = run_epoch(batches, start_step, hooks.step, progress, FiniteLossGuard(epoch, distributed),
-                                    stop)
-            if resume_step is not None:
-                run.save(hooks.state(epoch, resume_step, meters, history))
-                run.logger.info('%s received: saved a checkpoint at epoch %d, step %d; continue with --resume %s',
-                                stop.requested, epoch, resume_step, run.exp_dir)
-                raise RunStopped(stop.requested)
-            seconds = time.time() - started
-            totals = reduce_meters(meters, distributed)
-            fields, words = hooks.end(epoch, seconds)
-            scheduler.step()
-            row = {'epoch': epoch, 'lr': lr, 'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
-                   **fields, 'time_s': seconds, 'images_per_s': totals['loss'].count / max(seconds, 1e-9),
-                   'peak_memory_mb': peak_memory_mb(device)}
-            history.append(row)
-            run.append_metrics(row)
-            epoch, start_step, meters = epoch + 1, 0, new_meters()
-            run.logger.info('epoch %d lr %.3e train_acc %.2f %s (%.1fs, %.0f img/s; %s left in %s)', row['epoch'], lr,
-                            row['train_top1'], words, seconds, row['images_per_s'], clock.time_left(epoch), hooks.span)
-            run.save(hooks.state(epoch, 0, meters, history))
-    return history
+class Session:
+    """The epochs of a run, as a script loops over them: where it starts (`begin`: a checkpoint's epoch, step
+    and meters, or the beginning), the metrics so far (`history`) and stop requests. Use it as a context
+    manager, so that SIGTERM and SIGINT become stop requests while it lasts."""
+
+    def __init__(self, run, label, report_freq, device):
+        self.run, self.label, self.report_freq, self.device = run, label, report_freq, device
+        self.start = self.history = None
+        self.stop = GracefulStop(run.distributed)
+
+    def begin(self, run_args, checkpoint, model, optimizers, scheduler, scaler):
+        """Start from `checkpoint`, or from scratch (begin_run); returns the Start."""
+        self.start = begin_run(self.run, run_args, checkpoint, model, optimizers, scheduler, scaler)
+        self.history = self.start.history
+        return self.start
+
+    def __enter__(self):
+        self.stop.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self.stop.__exit__(*exc_info)
+
+    def epochs(self, first_epoch, end_epoch):
+        """The epochs first_epoch..end_epoch-1 this process still has to run."""
+        return range(max(first_epoch, self.start.epoch), end_epoch)
+
+    def epoch(self, epoch, epochs, steps):
+        """The Epoch `epoch` of `epochs`, of `steps` steps: a resumed run's first one starts at the
+        checkpoint's step, with its meters."""
+        resumed = epoch == self.start.epoch
+        return Epoch(self, epoch, epochs, steps, self.start.step if resumed else 0,
+                     self.start.meters if resumed else new_meters())
+
+
+class Epoch:
+    """One epoch of a script's training loop: `for step, batch in epoch.steps(batches)` runs from the
+    epoch's first step and ends early, with `stopped_at` the step to resume from, when a stop is requested;
+    `record(step, losses, logits, targets)` feeds the progress lines and the non-finite loss guard (losses[0]
+    is the reported training loss); `finish` writes the epoch's metrics row and log line."""
+
+    def __init__(self, session, epoch, epochs, steps, start_step, meters):
+        self.session, self.epoch, self.start_step, self.meters = session, epoch, start_step, meters
+        self.progress = Progress(epoch, epochs, steps, meters, session.run.logger, session.report_freq, session.label)
+        self.guard = FiniteLossGuard(epoch, session.run.distributed)
+        self.stopped_at = None
+        self.started = time.time()
+        reset_peak_memory(session.device)
+
+    def steps(self, batches):
+        try:
+            for step, batch in enumerate(self.progress.track(batches, self.start_step), start=self.start_step):
+                yield step, batch
+                if self.session.stop.stops_at(step):
+                    self.guard.check()
+                    self.stopped_at = step + 1
+                    return
+            self.guard.check()
+        finally:
+            self.progress.close()
+        self.seconds = time.time() - self.started
+
+    def record(self, step, losses, logits, targets):
+        self.guard.record(step, losses)
+        if self.progress.update(step, losses[0], logits, targets):
+            self.guard.check()
+
+    def stop(self, state):
+        """Save `state` (the checkpoint that resumes at `stopped_at`) and end the run with RunStopped."""
+        run = self.session.run
+        run.save(state)
+        run.logger.info('%s received: saved a checkpoint at epoch %d, step %d; continue with --resume %s',
+                        self.session.stop.requested, self.epoch, self.stopped_at, run.exp_dir)
+        raise RunStopped(self.session.stop.requested)
+
+    def finish(self, lr, fields, words, clock, span='the run'):
+        """The epoch's metrics row, appended to metrics.jsonl and the history, and its log line; `lr` the rate
+        the epoch ran at, `fields` and `words` what the script measured after it, `clock` the RunClock of
+        `span`, the epochs whose time left the line tells."""
+        run = self.session.run
+        totals = reduce_meters(self.meters, run.distributed)
+        row = {'epoch': self.epoch, 'lr': lr, 'train_loss': totals['loss'].avg, 'train_top1': totals['top1'].avg,
+               **fields, 'time_s': self.seconds, 'images_per_s': totals['loss'].count / max(self.seconds, 1e-9),
+               'peak_memory_mb': peak_memory_mb(self.session.device)}
+        self.session.history.append(row)
+        run.append_metrics(row)
+        run.logger.info('epoch %d lr %.3e train_acc %.2f %s (%.1fs, %.0f img/s; %s left in %s)', self.epoch, lr,
+                        row['train_top1'], words, self.seconds, row['images_per_s'], clock.time_left(self.epoch + 1),
+                        span)
+        return row
 
 
 def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nullcontext, distributed=None,

@@ -80,24 +80,27 @@ def prune_architecture(net, masks):
 
 
 def stage_epochs(stage, net, warmup_epochs, epochs, logs_rate):
-    """The stage's on_epoch for search_loop: sets the skip dropout of the epoch; the architecture trains
-    after the warm-up."""
-    def on_epoch(epoch):
+    """The stage's begin_epoch for train_search.search_epochs: sets the skip dropout of the epoch; the
+    architecture trains after the warm-up."""
+    def begin_epoch(epoch):
         net.skip_dropout = stage.dropout_at(epoch, epochs, warmup_epochs)
         return epoch >= warmup_epochs, {'skip_dropout': net.skip_dropout} if logs_rate else {}
-    return on_epoch
+    return begin_epoch
 
 
 def carry_over(previous, current, generator, restart_lr=True):
-    """DrNAS's passage to the next stage: `current` (supernet, SGD, schedule, Architect) takes over from
-    `previous`. The weights widen to the new partial channels as Net2Wider does (each added channel copies
-    a random old one, in a weight and in its momentum alike); the architecture, the Adam state and the
-    place in the schedule carry over unchanged. With `restart_lr` the new SGD keeps its initial rate, as
-    DrNAS's code creates it (its configure_scheduler loads the old schedule's state only), so PyTorch's
-    cosine schedule, which steps from the current rate, then decays it from there: epoch e of a T-epoch
-    schedule that restarts at epoch s runs at lr * (1 + cos(pi e / T)) / (1 + cos(pi s / T)). Without it, the
-    new SGD continues at the schedule's current rate."""
-    (old_net, old_sgd, old_scheduler, old_architect), (net, sgd, scheduler, architect) = previous, current
+    """DrNAS's passage to the next stage: `current` takes over from `previous` (each a train_search.StageState:
+    model, w_optimizer, scheduler, architect). The weights widen to the new partial channels as Net2Wider
+    does (each added channel copies a random old one, in a weight and in its momentum alike); the
+    architecture, the Adam state and the place in the schedule carry over unchanged. With `restart_lr` the
+    new SGD keeps its initial rate, as DrNAS's code creates it (its configure_scheduler loads the old
+    schedule's state only), so PyTorch's cosine schedule, which steps from the current rate, then decays it
+    from there: epoch e of a T-epoch schedule that restarts at epoch s runs at
+    lr * (1 + cos(pi e / T)) / (1 + cos(pi s / T)). Without it, the new SGD continues at the schedule's
+    current rate."""
+    old_net, old_sgd, old_scheduler, old_architect = (previous.model, previous.w_optimizer, previous.scheduler,
+                                                      previous.architect)
+    net, sgd, scheduler, architect = current.model, current.w_optimizer, current.scheduler, current.architect
     chosen = {}
 
     def widened(name, tensor, shape):

@@ -128,12 +128,12 @@ def fine_tuning_optimizer(net, learning_rate, momentum, weight_decay):
 
 
 def decision_epochs(net, interval, seed, objective, accuracy_of, logger):
-    """The fine-tuning's on_epoch for search_loop: a round's decisions at the start of every `interval`-th
-    epoch, unless the masks hold them already (a resumed run); the architecture keeps training."""
-    def on_epoch(epoch):
+    """The fine-tuning's begin_epoch for train_search.search_epochs: a round's decisions at the start of every
+    `interval`-th epoch, unless the masks hold them already (a resumed run); the architecture keeps training."""
+    def begin_epoch(epoch):
         done = rounds_done(net)
         if epoch % interval == 0 and done == epoch // interval < rounds(net):
             decide(net, done, seed, lambda: objective.arch_weights('eval'), accuracy_of, logger)
             done += 1
         return True, {'pt_decisions': done}
-    return on_epoch
+    return begin_epoch

@@ -126,13 +126,33 @@ def build_network(args, info, genotype, device, distributed, channels_last):
     return net, torch.compile(forward) if args.compile else forward, config
 
 
+def train(epoch_run, loader, net, forward, criterion, optimizer, amp_autocast, scaler, auxiliary_weight, grad_clip):
+    """One epoch of training, DARTS's train(): on every batch a forward pass, the loss with the auxiliary
+    head's, and a clipped SGD step."""
+    net.train()
+    for step, (images, targets) in epoch_run.steps(loader.iterate(epoch_run.epoch, epoch_run.start_step)):
+        loss, logits = train_step(net, forward, images, targets, criterion, optimizer, amp_autocast, scaler,
+                                  auxiliary_weight, grad_clip)
+        epoch_run.record(step, (loss,), logits, targets)
+
+
+def infer(loader, net, forward, criterion, amp_autocast, distributed, compiled, batch_size):
+    """Loss and accuracy on the test set, DARTS's infer(). A compiled network runs the smaller last batch
+    eagerly, so that evaluation stays one graph."""
+    def evaluation_forward(images):
+        return forward(images) if not compiled or images.size(0) == batch_size else net(images)
+    return loop.evaluate(net, loader, criterion, evaluation_forward, amp_autocast, distributed)
+
+
 def main(argv=None):
     parser = build_parser()
     args, checkpoint = resolve_arguments(parser, argv)
-    return parallel.run_distributed(functools.partial(train, args, checkpoint), args.device, args.gpu)
+    return parallel.run_distributed(functools.partial(retrain, args, checkpoint), args.device, args.gpu)
 
 
-def train(args, checkpoint, device, distributed):
+def retrain(args, checkpoint, device, distributed):
+    """The retraining of one process: `args.epochs` epochs of train() and infer(), each followed by its
+    metrics row, weights.pt and a checkpoint."""
     if args.sync_bn and device.type != 'cuda':
         raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
                               'statistics')
@@ -159,44 +179,41 @@ def train(args, checkpoint, device, distributed):
                                 weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = build_scheduler(optimizer, args)
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
-    start = loop.begin_run(run, run_args, checkpoint, net, {'w': optimizer}, scheduler, scaler)
-    run.logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
-    run.logger.info('%.6f M parameters (auxiliary head excluded); %d process(es) of batch %d; %d classes',
-                    utils.count_parameters_in_millions(net), distributed.world_size, args.batch_size, info.num_classes)
-    run.logger.info('%d epoch(s) of %d steps, each epoch followed by a test pass of %d batches', args.epochs,
-                    len(train_loader), len(test_loader))
 
-    def begin(epoch):
-        net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
-        net.train()
-
-    def step(batch):
-        images, targets = batch
-        loss, logits = train_step(net, forward, images, targets, criterion, optimizer, amp_autocast, scaler,
-                                  args.auxiliary_weight, args.grad_clip)
-        return logits, targets, (loss,)
-
-    def evaluation_forward(images):  # the smaller last test batch runs eagerly, so evaluation is one graph
-        return forward(images) if not args.compile or images.size(0) == args.batch_size else net(images)
-
-    def end(epoch, seconds):
-        test = loop.evaluate(net, test_loader, criterion, evaluation_forward, amp_autocast, distributed)
-        run.save(net.state_dict(), 'weights.pt')
-        fields = {'drop_path_prob': net.drop_path_prob, 'test_loss': test['loss'], 'test_top1': test['top1'],
-                  'test_top5': test['top5']}
-        return fields, f'test_acc {test["top1"]:.2f} test_top5 {test["top5"]:.2f}'
-
-    def state(epoch, step, meters, history):
+    def checkpoint_at(epoch, step, meters, history):
         samples = step * args.batch_size * distributed.world_size
         return {'kind': 'train', 'args': run_args, 'network': config, 'genotype': genotypes.genotype_to_dict(genotype),
                 **checkpoints.training_state(net, {'w': optimizer}, scheduler, scaler, epoch, samples, meters, history,
                                              distributed)}
 
-    hooks = loop.EpochHooks('train', len(train_loader), begin, train_loader.iterate, step, end, state)
-    history = loop.run_epochs(run, hooks, start, args.epochs, args.report_freq, scheduler, device, distributed)
+    with loop.Session(run, 'train', args.report_freq, device) as session:
+        start = session.begin(run_args, checkpoint, net, {'w': optimizer}, scheduler, scaler)
+        run.logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
+        run.logger.info('%.6f M parameters (auxiliary head excluded); %d process(es) of batch %d; %d classes',
+                        utils.count_parameters_in_millions(net), distributed.world_size, args.batch_size,
+                        info.num_classes)
+        run.logger.info('%d epoch(s) of %d steps, each epoch followed by a test pass of %d batches', args.epochs,
+                        len(train_loader), len(test_loader))
+        clock = loop.RunClock(start.epoch, args.epochs)
+        for epoch in session.epochs(0, args.epochs):
+            net.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+            lr = optimizer.param_groups[0]['lr']
+            epoch_run = session.epoch(epoch, args.epochs, len(train_loader))
+            train(epoch_run, train_loader, net, forward, criterion, optimizer, amp_autocast, scaler,
+                  args.auxiliary_weight, args.grad_clip)
+            if epoch_run.stopped_at is not None:
+                epoch_run.stop(checkpoint_at(epoch, epoch_run.stopped_at, epoch_run.meters, session.history))
+            test = infer(test_loader, net, forward, criterion, amp_autocast, distributed, args.compile,
+                         args.batch_size)
+            run.save(net.state_dict(), 'weights.pt')
+            scheduler.step()
+            epoch_run.finish(lr, {'drop_path_prob': net.drop_path_prob, 'test_loss': test['loss'],
+                                  'test_top1': test['top1'], 'test_top5': test['top5']},
+                             f'test_acc {test["top1"]:.2f} test_top5 {test["top5"]:.2f}', clock)
+            run.save(checkpoint_at(epoch + 1, 0, loop.new_meters(), session.history))
     run.logger.info('wrote %s: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, log.txt; '
                     'test it with: python test.py --model_path %s', run.exp_dir, run.path('weights.pt'))
-    return history[-1] if history else {}
+    return session.history[-1] if session.history else {}
 
 
 if __name__ == '__main__':

@@ -7,11 +7,13 @@
 """
 import argparse
 import functools
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 import architect as architect_lib
+import benchmark
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
@@ -24,7 +26,6 @@ import operations
 import parallel
 import progressive
 import search_log
-import search_loop
 import selection
 import successors  # noqa: F401  (registers the successor methods with methods.py)
 import utils
@@ -198,6 +199,142 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
     return w_optimizer, scheduler, architect
 
 
+@dataclass
+class StageState:
+    """A stage's supernet and what trains it: SGD of the weights, its schedule, and the Architect (with Adam
+    of the architecture and the search objective)."""
+    model: nn.Module
+    w_optimizer: torch.optim.Optimizer
+    scheduler: object
+    architect: architect_lib.Architect
+
+
+@dataclass
+class SearchRun:
+    """What every stage of a search shares: the run folder and its arguments (what checkpoints and args.json
+    record), the loaders of the weights' half, the architecture's half and that half for validation, the
+    precision, the processes, and NAS-Bench-201's tables (or None)."""
+    run: loop.Run
+    run_args: dict
+    train_queue: object
+    alpha_queue: object
+    valid_queue: object
+    amp_autocast: object
+    distributed: parallel.Distributed
+    grad_clip: float
+    unrolled: bool
+    tables: object = None
+
+
+def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled, update_architecture,
+                gradient_sync=None):
+    """One step of DARTS's search: the architecture step on a batch of the architecture's half (unless warming
+    up), then the weight step on a training batch, or the other way round (--step_order weights_first).
+    Returns (loss, logits, architecture loss or None) as device tensors."""
+    objective = architect.objective
+    (x, y), (x_alpha, y_alpha) = batch, alpha_batch
+    alpha_loss = None
+    if update_architecture and not objective.weight_step_first:
+        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
+    loss, logits, _ = objective.loss(x, y, 'weights')
+    w_optimizer.zero_grad(set_to_none=True)
+    loop.backward_step(loss, w_optimizer, objective.model.weights(), grad_clip, gradient_sync=gradient_sync)
+    if update_architecture and objective.weight_step_first:
+        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
+    return loss, logits, alpha_loss
+
+
+def train(epoch_run, batches, state, lr, update_architecture, grad_clip, unrolled, gradient_sync):
+    """One epoch of the search, DARTS's train(): a search_step for each pair of a training batch and a batch of
+    the architecture's half."""
+    state.model.train()
+    for step, (batch, alpha_batch) in epoch_run.steps(batches):
+        loss, logits, alpha_loss = search_step(state.architect, batch, alpha_batch, state.w_optimizer, lr, grad_clip,
+                                               unrolled, update_architecture, gradient_sync)
+        epoch_run.record(step, (loss,) if alpha_loss is None else (loss, alpha_loss), logits, batch[1])
+
+
+def infer(model, objective, valid_queue, amp_autocast, distributed):
+    """Loss and accuracy on the architecture's half with the weights the methods evaluate with, DARTS's
+    infer()."""
+    return loop.evaluate(model, valid_queue, nn.CrossEntropyLoss(),
+                         lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
+
+
+def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, begin_epoch, held_after=None):
+    """Epochs first_epoch..first_epoch+epochs-1 of `stage` (its index, or 'pt'), which make up `span` (for the
+    time left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each.
+    begin_epoch(epoch of the stage) -> (whether the architecture trains, fields of the epoch's metrics row).
+    The methods' schedules run over the stage's epochs, or, with `held_after`, stay where a stage of that
+    many epochs left them (DARTS-PT's fine-tuning)."""
+    run, distributed, objective = search_run.run, search_run.distributed, state.architect.objective
+    optimizers = {'w': state.w_optimizer, 'alpha': state.architect.optimizer}
+
+    def checkpoint_at(epoch, step, meters):
+        samples = step * search_run.run_args['batch_size'] * distributed.world_size
+        return {'kind': 'search', 'args': search_run.run_args, 'stage': stage,
+                'method_rng': objective.generator.get_state(),
+                **checkpoints.training_state(state.model, optimizers, state.scheduler, None, epoch, samples, meters,
+                                             session.history, distributed)}
+
+    end_epoch = first_epoch + epochs
+    clock = loop.RunClock(max(first_epoch, session.start.epoch), end_epoch)
+    for epoch in session.epochs(first_epoch, end_epoch):
+        if held_after:
+            objective.hold_at_end(held_after)
+        else:
+            objective.set_epoch(epoch - first_epoch, epochs)
+        update_architecture, fields = begin_epoch(epoch - first_epoch)
+        lr = state.w_optimizer.param_groups[0]['lr']
+        epoch_run = session.epoch(epoch, end_epoch, len(search_run.train_queue))
+        batches = zip(search_run.train_queue.iterate(epoch, epoch_run.start_step),
+                      loaders.endless_batches(search_run.alpha_queue, epoch, epoch_run.start_step))
+        train(epoch_run, batches, state, lr, update_architecture, search_run.grad_clip, search_run.unrolled,
+              distributed.average_gradients)
+        if epoch_run.stopped_at is not None:
+            epoch_run.stop(checkpoint_at(epoch, epoch_run.stopped_at, epoch_run.meters))
+        valid = infer(state.model, objective, search_run.valid_queue, search_run.amp_autocast, distributed)
+        if not distributed.same_everywhere(list(state.model.parameters())):
+            raise RuntimeError(f'the processes\' supernets differ after epoch {epoch}: their methods sampled '
+                               f'different architectures')
+        fields, words = search_log.report_architecture(run, state.model, {**fields, **objective.summary()}, valid,
+                                                       search_run.tables)
+        state.scheduler.step()
+        epoch_run.finish(lr, {'stage': stage, **fields}, words, clock, span)
+        run.save(checkpoint_at(epoch + 1, 0, loop.new_meters()))
+
+
+def begin(session, search_run, checkpoint, state):
+    """The session starts with the first stage this process runs: from `checkpoint` (weights, optimisers,
+    schedule, the methods' generator), or from scratch."""
+    session.begin(search_run.run_args, checkpoint, state.model,
+                  {'w': state.w_optimizer, 'alpha': state.architect.optimizer}, state.scheduler, None)
+    if checkpoint and 'method_rng' in checkpoint:
+        state.architect.objective.generator.set_state(checkpoint['method_rng'])
+
+
+def select_cell(search_run, session, state, first_epoch, args, checkpoint):
+    """DARTS-PT's selection after the search (or resumed within it): the supernet fine-tunes at a tenth of the
+    search's learning rate, held constant, and decides every --pt_interval epochs on --pt_batches validation
+    batches (0: all); the Architect carries on from the search, its methods' schedules held where the search
+    left them, as DARTS-PT's code holds SDARTS's."""
+    model = state.model
+    model.skip_dropout = 0.0
+    w_optimizer, scheduler = selection.fine_tuning_optimizer(model, args.learning_rate / 10, args.momentum,
+                                                             args.weight_decay)
+    state = StageState(model, w_optimizer, scheduler, state.architect)
+    if session.start is None:  # the run resumes within the selection
+        begin(session, search_run, checkpoint, state)
+    accuracy_of = selection.measurer(model, search_run.valid_queue, search_run.amp_autocast, search_run.distributed,
+                                     args.pt_batches)
+    search_run.run.logger.info('DARTS-PT selection: %d rounds of decisions, %d epoch(s) of fine-tuning apart',
+                               selection.rounds(model), args.pt_interval)
+    begin_epoch = selection.decision_epochs(model, args.pt_interval, args.seed, state.architect.objective,
+                                            accuracy_of, search_run.run.logger)
+    search_epochs(search_run, session, 'pt', 'the DARTS-PT selection', state, first_epoch,
+                  selection.epochs(model, args.pt_interval), begin_epoch, held_after=args.epochs)
+
+
 def main(argv=None):
     parser = build_parser()
     args, checkpoint, notes = resolve_arguments(parser, argv)
@@ -225,41 +362,42 @@ def search(args, checkpoint, notes, device, distributed):
 
     schedule_epochs = args.epochs * (len(stages) if args.stage_continue else 1)
     model = supernet(stages[-1 if first == 'pt' else first])  # built first: bad options leave no run folder
-    w_optimizer = scheduler = architect = None
+    state = None
     run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
-    batches = build_loaders(args, train_split, info, device, distributed, channels_last)
-    run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
-    runner = search_loop.StageRunner(run, run_args, batches, amp_autocast, distributed, device, args.grad_clip,
-                                     args.unrolled, args.report_freq, args.benchmark)
-    for stage in stages[first:] if first != 'pt' else ():
-        if stage.index != first:
-            masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
-            previous, model = (model, w_optimizer, scheduler, architect), supernet(stage)
-        w_optimizer, scheduler, architect = build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
-                                                             generator)
-        if stage.index != first:
-            if args.stage_continue:
-                progressive.carry_over(previous, (model, w_optimizer, scheduler, architect),
-                                       torch.Generator().manual_seed(args.seed * 1009 + stage.index),
-                                       restart_lr=args.stage_lr == 'restart')
-            model.set_op_masks(masks)
-            if args.stage_continue:
-                progressive.prune_architecture(model, masks)
-        start = runner.start(checkpoint, stage.index * args.epochs, model, w_optimizer, scheduler, architect)
-        if stage.index == first:
-            search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size, distributed.world_size,
-                                len(stages), args.epochs, len(batches[0]), args.warmup_epochs, len(batches[2]))
-            search_log.log_precision(run.logger, dtype, args.unrolled)
-        if len(stages) > 1:
-            search_log.log_stage(run.logger, stage, stages, model)
-        on_epoch = progressive.stage_epochs(stage, model, args.warmup_epochs, args.epochs, bool(args.skip_dropout))
-        runner.run_stage(stage.index, f'stage {stage.index + 1}' if len(stages) > 1 else 'the run', model,
-                         w_optimizer, scheduler, architect, start, stage.index * args.epochs, args.epochs, on_epoch)
-    if args.selection == 'pt':
-        architect = architect or build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
-                                                  generator)[2]
-        runner.select_cell(model, architect, checkpoint, len(stages) * args.epochs, args.learning_rate / 10,
-                           args.momentum, args.weight_decay, args.pt_interval, args.pt_batches, args.seed, args.epochs)
+    train_queue, alpha_queue, valid_queue = build_loaders(args, train_split, info, device, distributed, channels_last)
+    search_run = SearchRun(run, {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last},
+                           train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
+                           args.unrolled, benchmark.Benchmark(args.benchmark) if args.benchmark else None)
+    with loop.Session(run, 'search', args.report_freq, device) as session:
+        for stage in stages[first:] if first != 'pt' else ():
+            if stage.index != first:
+                masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
+                previous, model = state, supernet(stage)
+            state = StageState(model, *build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
+                                                        generator))
+            if stage.index != first:
+                if args.stage_continue:
+                    widening = torch.Generator().manual_seed(args.seed * 1009 + stage.index)
+                    progressive.carry_over(previous, state, widening, restart_lr=args.stage_lr == 'restart')
+                model.set_op_masks(masks)
+                if args.stage_continue:
+                    progressive.prune_architecture(model, masks)
+            if stage.index == first:
+                begin(session, search_run, checkpoint, state)
+                search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size,
+                                    distributed.world_size, len(stages), args.epochs, len(train_queue),
+                                    args.warmup_epochs, len(valid_queue))
+                search_log.log_precision(run.logger, dtype, args.unrolled)
+            if len(stages) > 1:
+                search_log.log_stage(run.logger, stage, stages, model)
+            begin_epoch = progressive.stage_epochs(stage, model, args.warmup_epochs, args.epochs,
+                                                   bool(args.skip_dropout))
+            search_epochs(search_run, session, stage.index, f'stage {stage.index + 1}' if len(stages) > 1 else
+                          'the run', state, stage.index * args.epochs, args.epochs, begin_epoch)
+        if args.selection == 'pt':
+            state = state or StageState(model, *build_optimizers(args, model, distributed, amp_autocast,
+                                                                 schedule_epochs, generator))
+            select_cell(search_run, session, state, len(stages) * args.epochs, args, checkpoint)
     run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',

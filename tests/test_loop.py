@@ -1,4 +1,4 @@
-"""loop.py: mixed precision, the non-finite loss guard, progress lines, stop requests and the shared epoch loop."""
+"""loop.py: mixed precision, the non-finite loss guard, progress lines, stop requests and the epoch helpers."""
 import contextlib
 import re
 
@@ -73,39 +73,44 @@ def test_progress_lines_come_at_the_first_step_every_report_freq_steps_and_every
     assert lines[1].startswith('train epoch 3/10 step 16/100 (16%)') and 'left in the epoch' in lines[1]
 
 
-class Hooks:
-    """A four-step epoch of a linear model, whose steps can request a stop or poison the loss."""
+class TinyScript:
+    """train.py in small: a linear model trained by a plain loop over a Session's epochs of four steps, whose
+    steps can request a stop or poison the loss."""
 
     def __init__(self, stop_at=None, bad_at=None):
         self.layer = nn.Linear(2, 2)
         self.optimizer = torch.optim.SGD(self.layer.parameters(), 0.1)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 1, 0.5)
         self.stop_at, self.bad_at, self.steps_done, self.saved = stop_at, bad_at, 0, []
-        self.stop = None
 
-    def as_hooks(self):
-        return loop.EpochHooks('train', 4, lambda epoch: None, self.batches, self.step, self.end, self.state)
-
-    def batches(self, epoch, start_step):
-        return [(torch.ones(3, 2), torch.zeros(3, dtype=torch.long))] * (4 - start_step)
-
-    def step(self, batch):
-        images, targets = batch
-        logits = self.layer(images)
-        loss = nn.functional.cross_entropy(logits, targets)
-        self.optimizer.zero_grad()
-        loop.backward_step(loss, self.optimizer, self.layer.parameters(), 5.0)
-        self.steps_done += 1
-        if self.steps_done == self.stop_at:
-            self.stop.requested = 'SIGTERM'
-        return logits, targets, (loss * float('nan') if self.steps_done == self.bad_at else loss,)
-
-    def end(self, epoch, seconds):
-        return {'test_top1': 50.0}, 'test_acc 50.00'
-
-    def state(self, epoch, step, meters, history):
+    def state(self, epoch, step, history):
         self.saved.append((epoch, step, len(history)))
         return {'epoch': epoch, 'step': step}
+
+    def run(self, run, epochs):
+        with loop.Session(run, 'train', 50, torch.device('cpu')) as session:
+            start = session.begin({'epochs': epochs}, None, self.layer, {'w': self.optimizer}, self.scheduler, None)
+            clock = loop.RunClock(start.epoch, epochs)
+            for epoch in session.epochs(0, epochs):
+                lr = self.optimizer.param_groups[0]['lr']
+                epoch_run = session.epoch(epoch, epochs, 4)
+                batches = [(torch.ones(3, 2), torch.zeros(3, dtype=torch.long))] * (4 - epoch_run.start_step)
+                for step, (images, targets) in epoch_run.steps(batches):
+                    logits = self.layer(images)
+                    loss = nn.functional.cross_entropy(logits, targets)
+                    self.optimizer.zero_grad()
+                    loop.backward_step(loss, self.optimizer, self.layer.parameters(), 5.0)
+                    self.steps_done += 1
+                    if self.steps_done == self.stop_at:
+                        session.stop.requested = 'SIGTERM'
+                    epoch_run.record(step, (loss * float('nan') if self.steps_done == self.bad_at else loss,), logits,
+                                     targets)
+                if epoch_run.stopped_at is not None:
+                    epoch_run.stop(self.state(epoch, epoch_run.stopped_at, session.history))
+                self.scheduler.step()
+                epoch_run.finish(lr, {'test_top1': 50.0}, 'test_acc 50.00', clock)
+                run.save(self.state(epoch + 1, 0, session.history))
+        return session.history
 
 
 def new_run():
@@ -113,40 +118,32 @@ def new_run():
     return loop.Run('eval', 'EXP', 'run', SINGLE)
 
 
-def test_the_epoch_loop_writes_metrics_lines_and_a_checkpoint_per_epoch(in_tmp, capsys):
+def test_the_epoch_helpers_write_metrics_lines_and_the_scripts_checkpoints(in_tmp, capsys):
     run = new_run()
-    hooks = Hooks()
-    history = loop.run_epochs(run, hooks.as_hooks(), loop.Start(0, 0, loop.new_meters(), []), 2, 50,
-                              hooks.scheduler, torch.device('cpu'), SINGLE)
+    script = TinyScript()
+    history = script.run(run, 2)
     assert [row['epoch'] for row in history] == [0, 1] and [row['lr'] for row in history] == [0.1, 0.05]
     assert history[0]['test_top1'] == 50.0 and history[1]['train_loss'] < history[0]['train_loss']
     assert utils.read_jsonl(run.path('metrics.jsonl')) == history
-    assert hooks.saved == [(1, 0, 1), (2, 0, 2)] and hooks.steps_done == 8
-    assert re.search(r'epoch 1 lr 5.000e-02 train_acc [\d.]+ test_acc 50.00 \(', capsys.readouterr().out)
+    assert script.saved == [(1, 0, 1), (2, 0, 2)] and script.steps_done == 8
+    assert re.search(r'epoch 1 lr 5.000e-02 train_acc [\d.]+ test_acc 50.00 \(.*left in the run\)',
+                     capsys.readouterr().out)
 
 
-def test_a_stop_request_saves_where_the_run_is_and_exits_with_the_signals_status(in_tmp, capsys, monkeypatch):
+def test_a_stop_request_saves_where_the_run_is_and_exits_with_the_signals_status(in_tmp, capsys):
     run = new_run()
-    hooks = Hooks(stop_at=6)
-    real_stop = loop.GracefulStop
-
-    def recording_stop(distributed):
-        hooks.stop = real_stop(distributed)
-        return hooks.stop
-    monkeypatch.setattr(loop, 'GracefulStop', recording_stop)
+    script = TinyScript(stop_at=6)
     with pytest.raises(SystemExit) as exit_info:
-        utils.run_cli(lambda: loop.run_epochs(run, hooks.as_hooks(), loop.Start(0, 0, loop.new_meters(), []), 3, 50,
-                                              hooks.scheduler, torch.device('cpu'), SINGLE))
+        utils.run_cli(lambda: script.run(run, 3))
     assert exit_info.value.code == 143
-    assert hooks.saved == [(1, 0, 1), (1, 2, 1)], 'a checkpoint after epoch 0, then at epoch 1, step 2'
+    assert script.saved == [(1, 0, 1), (1, 2, 1)], 'a checkpoint after epoch 0, then at epoch 1, step 2'
     out = capsys.readouterr().out
     assert 'SIGTERM received: saved a checkpoint at epoch 1, step 2; continue with --resume run' in out
 
 
 def test_a_non_finite_loss_stops_the_loop_at_its_step_without_saving(in_tmp):
     run = new_run()
-    hooks = Hooks(bad_at=7)
+    script = TinyScript(bad_at=7)
     with pytest.raises(loop.NonFiniteLoss, match='epoch 1, step 2'):
-        loop.run_epochs(run, hooks.as_hooks(), loop.Start(0, 0, loop.new_meters(), []), 3, 50, hooks.scheduler,
-                        torch.device('cpu'), SINGLE)
-    assert hooks.saved == [(1, 0, 1)] and hooks.steps_done == 7
+        script.run(run, 3)
+    assert script.saved == [(1, 0, 1)] and script.steps_done == 7

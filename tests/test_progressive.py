@@ -157,7 +157,8 @@ def test_carry_over_widens_weights_and_momentum_alike_and_keeps_the_architecture
     sgd = torch.optim.SGD(net.weights(), 0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 4)
     new_architect = architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
-    progressive.carry_over((old_net, old_sgd, old_scheduler, old_architect), (net, sgd, scheduler, new_architect),
+    progressive.carry_over(train_search.StageState(old_net, old_sgd, old_scheduler, old_architect),
+                           train_search.StageState(net, sgd, scheduler, new_architect),
                            torch.Generator().manual_seed(0))
     name = 'cells.0._ops.0._ops.4.op.1.weight'  # sep_conv_3x3's first depthwise conv: 2 channels, now 4
     old_weight, weight = dict(old_net.named_parameters())[name], dict(net.named_parameters())[name]
@@ -185,9 +186,9 @@ def test_drnas_second_half_runs_at_the_rates_of_its_code(restart_lr):
     for _ in range(25):
         sgds[0].step()
         schedulers[0].step()
-    progressive.carry_over((nets[0], sgds[0], schedulers[0], architects[0]),
-                           (nets[1], sgds[1], schedulers[1], architects[1]), torch.Generator().manual_seed(0),
-                           restart_lr=restart_lr)
+    progressive.carry_over(train_search.StageState(nets[0], sgds[0], schedulers[0], architects[0]),
+                           train_search.StageState(nets[1], sgds[1], schedulers[1], architects[1]),
+                           torch.Generator().manual_seed(0), restart_lr=restart_lr)
     rates = []
     for _ in range(25):
         rates.append(sgds[1].param_groups[0]['lr'])
