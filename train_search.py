@@ -1,5 +1,8 @@
 """Search a cell: DARTS (first or second order), PC-DARTS, and the other methods as flags or presets.
 
+The algorithm is in search_step, train and infer below, and in search(), the loop over stages and epochs;
+what each method changes in a step is in methods.py and successors.py.
+
     python train_search.py                          # DARTS, first order, CIFAR-10
     python train_search.py --unrolled               # DARTS, second order
     python train_search.py --method pc_darts        # PC-DARTS
@@ -37,6 +40,68 @@ SEARCH_SPACES = ('darts', 'nas_bench_201')
 # first, DARTS-V2.py, second order, the architecture step first).
 SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4, nesterov=True)}
 STEP_ORDERS = ('architecture_first', 'weights_first')
+
+
+@dataclass
+class StageState:
+    """A stage's supernet and what trains it: SGD of the weights, its schedule, and the Architect (with Adam
+    of the architecture and the search objective)."""
+    model: nn.Module
+    w_optimizer: torch.optim.Optimizer
+    scheduler: object
+    architect: architect_lib.Architect
+
+
+@dataclass
+class SearchRun:
+    """What every stage of a search shares: the run folder and its arguments (what checkpoints and args.json
+    record), the loaders of the weights' half, the architecture's half and that half for validation, the
+    precision, the processes, and NAS-Bench-201's tables (or None)."""
+    run: loop.Run
+    run_args: dict
+    train_queue: object
+    alpha_queue: object
+    valid_queue: object
+    amp_autocast: object
+    distributed: parallel.Distributed
+    grad_clip: float
+    unrolled: bool
+    tables: object = None
+
+
+def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled, update_architecture,
+                gradient_sync=None):
+    """One step of DARTS's search: the architecture step on a batch of the architecture's half (unless warming
+    up), then the weight step on a training batch, or the other way round (--step_order weights_first).
+    Returns (loss, logits, architecture loss or None) as device tensors."""
+    objective = architect.objective
+    (x, y), (x_alpha, y_alpha) = batch, alpha_batch
+    alpha_loss = None
+    if update_architecture and not objective.weight_step_first:
+        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
+    loss, logits, _ = objective.loss(x, y, 'weights')
+    w_optimizer.zero_grad(set_to_none=True)
+    loop.backward_step(loss, w_optimizer, objective.model.weights(), grad_clip, gradient_sync=gradient_sync)
+    if update_architecture and objective.weight_step_first:
+        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
+    return loss, logits, alpha_loss
+
+
+def train(epoch_run, batches, state, lr, update_architecture, grad_clip, unrolled, gradient_sync):
+    """One epoch of the search, DARTS's train(): a search_step for each pair of a training batch and a batch of
+    the architecture's half."""
+    state.model.train()
+    for step, (batch, alpha_batch) in epoch_run.steps(batches):
+        loss, logits, alpha_loss = search_step(state.architect, batch, alpha_batch, state.w_optimizer, lr, grad_clip,
+                                               unrolled, update_architecture, gradient_sync)
+        epoch_run.record(step, (loss,) if alpha_loss is None else (loss, alpha_loss), logits, batch[1])
+
+
+def infer(model, objective, valid_queue, amp_autocast, distributed):
+    """Loss and accuracy on the architecture's half with the weights the methods evaluate with, DARTS's
+    infer()."""
+    return loop.evaluate(model, valid_queue, nn.CrossEntropyLoss(),
+                         lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
 
 
 def build_parser():
@@ -197,68 +262,6 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
                                         args.arch_weight_decay, distributed.average, args.arch_beta1,
                                         args.arch_grad_clip)
     return w_optimizer, scheduler, architect
-
-
-@dataclass
-class StageState:
-    """A stage's supernet and what trains it: SGD of the weights, its schedule, and the Architect (with Adam
-    of the architecture and the search objective)."""
-    model: nn.Module
-    w_optimizer: torch.optim.Optimizer
-    scheduler: object
-    architect: architect_lib.Architect
-
-
-@dataclass
-class SearchRun:
-    """What every stage of a search shares: the run folder and its arguments (what checkpoints and args.json
-    record), the loaders of the weights' half, the architecture's half and that half for validation, the
-    precision, the processes, and NAS-Bench-201's tables (or None)."""
-    run: loop.Run
-    run_args: dict
-    train_queue: object
-    alpha_queue: object
-    valid_queue: object
-    amp_autocast: object
-    distributed: parallel.Distributed
-    grad_clip: float
-    unrolled: bool
-    tables: object = None
-
-
-def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled, update_architecture,
-                gradient_sync=None):
-    """One step of DARTS's search: the architecture step on a batch of the architecture's half (unless warming
-    up), then the weight step on a training batch, or the other way round (--step_order weights_first).
-    Returns (loss, logits, architecture loss or None) as device tensors."""
-    objective = architect.objective
-    (x, y), (x_alpha, y_alpha) = batch, alpha_batch
-    alpha_loss = None
-    if update_architecture and not objective.weight_step_first:
-        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
-    loss, logits, _ = objective.loss(x, y, 'weights')
-    w_optimizer.zero_grad(set_to_none=True)
-    loop.backward_step(loss, w_optimizer, objective.model.weights(), grad_clip, gradient_sync=gradient_sync)
-    if update_architecture and objective.weight_step_first:
-        alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
-    return loss, logits, alpha_loss
-
-
-def train(epoch_run, batches, state, lr, update_architecture, grad_clip, unrolled, gradient_sync):
-    """One epoch of the search, DARTS's train(): a search_step for each pair of a training batch and a batch of
-    the architecture's half."""
-    state.model.train()
-    for step, (batch, alpha_batch) in epoch_run.steps(batches):
-        loss, logits, alpha_loss = search_step(state.architect, batch, alpha_batch, state.w_optimizer, lr, grad_clip,
-                                               unrolled, update_architecture, gradient_sync)
-        epoch_run.record(step, (loss,) if alpha_loss is None else (loss, alpha_loss), logits, batch[1])
-
-
-def infer(model, objective, valid_queue, amp_autocast, distributed):
-    """Loss and accuracy on the architecture's half with the weights the methods evaluate with, DARTS's
-    infer()."""
-    return loop.evaluate(model, valid_queue, nn.CrossEntropyLoss(),
-                         lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
 
 
 def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, begin_epoch, held_after=None):
