@@ -91,16 +91,8 @@ def cost_tables(net, kind, latencies=None):
 
 def derived_edges(net):
     """{cell type: [(edge, op index)]} of the derived cell."""
-    genotype = net.genotype()
-    if not net.chooses_edges:
-        return {'normal': [(edge, net.op_names.index(op)) for edge, (op, _) in enumerate(genotype.edges)]}
-    result = {}
-    for cell in net.cell_types:
-        entries = getattr(genotype, cell)
-        # Node k's inputs are edges k(k+3)/2 ...; its two entries are entries 2k and 2k+1.
-        result[cell] = [(k * (k + 3) // 2 + entry[1], net.op_names.index(entry[0]))
-                        for k in range(len(entries) // 2) for entry in entries[2 * k:2 * k + 2]]
-    return result
+    return {cell: [(edge, net.op_names.index(entry[0])) for entry, edge in entries]
+            for cell, entries in net.derived().items()}
 
 
 def read_latency_table(path):

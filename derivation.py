@@ -1,13 +1,48 @@
-"""Deriving a DARTS cell from soft architecture weights: each edge's best op, each node's two strongest
-inputs, and P-DARTS's cap on skip connections."""
+"""Deriving a cell from soft architecture weights, by one rule wherever a cell is derived (the genotype, the
+hard discretization of DADARTS, the cost of the derived cell, FairDARTS's report, NAS-Bench-201): each edge
+takes its op of largest weight (`none` left out in the DARTS cell), each node of the DARTS cell its two
+strongest inputs, and a tie goes to the lower index, op or edge. Also P-DARTS's cap on skip connections.
+
+best_ops and strongest_edges are tensor arithmetic on the weights' device: they never read a value back to
+the host, so a search step may call them."""
 import torch
 
 from genotypes import ATTENTION_PRIMITIVES
 
+INPUTS_PER_NODE = 2  # a derived DARTS cell keeps two inputs per node
 
-def best_op(row, op_names, exclude=('none',)):
-    candidates = [i for i, name in enumerate(op_names) if name not in exclude]
-    return max(candidates, key=lambda i: (row[i].item(), -i))
+
+def node_slices(steps):
+    """The edges of each node of the DARTS cell: node i owns edges [sum_{j<i} (j + 2), sum_{j<=i} (j + 2))."""
+    slices, start = [], 0
+    for node in range(steps):
+        slices.append(slice(start, start + node + 2))
+        start += node + 2
+    return slices
+
+
+def best_ops(ops, none_index=None):
+    """Each edge's op of largest weight, `none` (its column, when given) left out; ties to the lower index
+    (argmax returns the first maximum)."""
+    candidates = ops.detach()
+    if none_index is not None:
+        none = torch.arange(ops.size(1), device=ops.device) == none_index
+        candidates = candidates.masked_fill(none, float('-inf'))
+    return candidates.argmax(dim=1)
+
+
+def strongest_edges(strength, slices, inputs=INPUTS_PER_NODE):
+    """[nodes, inputs]: the edges of each node's `inputs` largest strengths, strongest first; ties to the
+    lower edge index."""
+    chosen = []
+    for rows in slices:
+        remaining, picks = strength[rows].detach(), []
+        for _ in range(inputs):
+            pick = remaining.argmax()
+            picks.append(pick + rows.start)
+            remaining = remaining.index_fill(0, pick.unsqueeze(0), float('-inf'))
+        chosen.append(torch.stack(picks))
+    return torch.stack(chosen)
 
 
 def best_attention(weights):
@@ -18,28 +53,36 @@ def best_attention(weights):
     return '' if name == 'Identity' else name
 
 
+def none_column(op_names):
+    return op_names.index('none') if 'none' in op_names else None
+
+
 def edge_strength(weights, op_names):
     """DARTS's strength of every edge: its best non-`none` op weight, times its edge weight if it has one."""
-    best = torch.stack([row[best_op(row, op_names)] for row in weights.ops]).double()
-    return best if weights.edges is None else best * weights.edges.double()
+    ops = weights.ops.detach()
+    best = ops.gather(1, best_ops(ops, none_column(op_names)).unsqueeze(1)).squeeze(1).double()
+    return best if weights.edges is None else best * weights.edges.detach().double()
 
 
 def derive_cell(weights, op_names, steps, strength):
     """[((op, input[, attention]), edge), ...] two per node: the node's two strongest edges, and on each its
     best non-`none` op (and its attention, or second op, when searched)."""
-    entries, offset = [], 0
-    for node in range(steps):
-        rows = range(offset, offset + node + 2)
-        for e in sorted(rows, key=lambda e: -strength[e].item())[:2]:
-            op = op_names[best_op(weights.ops[e], op_names)]
-            if weights.second is not None:
-                attention = op_names[best_op(weights.second[e], op_names)]
-            elif weights.attention is not None:
-                attention = ATTENTION_PRIMITIVES[int(weights.attention[e].argmax())]
+    none_index = none_column(op_names)
+    ops = best_ops(weights.ops, none_index).tolist()
+    seconds = best_ops(weights.second, none_index).tolist() if weights.second is not None else None
+    attentions = weights.attention.detach().argmax(dim=1).tolist() if weights.attention is not None else None
+    entries = []
+    slices = node_slices(steps)
+    for rows, edges in zip(slices, strongest_edges(strength, slices).tolist()):
+        for e in edges:
+            if seconds is not None:
+                attention = op_names[seconds[e]]
+            elif attentions is not None:
+                attention = ATTENTION_PRIMITIVES[attentions[e]]
             else:
                 attention = ''
-            entries.append(((op, e - offset, attention) if attention else (op, e - offset), e))
-        offset += node + 2
+            entry = (op_names[ops[e]], e - rows.start)
+            entries.append((entry + (attention,) if attention else entry, e))
     return entries
 
 

@@ -10,17 +10,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-INPUTS_PER_NODE = 2  # a derived cell keeps two inputs per node
+from derivation import INPUTS_PER_NODE, best_ops, node_slices, strongest_edges
+
 DA2S_EDGE_COUNT_WEIGHT = 0.2  # DA2S's weight of the (Σ active β − 2)² term
-
-
-def node_slices(steps):
-    """The rows of each node: node i owns rows [Σ_{j<i} (j + 2), Σ_{j≤i} (j + 2))."""
-    slices, start = [], 0
-    for node in range(steps):
-        slices.append(slice(start, start + node + 2))
-        start += node + 2
-    return slices
 
 
 def _without_none(weights, none_index):
@@ -41,27 +33,25 @@ def _with_none(weights, none_index):
 def hard_discretize(weights, steps, none_index=0, edge_strength=None):
     """HD(w)[e, o] = 1 if e is among its node's 2 strongest edges and o = argmax_{o ≠ none} w[e], else 0.
 
-    Edge strength = best non-none op weight (× edge_strength[e] under edge normalisation), as in
-    genotype derivation. The result is a constant: no gradient flows through it.
+    Edge strength = best non-none op weight (× edge_strength[e] under edge normalisation): the genotype's
+    rule (derivation.py), ties included. The result is a constant: no gradient flows through it.
     """
     weights = weights.detach()
-    candidates = weights.clone()
-    if none_index is not None:
-        candidates[:, none_index] = float('-inf')
-    best_weight, best_op = candidates.max(dim=1)
+    best = best_ops(weights, none_index)
+    best_weight = weights.gather(1, best.unsqueeze(1)).squeeze(1)
     strength = best_weight if edge_strength is None else best_weight * edge_strength.detach()
-    kept_edges = torch.cat([strength[rows].topk(INPUTS_PER_NODE).indices + rows.start
-                            for rows in node_slices(steps)])
+    kept_edges = strongest_edges(strength, node_slices(steps)).flatten()
     # scatter, unlike one_hot or boolean indexing, never waits on the device to learn a size
     edge_kept = torch.zeros_like(strength).scatter_(0, kept_edges, 1.0)
-    best_one_hot = torch.zeros_like(weights).scatter_(1, best_op.unsqueeze(1), 1.0)
+    best_one_hot = torch.zeros_like(weights).scatter_(1, best.unsqueeze(1), 1.0)
     return best_one_hot * edge_kept.unsqueeze(1)
 
 
 def one_hot_best(weights):
-    """1 on each row's largest weight, 0 elsewhere: NAS-Bench-201's hard discretization, `none` included."""
+    """1 on each row's largest weight (ties to the lower index), 0 elsewhere: NAS-Bench-201's hard
+    discretization, `none` included."""
     weights = weights.detach()
-    return torch.zeros_like(weights).scatter_(1, weights.argmax(dim=1, keepdim=True), 1.0)
+    return torch.zeros_like(weights).scatter_(1, best_ops(weights).unsqueeze(1), 1.0)
 
 
 def topk_mask(values, k, temperature, dim=-1):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import methods as methods_lib
 import discretization
-from derivation import best_attention, derive_cell, edge_strength, limit_skips
+from derivation import best_attention, best_ops, derive_cell, edge_strength, limit_skips
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
 from mixed_op import AttentionMix, CellWeights, MixedOp
 from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, resolve_primitives
@@ -296,8 +296,10 @@ class Network(_Supernet):
     # ----------------------------------------------------------------------------------------------
     # Genotype.
 
-    def genotype(self):
-        """The discrete cell: per node the two strongest inputs and on each its best non-`none` op."""
+    def derived(self):
+        """{cell type: [((op, input[, attention]), edge), ...]}: the derived cell by derivation.py's rule, per
+        node the two strongest inputs (by the methods' edge strengths) and on each its best non-`none` op,
+        with the skip cap; what the genotype, the cost of the derived cell and FairDARTS's report read."""
         weights = self.detached_weights()
         strength_method = self._owner('edge_strength')
         cells = {}
@@ -308,6 +310,12 @@ class Network(_Supernet):
             cells['normal'] = limit_skips(
                 weights['normal'], self.op_names, self.steps, self.options['max_skip'],
                 lambda w: strength_method.edge_strength(edge_strength(w, self.op_names), 'normal', self))
+        return cells
+
+    def genotype(self):
+        """The discrete cell: per node the two strongest inputs and on each its best non-`none` op."""
+        weights = self.detached_weights()
+        cells = self.derived()
         concat = list(range(2 + self.steps - self._multiplier, self.steps + 2))
         bottlenecks = {cell: best_attention(weights[cell].bottleneck) for cell in self.cell_types}
         return make_genotype(normal=[entry for entry, _ in cells['normal']], normal_concat=concat,
@@ -412,11 +420,14 @@ class NetworkNB201(_Supernet):
             x = cell(x, weights['normal'], gram) if isinstance(cell, NB201SearchCell) else cell(x)
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
 
+    def derived(self):
+        """{'normal': [((op, input), edge), ...]}: every edge with its op of largest weight, `none` included,
+        as the benchmark's own search code derives it (ties to the lower index, derivation.py's rule)."""
+        ops = best_ops(self.detached_weights()['normal'].ops).tolist()
+        return {'normal': [((self.op_names[ops[edge]], edge - rows.start), edge)
+                           for rows in self.node_slices() for edge in range(rows.start, rows.stop)]}
+
     def genotype(self):
-        """The benchmark's rule: each edge takes its op of largest weight, `none` included."""
-        ops = self.detached_weights()['normal'].ops
-        nodes, edge = [], 0
-        for node in range(1, self.steps + 1):
-            nodes.append(tuple((self.op_names[int(ops[edge + source].argmax())], source) for source in range(node)))
-            edge += node
-        return CellNB201(tuple(nodes))
+        entries = self.derived()['normal']
+        return CellNB201(tuple(tuple(entry for entry, edge in entries if rows.start <= edge < rows.stop)
+                               for rows in self.node_slices()))

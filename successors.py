@@ -7,7 +7,6 @@ this module (train_search.py does) adds them to --method.
 import torch
 import torch.nn.functional as F
 
-import derivation
 from methods import Method, register
 from utils import UserError
 
@@ -149,16 +148,10 @@ class FairDARTS(Method):
         return {'zero_one': -self.weight * (weights - 0.5).pow(2).mean()}
 
     def logged(self, net):
-        below = 0
-        for w in net.detached_weights().values():
-            if net.chooses_edges:
-                strength = derivation.edge_strength(w, net.op_names)
-                derived = derivation.derive_cell(w, net.op_names, net.steps, strength)
-                chosen = torch.stack([w.ops[edge, net.op_names.index(entry[0])] for entry, edge in derived])
-            else:
-                chosen = w.ops.max(dim=-1).values
-            below += int((chosen < self.threshold).sum())
-        return {'fair_below_threshold': below}
+        weights = net.detached_weights()
+        chosen = [weights[cell].ops[edge, net.op_names.index(entry[0])].item()
+                  for cell, entries in net.derived().items() for entry, edge in entries]
+        return {'fair_below_threshold': sum(weight < self.threshold for weight in chosen)}
 
 
 def clip_rows(ops):
