@@ -121,10 +121,27 @@ def check_compatible(methods):
             raise UserError(f'{owners[0].switch} and {owners[1].switch} both {what}; use one of them')
 
 
+# The papers whose changes to DARTS are options of the supernet or of the search, not a method class: their
+# presets alone. DARTS itself; alpha-DARTS's channel attention (--alpha_attention) and Att-DARTS's attention
+# mixtures (--location) change what an edge computes, so they are options of the supernet (model_search.py);
+# P-DARTS's stages are the search's (progressive.py).
+PAPER_PRESETS = {
+    'darts': {},
+    'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
+                        warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80),
+    'att_darts': dict(location='after_every'),
+    # chenxin061/pdarts b880e87, train_search.py: its settings, num_to_keep [5, 3], add_layers [0, 6, 12], dropout
+    # rates 0.0, 0.4, 0.7, and clip_grad_norm_(arch_parameters(), args.grad_clip = 5).
+    'pdarts': dict(stage_layers=(5, 11, 17), stage_keep=(5, 3), skip_dropout=(0.0, 0.4, 0.7), epochs=25,
+                   warmup_epochs=10, batch_size=96, learning_rate_min=0.0, arch_learning_rate=6e-4, max_skip=2,
+                   arch_grad_clip=5.0),
+}
+
+
 def presets(search_space='darts'):
-    """Every registered --method name and its settings on `search_space`."""
-    return {name: {**settings, **method_class.space_presets.get(name, {}).get(search_space, {})}
-            for method_class in REGISTRY for name, settings in method_class.presets.items()}
+    """Every --method name and its settings on `search_space`: the methods' presets and PAPER_PRESETS."""
+    return {**PAPER_PRESETS, **{name: {**settings, **method_class.space_presets.get(name, {}).get(search_space, {})}
+                                for method_class in REGISTRY for name, settings in method_class.presets.items()}}
 
 
 def add_arguments(parser):
@@ -163,15 +180,6 @@ def build(options):
 # The methods of the seed papers.
 
 @register
-class DARTS(Method):
-    """DARTS (Liu et al., ICLR 2019): the defaults of every hook; softmax over each edge's ops."""
-    presets = {'darts': {}}
-
-    def active(self):
-        return False  # nothing to change
-
-
-@register
 class EdgeNormalization(Method):
     """PC-DARTS's edge normalisation (Xu et al., ICLR 2020): one parameter beta per edge, softmaxed over the
     edges of each node; it multiplies the edge's output and its strength when the cell is derived. On by
@@ -202,28 +210,6 @@ class EdgeNormalization(Method):
     def edge_weights(self, parameters, net):
         betas = parameters['betas']
         return torch.cat([F.softmax(betas[rows], dim=-1) for rows in net.node_slices()])
-
-
-@register
-class AlphaDARTS(Method):
-    """alpha-DARTS: channel attention, steered by the architecture weights, chooses the searched channels of
-    every edge. That changes what an edge computes, so it is an option of the supernet
-    (--alpha_attention); here are its paper's settings."""
-    presets = {'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
-                                   warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80)}
-
-    def active(self):
-        return False
-
-
-@register
-class AttDARTS(Method):
-    """Att-DARTS: attention modules searched with the ops. Their mixtures are parts of the supernet's cells
-    (--location), and their weights architecture parameters of the supernet; here is its paper's setting."""
-    presets = {'att_darts': dict(location='after_every')}
-
-    def active(self):
-        return False
 
 
 @register

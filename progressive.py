@@ -16,7 +16,6 @@ from typing import Optional
 
 import torch
 
-from methods import Method, register
 from utils import UserError, comma_list
 
 
@@ -124,37 +123,24 @@ def carry_over(previous, current, generator, restart_lr=True):
             group['lr'] = rate
 
 
-@register
-class ProgressiveStages(Method):
-    """P-DARTS's settings and the flags of a search in stages (DrNAS's progressive schedule is its preset's).
-    The stages are driven by train_search.py (plan_stages) and the skip dropout is applied by the
-    supernet, so no hook of a search step changes."""
-    presets = {'pdarts': dict(stage_layers=(5, 11, 17), stage_keep=(5, 3), skip_dropout=(0.0, 0.4, 0.7), epochs=25,
-                              warmup_epochs=10, batch_size=96, learning_rate_min=0.0, arch_learning_rate=6e-4,
-                              max_skip=2, arch_grad_clip=5.0)}
-    switch = '--stage_layers'
-
-    @staticmethod
-    def add_arguments(parser):
-        group = parser.add_argument_group('progressive stages (P-DARTS)')
-        group.add_argument('--stage_layers', type=comma_list(int, 1), metavar='N,N,...',
-                           help='search in stages of these many cells, each for --epochs epochs (P-DARTS: 5,11,17; '
-                                'default: one stage of --layers cells)')
-        group.add_argument('--stage_keep', type=comma_list(int, 1), metavar='K,K,...',
-                           help='candidates each edge keeps after every stage but the last (P-DARTS: 5,3)')
-        group.add_argument('--skip_dropout', type=comma_list(float, 0, 1), metavar='P[,P,...]',
-                           help='dropout on skip connections, one rate or one per stage, decaying within each '
-                                'stage (P-DARTS on CIFAR-10: 0.0,0.4,0.7; default 0: off)')
-        group.add_argument('--stage_partial_channels', type=comma_list(int, 1), metavar='K,K,...',
-                           help='partial channels K of each stage (DrNAS: 6,4; default: --partial_channels)')
-        group.add_argument('--stage_continue', action='store_true',
-                           help="DrNAS: each stage continues the previous one's supernet, widened to its partial "
-                                'channels, with its architecture and optimisers, on one cosine schedule over all '
-                                'stages (default: each stage starts afresh, as P-DARTS)')
-        group.add_argument('--stage_lr', choices=('restart', 'continue'), default='restart',
-                           help="with --stage_continue, the weights' learning rate at a new stage: restart at "
-                                "--learning_rate, the carried cosine schedule then decaying from there as DrNAS's "
-                                "code does; or continue at the schedule's current rate")
-
-    def active(self):
-        return False
+def add_arguments(parser):
+    """The flags of a search in stages (P-DARTS's preset is in methods.PAPER_PRESETS, DrNAS's with its method)."""
+    group = parser.add_argument_group('progressive stages (P-DARTS, DrNAS)')
+    group.add_argument('--stage_layers', type=comma_list(int, 1), metavar='N,N,...',
+                       help='search in stages of these many cells, each for --epochs epochs (P-DARTS: 5,11,17; '
+                            'default: one stage of --layers cells)')
+    group.add_argument('--stage_keep', type=comma_list(int, 1), metavar='K,K,...',
+                       help='candidates each edge keeps after every stage but the last (P-DARTS: 5,3)')
+    group.add_argument('--skip_dropout', type=comma_list(float, 0, 1), metavar='P[,P,...]',
+                       help='dropout on skip connections, one rate or one per stage, decaying within each '
+                            'stage (P-DARTS on CIFAR-10: 0.0,0.4,0.7; default 0: off)')
+    group.add_argument('--stage_partial_channels', type=comma_list(int, 1), metavar='K,K,...',
+                       help='partial channels K of each stage (DrNAS: 6,4; default: --partial_channels)')
+    group.add_argument('--stage_continue', action='store_true',
+                       help="DrNAS: each stage continues the previous one's supernet, widened to its partial "
+                            'channels, with its architecture and optimisers, on one cosine schedule over all '
+                            'stages (default: each stage starts afresh, as P-DARTS)')
+    group.add_argument('--stage_lr', choices=('restart', 'continue'), default='restart',
+                       help="with --stage_continue, the weights' learning rate at a new stage: restart at "
+                            "--learning_rate, the carried cosine schedule then decaying from there as DrNAS's "
+                            "code does; or continue at the schedule's current rate")

@@ -164,6 +164,7 @@ def build_parser():
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='epochs with the architecture frozen')
     methods.add_arguments(parser)
+    progressive.add_arguments(parser)
     selection.add_arguments(parser)
     loop.add_speed_arguments(parser)
     loop.add_run_arguments(parser, default_seed=2)

@@ -1,8 +1,12 @@
 """methods.py: the registry, the methods of the seed papers on the extension points, and the README's
 "Adding a method" example, run exactly as the README prints it."""
+import json
 import math
 import os
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,7 +99,7 @@ def mean_op_entropy(folder):
 @pytest.mark.slow
 def test_the_readme_example_method_is_one_class_and_works(in_tmp, monkeypatch):
     monkeypatch.setattr(methods, 'REGISTRY', list(methods.REGISTRY))
-    exec(readme_example(), vars(methods))  # as if pasted at the end of methods.py
+    exec(readme_example(), vars(methods))  # as if pasted at the end of methods.py (test below: successors.py)
     assert len(readme_example().splitlines()) <= 25
     assert methods.presets()['entropy'] == {'entropy_weight': 0.1}
     flags = TINY + ['--epochs', '2', '--arch_learning_rate', '0.05']
@@ -104,3 +108,33 @@ def test_the_readme_example_method_is_one_class_and_works(in_tmp, monkeypatch):
     rows = metrics(in_tmp / 'entropy')
     assert all(row['alpha_entropy'] > 0 for row in rows) and 'alpha_entropy' not in metrics(in_tmp / 'plain')[-1]
     assert mean_op_entropy(in_tmp / 'entropy') < mean_op_entropy(in_tmp / 'plain') < math.log(8)
+
+
+@pytest.mark.slow
+def test_the_readme_example_pasted_into_successors_is_taken_in_by_every_script_and_test(tmp_path):
+    """In a copy of the repository with nothing changed but the README's block at the end of successors.py."""
+    copy = tmp_path / 'repo'
+    files = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.join(ROOT, name), copy / name)
+    with open(copy / 'successors.py', 'a', encoding='utf-8') as successors:
+        successors.write('\n\n' + readme_example())
+
+    def python(*argv):
+        return subprocess.run([sys.executable, *argv], cwd=copy, capture_output=True, text=True, timeout=300)
+    searched = python('train_search.py', *TINY, '--method', 'entropy', '--epochs', '1', '--exp_path', 'run')
+    assert searched.returncode == 0, searched.stderr
+    assert metrics(copy / 'run')[0]['alpha_entropy'] > 0
+    timed = python('bench.py', '--tiny', '--methods', 'entropy', '--cases', 'search', '--steps', '1', '--warmup', '0',
+                   '--device', 'cpu', '--output', 'bench.json')
+    assert timed.returncode == 0, timed.stderr
+    assert [row['case'] for row in json.loads((copy / 'bench.json').read_text())['results']] == ['search entropy']
+    health = python('-m', 'pytest', '-q', '-p', 'no:cacheprovider', 'tests/test_code_health.py')
+    assert health.returncode == 0, health.stdout
+    collected = python('-m', 'pytest', '-q', '--collect-only', '-p', 'no:cacheprovider', 'tests/test_cuda.py',
+                       'tests/test_architect.py', 'tests/test_presets.py').stdout
+    for test in ('test_every_method_runs_on_cuda_with_tensorboard[entropy]',
+                 'test_a_search_step_never_reads_the_device_on_the_host[entropy-False',
+                 'test_a_preset_in_the_darts_space_has_its_authors_settings[entropy]'):
+        assert test in collected, collected

@@ -3,8 +3,5 @@
 # Framework hooks: pickle.Unpickler calls find_class; torch reads cudnn.benchmark.
 _.find_class
 _.benchmark
-# Search methods reach train_search.py through methods.REGISTRY, filled by their @register decorator.
-EdgeNormalization, AlphaDARTS, AttDARTS, DiscretizationAware, DA2S, BetaDecay, SmoothDARTS, AuxiliarySkip, FairDARTS
-GDAS, DirichletSampling, CostPenalty, ProgressiveStages
 # Parameters of hook signatures whose default leaves them unused.
 loss_of, exc_info
