@@ -2,6 +2,7 @@
 
 Each method writes its change to DARTS in one class and registers it here with its flags and its paper's
 presets; adding a method is one class in one place (see "Adding a method" in the README)."""
+import argparse
 import inspect
 
 import torch
@@ -13,9 +14,23 @@ from utils import UserError
 REGISTRY = []  # method classes, in the order their hooks apply
 
 
+# Flags of train_search.py that a method may take besides its own (edge normalisation is on by default with
+# partial channels or alpha-attention).
+SHARED_FLAGS = ('partial_channels', 'alpha_attention', 'stage_partial_channels')
+
+
 def register(method_class):
     """Class decorator: add a method's flags to train_search.py, its presets to --method, and its hooks
-    to every search whose flags switch it on."""
+    to every search whose flags switch it on. The constructor takes flags' values by name, so each of its
+    parameters must name one of the method's flags (or SHARED_FLAGS): a parameter that names none is an
+    error here, when the method's module is imported, not a value silently left at its default."""
+    parser = argparse.ArgumentParser(add_help=False)
+    method_class.add_arguments(parser)
+    flags = {action.dest for action in parser._actions} | set(SHARED_FLAGS)
+    unknown = [name for name in inspect.signature(method_class).parameters if name not in flags]
+    if unknown:
+        raise TypeError(f'{method_class.__name__}.__init__ takes {", ".join(unknown)}, which no flag of its '
+                        f'add_arguments (nor {", ".join(SHARED_FLAGS)}) sets')
     REGISTRY.append(method_class)
     return method_class
 

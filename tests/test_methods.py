@@ -138,3 +138,19 @@ def test_the_readme_example_pasted_into_successors_is_taken_in_by_every_script_a
                  'test_a_search_step_never_reads_the_device_on_the_host[entropy-False',
                  'test_a_preset_in_the_darts_space_has_its_authors_settings[entropy]'):
         assert test in collected, collected
+
+
+def test_a_constructor_parameter_that_no_flag_sets_is_refused_when_the_method_registers(monkeypatch):
+    monkeypatch.setattr(methods, 'REGISTRY', list(methods.REGISTRY))
+
+    class Misspelt(methods.Method):
+        def __init__(self, entropy_wieght=0.0):
+            self.weight = entropy_wieght
+
+        @staticmethod
+        def add_arguments(parser):
+            parser.add_argument('--entropy_weight', type=float, default=0.0)
+    with pytest.raises(TypeError, match=r'^Misspelt.__init__ takes entropy_wieght, which no flag of its '
+                                        r'add_arguments \(nor partial_channels'):
+        methods.register(Misspelt)
+    assert Misspelt not in methods.REGISTRY
