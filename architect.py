@@ -85,7 +85,7 @@ class SearchObjective:
                 logits = self.model(x, weights)
             else:
                 logits = functional_call(self.model, params, (x,), {'weights': weights})
-        return self.model._criterion(logits.float(), target), logits
+        return self.model.criterion(logits.float(), target), logits
 
     def loss(self, x, target, phase, params=None):
         """(total loss, logits, {term: value}) for a batch; `params` replaces the weights (unrolled step)."""
@@ -152,16 +152,12 @@ class Architect:
         self.optimizer.step()
         return loss.detach()
 
-    def _named_weights(self):
-        arch = {id(p) for p in self.model.arch_parameters()}
-        return [(name, p) for name, p in self.model.named_parameters() if id(p) not in arch]
-
     def unrolled_gradients(self, x_train, y_train, x_valid, y_valid, eta, network_optimizer):
         """DARTS eq. 7: grad_alpha L_val(w', alpha) - eta * [grad_alpha L_train(w+) - grad_alpha L_train(w-)] / 2eps,
         with w' = w - eta * (grad_w L_train + momentum * buffer + weight_decay * w) and
         w+- = w +- eps * grad_w' L_val(w', alpha), eps = 0.01 / |grad_w' L_val|."""
         arch = self.model.arch_parameters()
-        names, weights = zip(*self._named_weights())
+        names, weights = zip(*self.model.named_network_weights())
 
         loss, _, _ = self.objective.loss(x_train, y_train, 'alpha')
         grads = torch.autograd.grad(loss, weights, allow_unused=True)

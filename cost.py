@@ -36,7 +36,7 @@ def edge_inputs(net):
                 lambda module, inputs, t=cell_type, e=edge: records.append(
                     (t, e, inputs[0].shape[1], module.stride, *inputs[0].shape[2:]))))
     parameter = next(net.parameters())
-    size, channels = net.options['image_size'], net.options['in_channels']
+    size, channels = net.image_size, net.in_channels
     was_training = net.training
     net.eval()
     try:

@@ -107,13 +107,13 @@ def second_order_gradient(device, autocast, C, layers, batch_size, image_size):
     weights, momentum buffer and batches, under `autocast` (a context factory)."""
     torch.manual_seed(0)
     net = Network(C, 10, layers, image_size=image_size).to(device)
-    optimizer = torch.optim.SGD(net.weights(), 0.025, momentum=0.9, weight_decay=3e-4)
+    optimizer = torch.optim.SGD(net.network_weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     generator = torch.Generator().manual_seed(1)
     x_train, x_valid = (torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
                         for _ in range(2))
     y_train, y_valid = (torch.randint(0, 10, (batch_size,), generator=generator).to(device) for _ in range(2))
     optimizer.zero_grad()
-    net._criterion(net(x_train), y_train).backward()
+    net.criterion(net(x_train), y_train).backward()
     optimizer.step()
     architect = Architect(net, SearchObjective(net, autocast), 0.9, 3e-4, 3e-4, 1e-3)
     products = []

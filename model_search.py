@@ -157,9 +157,14 @@ class _Supernet(nn.Module):
     def named_arch_parameters(self):
         return [(name, getattr(self, name)) for name in self._arch_names]
 
-    def weights(self):
+    def named_network_weights(self):
+        """The network's weights w, by name: every parameter but the architecture's."""
         arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [(name, p) for name, p in self.named_parameters() if id(p) not in arch]
+
+    def network_weights(self):
+        """The network's weights w (not the architecture weights the cells mix with, arch_weights)."""
+        return [p for _, p in self.named_network_weights()]
 
     def cell_arch_parameters(self, cell):
         """One cell type's architecture parameters, by name without the cell suffix (`alphas`, `betas`, ...)."""
@@ -188,7 +193,7 @@ class _Supernet(nn.Module):
     def grams(self, weights, device):
         """alpha-DARTS: the attention sees W^T W of each cell type's op weights, so that the architecture
         itself steers which channels are searched; architecture weights stay float32."""
-        if not self.options['alpha_attention']:
+        if not self.alpha_attention:
             return {}
         with torch.autocast(device_type=device.type, enabled=False):
             return {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
@@ -230,16 +235,14 @@ class Network(_Supernet):
         _check_partial_channels(C, partial_channels)
         methods_lib.check_compatible(methods)
         self.methods = list(methods)
-        self._layers = layers
-        self._criterion = criterion or nn.CrossEntropyLoss()
+        self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self._multiplier = steps, multiplier
         self.num_edges = sum(i + 2 for i in range(steps))
         self.op_names = resolve_primitives(primitives)
         if location in ('mixed_with_operation', 'double_mixed'):
             self.op_names = self.op_names + list(EDGE_ATTENTION_OPS)
-        self.options = dict(primitives=primitives, partial_channels=partial_channels, alpha_attention=alpha_attention,
-                            location=location, max_skip=max_skip, in_channels=in_channels, image_size=image_size,
-                            steps=steps, multiplier=multiplier, stem_multiplier=stem_multiplier, pool_bn=pool_bn)
+        self.alpha_attention, self.max_skip, self.in_channels, self.image_size = (alpha_attention, max_skip,
+                                                                                 in_channels, image_size)
 
         C_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
@@ -306,9 +309,9 @@ class Network(_Supernet):
         for cell in self.cell_types:
             strength = strength_method.edge_strength(edge_strength(weights[cell], self.op_names), cell, self)
             cells[cell] = derive_cell(weights[cell], self.op_names, self.steps, strength)
-        if self.options['max_skip'] is not None:
+        if self.max_skip is not None:
             cells['normal'] = limit_skips(
-                weights['normal'], self.op_names, self.steps, self.options['max_skip'],
+                weights['normal'], self.op_names, self.steps, self.max_skip,
                 lambda w: strength_method.edge_strength(edge_strength(w, self.op_names), 'normal', self))
         return cells
 
@@ -381,11 +384,10 @@ class NetworkNB201(_Supernet):
             _check_partial_channels(stage_C, partial_channels)
         methods_lib.check_compatible(methods)
         self.methods = list(methods)
-        self._criterion = criterion or nn.CrossEntropyLoss()
+        self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self.num_edges = steps, steps * (steps + 1) // 2
         self.op_names = resolve_primitives('nas_bench_201')
-        self.options = dict(partial_channels=partial_channels, alpha_attention=alpha_attention, in_channels=in_channels,
-                            image_size=image_size, N=N)
+        self.alpha_attention, self.in_channels, self.image_size = alpha_attention, in_channels, image_size
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C))
         self.cells = nn.ModuleList()
         for stage in range(3):

@@ -123,7 +123,7 @@ def measurer(net, loader, amp_autocast, distributed, max_batches):
 
 def fine_tuning_optimizer(net, learning_rate, momentum, weight_decay):
     """The fine-tuning SGD, at a constant `learning_rate` (DARTS-PT: a tenth of the search's)."""
-    sgd = torch.optim.SGD(net.weights(), learning_rate, momentum=momentum, weight_decay=weight_decay)
+    sgd = torch.optim.SGD(net.network_weights(), learning_rate, momentum=momentum, weight_decay=weight_decay)
     return sgd, torch.optim.lr_scheduler.ConstantLR(sgd, factor=1.0, total_iters=0)
 
 

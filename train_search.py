@@ -81,7 +81,7 @@ def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrol
         alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
     loss, logits, _ = objective.loss(x, y, 'weights')
     w_optimizer.zero_grad(set_to_none=True)
-    loop.backward_step(loss, w_optimizer, objective.model.weights(), grad_clip, gradient_sync=gradient_sync)
+    loop.backward_step(loss, w_optimizer, objective.model.network_weights(), grad_clip, gradient_sync=gradient_sync)
     if update_architecture and objective.weight_step_first:
         alpha_loss = architect.step(x, y, x_alpha, y_alpha, lr, w_optimizer, unrolled)
     return loss, logits, alpha_loss
@@ -253,7 +253,7 @@ def build_loaders(args, train_split, info, device, distributed, channels_last):
 def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, generator=None):
     """(SGD of the weights, its cosine schedule over `schedule_epochs`, the Architect with Adam of the
     architecture), as in DARTS; `generator` is where the methods draw (see SearchObjective)."""
-    w_optimizer = torch.optim.SGD(model.weights(), args.learning_rate, momentum=args.momentum,
+    w_optimizer = torch.optim.SGD(model.network_weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
                                                            eta_min=args.learning_rate_min)

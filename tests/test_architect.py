@@ -56,11 +56,11 @@ def exact_unrolled_gradient(net, x_train, y_train, x_valid, y_valid, eta, moment
     named = [(name, p) for name, p in net.named_parameters() if all(p is not a for a in arch)]
     names, weights = zip(*named)
     buffers = buffers or [torch.zeros_like(w) for w in weights]
-    train_loss = net._criterion(net(x_train), y_train)
+    train_loss = net.criterion(net(x_train), y_train)
     grads = torch.autograd.grad(train_loss, weights, create_graph=True)
     unrolled = {name: w - eta * (g + weight_decay * w + momentum * b)
                 for name, w, g, b in zip(names, weights, grads, buffers)}
-    val_loss = net._criterion(functional_call(net, unrolled, (x_valid,)), y_valid)
+    val_loss = net.criterion(functional_call(net, unrolled, (x_valid,)), y_valid)
     return torch.autograd.grad(val_loss, arch)
 
 
@@ -74,22 +74,22 @@ def test_second_order_gradient_matches_autograd_through_the_unrolled_step(option
     net = smooth(tiny_supernet(primitives='none,avg_pool_3x3,skip_connect,sep_conv_3x3,dil_conv_3x3', **options))
     data = batches()
     eta = 0.5  # large, so that the second-order term is a sizeable part of the gradient
-    optimizer = torch.optim.SGD(net.weights(), eta, momentum=momentum, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(net.network_weights(), eta, momentum=momentum, weight_decay=weight_decay)
     if momentum:  # one weight step first, so that a momentum buffer enters the unrolled step
         optimizer.zero_grad()
-        net._criterion(net(data[0]), data[1]).backward()
+        net.criterion(net(data[0]), data[1]).backward()
         optimizer.step()
         net.zero_grad()
-    buffers = [optimizer.state[w]['momentum_buffer'] if momentum else None for w in net.weights()]
+    buffers = [optimizer.state[w]['momentum_buffer'] if momentum else None for w in net.network_weights()]
     exact = exact_unrolled_gradient(net, *data, eta, momentum, weight_decay, buffers if momentum else None)
     architect = Architect(net, SearchObjective(net), momentum, weight_decay, 3e-4, 1e-3)
-    before = [w.detach().clone() for w in net.weights()]
+    before = [w.detach().clone() for w in net.network_weights()]
     ours, _ = architect.unrolled_gradients(*data, eta, optimizer)
-    first_order = torch.autograd.grad(net._criterion(net(data[2]), data[3]), net.arch_parameters())
+    first_order = torch.autograd.grad(net.criterion(net(data[2]), data[3]), net.arch_parameters())
     error = (flat(ours) - flat(exact)).norm() / flat(exact).norm()
     assert error < 1e-3
     assert (flat(first_order) - flat(exact)).norm() / flat(exact).norm() > 10 * error
-    assert all(torch.equal(b, w) for b, w in zip(before, net.weights())), 'weights were not restored exactly'
+    assert all(torch.equal(b, w) for b, w in zip(before, net.network_weights())), 'weights were not restored exactly'
 
 
 def test_the_second_order_gradient_survives_bf16_autocast():
@@ -104,16 +104,16 @@ def test_the_second_order_gradient_survives_bf16_autocast():
 def test_first_order_step_moves_only_the_architecture():
     net = tiny_supernet()
     architect = Architect(net, SearchObjective(net), 0.9, 3e-4, 0.1, 1e-3)
-    weights = [w.detach().clone() for w in net.weights()]
+    weights = [w.detach().clone() for w in net.network_weights()]
     alphas = [a.detach().clone() for a in net.arch_parameters()]
-    architect.step(*batches(), 0.025, torch.optim.SGD(net.weights(), 0.025), unrolled=False)
-    assert all(torch.equal(w, v) for w, v in zip(weights, net.weights()))
+    architect.step(*batches(), 0.025, torch.optim.SGD(net.network_weights(), 0.025), unrolled=False)
+    assert all(torch.equal(w, v) for w, v in zip(weights, net.network_weights()))
     assert all(not torch.equal(a, v) for a, v in zip(alphas, net.arch_parameters()))
 
 
 def test_unrolled_steps_do_not_accumulate_tensors():
     net = tiny_supernet(partial_channels=2)
-    optimizer = torch.optim.SGD(net.weights(), 0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(net.network_weights(), 0.1, momentum=0.9)
     architect = Architect(net, SearchObjective(net), 0.9, 3e-4, 3e-4, 1e-3)
     data = batches()
 
@@ -126,7 +126,7 @@ def test_unrolled_steps_do_not_accumulate_tensors():
     counts = []
     for _ in range(4):
         architect.step(*data, 0.1, optimizer, unrolled=True)
-        loss = net._criterion(net(data[0]), data[1])
+        loss = net.criterion(net(data[0]), data[1])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -180,8 +180,8 @@ def test_discretization_loss_terms_are_reported_and_only_move_the_architecture()
     loss, _, terms = dal.loss(x, y, 'alpha')
     assert set(terms) == {'dal'} and terms['dal'] > 0
     assert torch.autograd.grad(terms['dal'], net.alphas_normal)[0].abs().sum() > 0
-    with_term = torch.autograd.grad(dal.loss(x, y, 'weights')[0], net.weights(), allow_unused=True)
-    without = torch.autograd.grad(plain.loss(x, y, 'weights')[0], plain_net.weights(), allow_unused=True)
+    with_term = torch.autograd.grad(dal.loss(x, y, 'weights')[0], net.network_weights(), allow_unused=True)
+    without = torch.autograd.grad(plain.loss(x, y, 'weights')[0], plain_net.network_weights(), allow_unused=True)
     assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(with_term, without))
     summary = dal.summary()
     assert summary['temperature'] == 1.0 and summary['alpha_dal'] > 0 and summary['weights_dal'] > 0
@@ -195,7 +195,7 @@ def test_da2s_holds_the_op_parameters_until_its_start_epoch():
     objective = SearchObjective(net)
     architect = Architect(net, objective, 0.9, 3e-4, 0.01, 1e-3)
     x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
-    optimizer = torch.optim.SGD(net.weights(), 0.1)
+    optimizer = torch.optim.SGD(net.network_weights(), 0.1)
     for epoch, alphas_move in ((1, False), (2, True)):
         objective.set_epoch(epoch, 5)
         alphas, betas = net.alphas_normal.detach().clone(), net.betas_normal.detach().clone()

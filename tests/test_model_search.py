@@ -31,7 +31,7 @@ def test_shapes_and_parameter_groups():
     assert net.alphas_normal.shape == (14, 8) and net.alphas_reduce.shape == (14, 8)
     assert not hasattr(net, 'betas_normal')
     arch = {id(p) for p in net.arch_parameters()}
-    weights = {id(p) for p in net.weights()}
+    weights = {id(p) for p in net.network_weights()}
     assert arch.isdisjoint(weights) and arch | weights == {id(p) for p in net.parameters()}
     assert {'alphas_normal', 'alphas_reduce'} <= set(net.state_dict())
     pc = tiny(partial_channels=4)

@@ -146,7 +146,7 @@ def test_carry_over_widens_weights_and_momentum_alike_and_keeps_the_architecture
     import architect as architect_lib
     old_net, net = supernet(8, 3, 3, image_size=8, partial_channels=4), supernet(8, 3, 3, image_size=8,
                                                                                 partial_channels=2)
-    old_sgd = torch.optim.SGD(old_net.weights(), 0.1, momentum=0.9)
+    old_sgd = torch.optim.SGD(old_net.network_weights(), 0.1, momentum=0.9)
     old_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(old_sgd, 4)
     old_architect = architect_lib.Architect(old_net, architect_lib.SearchObjective(old_net), 0.9, 3e-4, 6e-4, 1e-3)
     loss = old_net(torch.randn(2, 3, 8, 8)).sum()
@@ -154,7 +154,7 @@ def test_carry_over_widens_weights_and_momentum_alike_and_keeps_the_architecture
     old_sgd.step()
     old_architect.optimizer.step()
     old_scheduler.step()
-    sgd = torch.optim.SGD(net.weights(), 0.1, momentum=0.9)
+    sgd = torch.optim.SGD(net.network_weights(), 0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 4)
     new_architect = architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
     progressive.carry_over(train_search.StageState(old_net, old_sgd, old_scheduler, old_architect),
@@ -179,7 +179,7 @@ def test_drnas_second_half_runs_at_the_rates_of_its_code(restart_lr):
     50)) = 0.1 (1 + cos(pi e / 50)); --stage_lr continue keeps the single cosine, 0.05 (1 + cos(pi e / 50))."""
     import architect as architect_lib
     nets = [supernet(8, 3, 3, image_size=8, partial_channels=k) for k in (4, 2)]
-    sgds = [torch.optim.SGD(net.weights(), 0.1, momentum=0.9) for net in nets]
+    sgds = [torch.optim.SGD(net.network_weights(), 0.1, momentum=0.9) for net in nets]
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 50, eta_min=0.0) for sgd in sgds]
     architects = [architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
                   for net in nets]
@@ -247,6 +247,6 @@ def test_the_architecture_gradient_is_clipped_to_its_norm_when_asked():
         net = supernet(4, 3, 3, image_size=8)
         architect = Architect(net, SearchObjective(net), 0.9, 3e-4, 3e-4, 1e-3, arch_grad_clip=clip)
         x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
-        architect.step(x, y, x, y, 0.025, torch.optim.SGD(net.weights(), 0.025), unrolled=False)
+        architect.step(x, y, x, y, 0.025, torch.optim.SGD(net.network_weights(), 0.025), unrolled=False)
         norms[clip] = torch.cat([p.grad.flatten() for p in net.arch_parameters()]).norm().item()
     assert norms[0.0] > 1e-3 and norms[1e-3] == pytest.approx(1e-3, rel=1e-4)

@@ -71,7 +71,7 @@ def sdarts_setup(kind):
     net = supernet(4, 3, 3, image_size=8, sdarts=kind, sdarts_epsilon=0.3)
     sdarts = only(net, successors.SmoothDARTS)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
-    return net, sdarts, (lambda weights: net._criterion(net(x, weights), y))
+    return net, sdarts, (lambda weights: net.criterion(net(x, weights), y))
 
 
 def test_sdarts_epsilon_grows_linearly_from_0_03():
