@@ -28,7 +28,6 @@ import warnings
 import torch
 
 import bench
-import bench_cases
 import host_reads
 import loop
 import utils
@@ -51,7 +50,7 @@ def build_parser():
 
 def default_speed(device):
     """The speed settings the scripts choose by default on `device` (bf16 and channels_last on a GPU)."""
-    return bench_cases.Speed(loop.amp_dtype('auto', device), device.type == 'cuda', False, device)
+    return bench.Speed(loop.amp_dtype('auto', device), device.type == 'cuda', False, device)
 
 
 def environment(device, dry, folder):
@@ -88,7 +87,7 @@ def syncs(device, dry, folder):
     for method, unrolled, flags, allowed in cases:
         name = ' '.join([method, *(['--unrolled'] * unrolled), *flags])
         sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8)
-        case = bench_cases.search_case(method, ['--unrolled'] * unrolled + flags, sizes, True, default_speed(device))
+        case = bench.search_case(method, ['--unrolled'] * unrolled + flags, sizes, True, default_speed(device))
         case.step(), case.validate()
         with counting_syncs(device) as reads:
             for _ in range(steps):

@@ -8,7 +8,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-import discretization
+import discretization_aware
 from utils import UserError
 
 REGISTRY = []  # method classes, in the order their hooks apply
@@ -274,7 +274,7 @@ class DiscretizationAware(Method):
 
     def set_epoch(self, epoch, epochs):
         self.epoch = epoch
-        self.temperature = discretization.linear_temperature(epoch, epochs, self.linear_temperature_max) \
+        self.temperature = discretization_aware.linear_temperature(epoch, epochs, self.linear_temperature_max) \
             if self.linear_temperature_increase else self.base_temperature
 
     def transform(self, weights, phase, net):
@@ -289,7 +289,7 @@ class DiscretizationAware(Method):
             return {}
         total = 0
         for weights in net.arch_weights().values():
-            total = total + discretization.dal_loss(weights.ops, net.hard_ops(weights), net.node_slices())
+            total = total + discretization_aware.dal_loss(weights.ops, net.hard_ops(weights), net.node_slices())
         return {'dal': self.dal_factor * total}
 
     def logged(self, net):
@@ -347,17 +347,17 @@ class DA2S(Method):
     def arch_parameters(self, net):
         if not net.chooses_edges:
             return {}
-        return {'betas': torch.cat([discretization.da2s_initial_betas(rows.stop - rows.start)
+        return {'betas': torch.cat([discretization_aware.da2s_initial_betas(rows.stop - rows.start)
                                     for rows in net.node_slices()[1:]])}
 
     def op_weights(self, alphas):
-        return discretization.da2s_op_weights(alphas)
+        return discretization_aware.da2s_op_weights(alphas)
 
     def edge_weights(self, parameters, net):
         if 'betas' not in parameters:
             return None
         betas = parameters['betas']
-        return torch.cat([betas.new_ones(2)] + [discretization.da2s_edge_weights(betas[rows])
+        return torch.cat([betas.new_ones(2)] + [discretization_aware.da2s_edge_weights(betas[rows])
                                                 for rows in self.beta_slices(net)])
 
     def set_epoch(self, epoch, epochs):
@@ -367,7 +367,7 @@ class DA2S(Method):
         alphas = [getattr(net, f'alphas_{cell}') for cell in net.cell_types]
         betas = [getattr(net, f'betas_{cell}')[rows] for cell in net.cell_types if hasattr(net, f'betas_{cell}')
                  for rows in self.beta_slices(net)]
-        loss = discretization.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,
+        loss = discretization_aware.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,
                                         self.alpha_start)
         return {'da2s_ops': loss.op_term, 'da2s_edges': loss.edge_term}
 

@@ -1,5 +1,5 @@
 """The supernets of differentiable search and the derivation of their genotypes: DARTS's (`Cell`, `Network`)
-and NAS-Bench-201's (`NB201SearchCell`, `NetworkNB201`).
+and NAS-Bench-201's (`NB201SearchCell`, `SearchNetworkNB201`).
 
 Their edges are `mixed_op.MixedOp`s; the search methods (methods.py) decide the architecture weights the
 edges mix with and how the DARTS cell chooses its edges.
@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import methods as methods_lib
-import discretization
+import discretization_aware
 from derivation import best_attention, best_ops, derive_cell, edge_strength, limit_skips
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
 from mixed_op import AttentionMix, CellWeights, MixedOp
@@ -272,15 +272,15 @@ class Network(_Supernet):
 
     def node_slices(self):
         """The edges of each node: node i has i + 2 inputs."""
-        return discretization.node_slices(self.steps)
+        return discretization_aware.node_slices(self.steps)
 
     def hard_ops(self, weights):
         """Hard discretization: per node the two strongest edges with weight 1 on their best non-`none` op."""
-        return discretization.hard_discretize(weights.ops, self.steps, self.none_index, weights.edges)
+        return discretization_aware.hard_discretize(weights.ops, self.steps, self.none_index, weights.edges)
 
     def topk_ops(self, ops, temperature):
         """Differentiable top-k: top-1 over each edge's ops, top-2 over each node's (edge, op) weights."""
-        return discretization.differentiable_topk(ops, self.steps, temperature, self.none_index)
+        return discretization_aware.differentiable_topk(ops, self.steps, temperature, self.none_index)
 
     # ----------------------------------------------------------------------------------------------
     # Forward pass.
@@ -366,7 +366,7 @@ class NB201SearchCell(nn.Module):
         return nodes[-1]
 
 
-class NetworkNB201(_Supernet):
+class SearchNetworkNB201(_Supernet):
     """NAS-Bench-201's supernet (as the benchmark's DARTS search builds it): a 3x3 stem to C channels, three
     stages of N search cells at C, 2C and 4C channels joined by residual blocks of stride 2, BN and ReLU,
     global pooling, a linear classifier. One architecture weight per edge and op, shared by all cells:
@@ -408,11 +408,11 @@ class NetworkNB201(_Supernet):
 
     def hard_ops(self, weights):
         """Hard discretization at the edge level: weight 1 on each edge's best op, `none` included."""
-        return discretization.one_hot_best(weights.ops)
+        return discretization_aware.one_hot_best(weights.ops)
 
     def topk_ops(self, ops, temperature):
         """Differentiable top-1 over each edge's ops, `none` included (every edge is kept)."""
-        return ops * discretization.topk_mask(ops, 1, temperature, dim=1)
+        return ops * discretization_aware.topk_mask(ops, 1, temperature, dim=1)
 
     def forward(self, x, weights=None):
         weights = self.arch_weights() if weights is None else weights

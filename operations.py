@@ -188,7 +188,7 @@ POOLING_OPS = frozenset(name for name in OPS if 'pool' in name)
 DARTS_PRIMITIVES = ['none', 'max_pool_3x3', 'avg_pool_3x3', 'skip_connect',
                     'sep_conv_3x3', 'sep_conv_5x5', 'dil_conv_3x3', 'dil_conv_5x5']
 NB201_PRIMITIVES = ['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']  # the benchmark's order
-SEARCH_SPACES = {
+OP_SETS = {
     'darts': DARTS_PRIMITIVES,
     'darts_without_none': DARTS_PRIMITIVES[1:],  # FairDARTS's, DrNAS's and DARTS-PT's space
     'alpha_darts': DARTS_PRIMITIVES + ['max_pool_5x5', 'avg_pool_5x5'],
@@ -200,14 +200,14 @@ def resolve_primitives(spec):
     """A search-space name or a comma-separated list of op names -> list of op names."""
     if isinstance(spec, (list, tuple)):
         names = list(spec)
-    elif spec in SEARCH_SPACES:
-        names = list(SEARCH_SPACES[spec])
+    elif spec in OP_SETS:
+        names = list(OP_SETS[spec])
     else:
         names = [name.strip() for name in spec.split(',') if name.strip()]
     unknown = [name for name in names if name not in OPS]
     if unknown:
         raise UserError(f'unknown primitive {unknown[0]!r} in --primitives {spec!r}; use a search space '
-                        f'({", ".join(SEARCH_SPACES)}) or op names from: {", ".join(OPS)}')
+                        f'({", ".join(OP_SETS)}) or op names from: {", ".join(OPS)}')
     if not [name for name in names if name != 'none']:
         raise UserError(f'--primitives {spec!r} has no op besides none; an edge needs at least one op to compute')
     if len(set(names)) != len(names):

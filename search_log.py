@@ -1,6 +1,6 @@
 """What a search writes: the plan at its start, and at each epoch's end the derived cell, the architecture
 weights, the methods' terms and the cell's tabulated accuracies (log.txt, metrics.jsonl, genotype.json)."""
-import benchmark
+import nas_bench_201
 import genotypes
 import utils
 
@@ -45,7 +45,7 @@ def report_architecture(run, model, terms, valid, tables):
     if tables:
         looked_up = tables.lookup(genotype)
         fields.update(looked_up or {})
-        run.logger.info('benchmark: %s', benchmark.describe(looked_up))
+        run.logger.info('benchmark: %s', nas_bench_201.describe(looked_up))
     if run.distributed.is_main:
         genotypes.save_genotype(genotype, run.path('genotype.json'))
     return fields, f'valid_acc {valid["top1"]:.2f} skip_connect {fields["skip_connect"]}'

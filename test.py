@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import checkpoints
-import benchmark
+import nas_bench_201
 import data
 import export
 import genotypes
@@ -126,8 +126,8 @@ def look_up(args, cell=None):
         cell, _ = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch, space='nas_bench_201')
     if not isinstance(cell, genotypes.CellNB201):
         raise utils.UserError('--benchmark looks NAS-Bench-201 cells up; these weights hold a DARTS cell')
-    results = benchmark.Benchmark(args.benchmark).lookup(cell)
-    print(f'{cell}: {benchmark.describe(results)}')
+    results = nas_bench_201.Benchmark(args.benchmark).lookup(cell)
+    print(f'{cell}: {nas_bench_201.describe(results)}')
     results = {'benchmark_cell': str(cell), **(results or {})}
     if args.output and args.model_path is None:
         utils.write_json(args.output, results)

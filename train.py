@@ -111,7 +111,7 @@ def build_scheduler(optimizer, args):
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[args.warmup_epochs])
 
 
-def build_network(args, info, genotype, device, distributed, channels_last):
+def prepare_network(args, info, genotype, device, distributed, channels_last):
     """(network, its forward: under DDP and compiled as the flags say, its config for checkpoints)."""
     config = dict(kind=model_lib.network_kind(info.name, info.image_size, genotype), C=args.init_channels,
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
@@ -172,7 +172,7 @@ def retrain(args, checkpoint, device, distributed):
         raise utils.UserError(f'--compile leaves out a last batch smaller than --batch_size {args.batch_size}, and '
                               f'this training set has no full batch; lower --batch_size')
     test_loader = loaders.make_loader(test_split, info, args.batch_size, train=False, **loader_options)
-    net, forward, config = build_network(args, info, genotype, device, distributed, channels_last)
+    net, forward, config = prepare_network(args, info, genotype, device, distributed, channels_last)
     run = loop.Run('eval', args.save, args.exp_path, distributed, args.tensorboard)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 import architect as architect_lib
-import benchmark
+import nas_bench_201
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
@@ -201,14 +201,14 @@ def resolve_arguments(parser, argv):
         model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
     elif args.benchmark:
         raise utils.UserError('--benchmark looks cells up in NAS-Bench-201; give --search_space nas_bench_201')
-    plan_stages(args)
+    search_stages(args)
     typed = 'warmup_epochs' in given
     warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
                                        parser.get_default('epochs'), args.search_space)
     return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
 
 
-def plan_stages(args):
+def search_stages(args):
     """The search's stages (progressive.Stage), from the --stage_* flags and --skip_dropout."""
     primitives = 'nas_bench_201' if args.search_space == 'nas_bench_201' else args.primitives
     stages = progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout,
@@ -229,7 +229,7 @@ def build_model(args, info, layers, partial_channels, max_skip):
     """The supernet of the flags at a stage's depth and partial channels, with the search methods they switch
     on."""
     if args.search_space == 'nas_bench_201':
-        return model_search.NetworkNB201(
+        return model_search.SearchNetworkNB201(
             args.init_channels, layers, info.num_classes, nn.CrossEntropyLoss(),
             partial_channels=partial_channels, alpha_attention=args.alpha_attention,
             in_channels=info.in_channels, image_size=info.image_size, methods=methods.build(vars(args)))
@@ -358,7 +358,7 @@ def search(args, checkpoint, notes, device, distributed):
     # The methods' draws (GDAS's and DrNAS's samples, SDARTS's noise) come from one generator, seeded alike on
     # every rank and saved in checkpoints, so all ranks sample the same architecture, before and after a resume.
     generator = torch.Generator(device).manual_seed(args.seed)
-    stages, first = plan_stages(args), checkpoint.get('stage', 0) if checkpoint else 0
+    stages, first = search_stages(args), checkpoint.get('stage', 0) if checkpoint else 0
 
     def supernet(stage):
         return build_model(args, info, stage.layers, stage.partial_channels, args.max_skip).to(
@@ -371,7 +371,7 @@ def search(args, checkpoint, notes, device, distributed):
     train_queue, alpha_queue, valid_queue = build_loaders(args, train_split, info, device, distributed, channels_last)
     search_run = SearchRun(run, {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last},
                            train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
-                           args.unrolled, benchmark.Benchmark(args.benchmark) if args.benchmark else None)
+                           args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None)
     with loop.Session(run, 'search', args.report_freq, device) as session:
         for stage in stages[first:] if first != 'pt' else ():
             if stage.index != first:

@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn as nn
 import bench
-import bench_cases
 import gpu_check
 import loop
 import methods
@@ -210,9 +209,9 @@ def test_da2s_holds_the_op_parameters_until_its_start_epoch():
 def test_a_search_step_never_reads_the_device_on_the_host(method, unrolled, flags, allowed):
     """An architecture step, a weight step and a validation pass, as on a GPU: each value read on the host
     would wait for the device. Supernets with candidates removed (P-DARTS, DrNAS) take the masked paths."""
-    speed = bench_cases.Speed(None, True, False, torch.device('cpu'))
+    speed = bench.Speed(None, True, False, torch.device('cpu'))
     sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8)  # attention needs 16
-    case = bench_cases.search_case(method, ['--unrolled'] * unrolled + flags, sizes, True, speed)
+    case = bench.search_case(method, ['--unrolled'] * unrolled + flags, sizes, True, speed)
     if 'stage_layers' in methods.presets()[method]:
         case.model.set_op_masks(progressive.keep_strongest(case.model, 4))
     case.step(), case.validate()  # the first step makes the optimisers' state
@@ -238,9 +237,9 @@ def time_limit(seconds):
 
 @pytest.mark.parametrize('method', sorted(methods.presets()))
 def test_nan_architecture_weights_reach_the_loss_guard_in_every_method(method):
-    speed = bench_cases.Speed(None, False, False, torch.device('cpu'))
+    speed = bench.Speed(None, False, False, torch.device('cpu'))
     sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8)
-    case = bench_cases.search_case(method, [], sizes, True, speed)
+    case = bench.search_case(method, [], sizes, True, speed)
     with torch.no_grad():
         for parameter in case.model.arch_parameters():
             parameter.fill_(float('nan'))

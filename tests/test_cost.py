@@ -8,7 +8,7 @@ from conftest import load_script, metrics, supernet
 
 import cost
 import methods
-from model_search import NetworkNB201
+from model_search import SearchNetworkNB201
 from operations import OPS
 from utils import UserError
 
@@ -21,7 +21,7 @@ TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size'
 
 
 def nb201(**flags):
-    return NetworkNB201(4, 1, 10, image_size=16, methods=methods.build({'cost_penalty': 1.0, **flags}))
+    return SearchNetworkNB201(4, 1, 10, image_size=16, methods=methods.build({'cost_penalty': 1.0, **flags}))
 
 
 def test_params_are_those_of_the_evaluation_op_summed_over_the_cells_of_a_type():

@@ -9,7 +9,7 @@ import cost
 import derivation
 import methods
 import successors
-from model_search import NetworkNB201
+from model_search import SearchNetworkNB201
 
 # Small integers as op parameters: ties between ops and between edges are common, and softmax keeps them.
 alphas_of = st.lists(st.integers(0, 3), min_size=14 * 8, max_size=14 * 8)
@@ -77,7 +77,7 @@ def test_fair_darts_reports_on_the_derived_cell(alphas):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 3), min_size=6 * 5, max_size=6 * 5))
 def test_every_derivation_of_a_nas_bench_201_cell_agrees_with_the_rule(alphas):
-    net = NetworkNB201(4, 1, 3, image_size=8, methods=methods.build({}))
+    net = SearchNetworkNB201(4, 1, 3, image_size=8, methods=methods.build({}))
     with torch.no_grad():
         net.alphas_normal.copy_(torch.tensor(alphas, dtype=torch.float).view(6, 5))
     ops = net.detached_weights()['normal'].ops

@@ -162,7 +162,7 @@ def test_bad_options_give_one_sentence():
         tiny(location='everywhere')
 
 
-ALPHA_OPS = operations.SEARCH_SPACES['alpha_darts']
+ALPHA_OPS = operations.OP_SETS['alpha_darts']
 
 
 @pytest.mark.parametrize('stride', [1, 2])
@@ -240,8 +240,8 @@ def test_attention_locations_register_their_weights_and_derive_their_genotype(lo
 
 def nb201_supernet(**options):
     import methods
-    from model_search import NetworkNB201
-    return NetworkNB201(16, 1, 5, image_size=16, methods=methods.build(options), **options)
+    from model_search import SearchNetworkNB201
+    return SearchNetworkNB201(16, 1, 5, image_size=16, methods=methods.build(options), **options)
 
 
 @pytest.mark.parametrize('build', [

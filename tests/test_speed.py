@@ -5,7 +5,6 @@ import pytest
 import torch
 from conftest import load_script, supernet
 
-import bench_cases
 import genotypes
 import loop
 import model
@@ -125,8 +124,8 @@ def test_bench_reports_the_median_of_the_timed_steps_after_the_warm_up(monkeypat
 
 def test_the_benchmarked_search_step_is_a_real_one():
     """It moves both the architecture (first, on its batch) and the weights, as a search step does."""
-    speed = bench_cases.Speed(None, False, False, torch.device('cpu'))
-    batch_size, step, model, _ = bench_cases.search_case('pc_darts', [], bench.TINY, True, speed)
+    speed = bench.Speed(None, False, False, torch.device('cpu'))
+    batch_size, step, model, _ = bench.search_case('pc_darts', [], bench.TINY, True, speed)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     step()
     after = model.state_dict()

@@ -8,7 +8,6 @@ import torch
 from conftest import load_script, metrics, supernet
 
 import bench
-import bench_cases
 import methods
 import operations
 import parallel
@@ -238,8 +237,8 @@ def test_gdas_on_nas_bench_201_gives_each_unsampled_op_the_gradient_of_its_edges
     cell): sum(weights[i] * edge(x) if i == argmax else weights[i] for each op i), so an unsampled op's weight,
     0 in the forward pass, gets d(loss)/d(edge output) summed over its elements, in every cell that shares
     it; in the DARTS space's cell (its MixedOp's forward_gdas: op(x) * weights[index]) it gets nothing."""
-    from model_search import NB201SearchCell, NetworkNB201
-    for net in (NetworkNB201(4, 1, 3, image_size=8, methods=methods.build({'gdas': True})),
+    from model_search import NB201SearchCell, SearchNetworkNB201
+    for net in (SearchNetworkNB201(4, 1, 3, image_size=8, methods=methods.build({'gdas': True})),
                 supernet(4, 3, 3, image_size=8, gdas=True)):
         torch.manual_seed(0)
         sampled = only(net, successors.GDAS).transform(net.arch_weights(), 'alpha', net)
@@ -266,8 +265,8 @@ def test_step_order_weights_first_takes_the_weight_step_before_the_architecture_
                         loss(self, x, y, phase, params))
     for flags, order in (([], ['alpha', 'weights']), (['--step_order', 'weights_first'], ['weights', 'alpha'])):
         phases.clear()
-        bench_cases.search_case('darts', flags, dict(bench.TINY, search_channels=8), True,
-                                bench_cases.Speed(None, False, False, torch.device('cpu'))).step()
+        bench.search_case('darts', flags, dict(bench.TINY, search_channels=8), True,
+                                bench.Speed(None, False, False, torch.device('cpu'))).step()
         assert phases == order
 
 

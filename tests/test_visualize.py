@@ -192,7 +192,7 @@ def test_coinciding_candidates_stay_apart():
     line style, and its points sit apart along the epoch axis."""
     figure = drawing.require('matplotlib.figure').Figure()
     ax = figure.subplots()
-    labels = operations.SEARCH_SPACES['alpha_darts']
+    labels = operations.OP_SETS['alpha_darts']
     colors = drawing.require('matplotlib').colormaps['tab10']
     drawing.plot_candidates(ax, [0], [[0.1]] * len(labels), labels, colors)
     lines = ax.get_lines()

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from discretization import (
+from discretization_aware import (
     da2s_clamp,
     da2s_edge_loss,
     da2s_edge_weights,
