@@ -1,7 +1,7 @@
 """Search methods as units: one class each, at the search engine's extension points, with flags and presets.
 
 Each method writes its change to DARTS in one class and registers it here with its flags and its paper's
-presets; adding a method is one class in one place (see "Adding a method" in the README)."""
+presets; adding a method is one class in one place (see docs/adding-a-method.md)."""
 import argparse
 import inspect
 

@@ -1,7 +1,9 @@
 """The code base keeps no unused code: vulture at 60% confidence finds nothing beyond its whitelist. A method
-class is used through its @register decorator (methods.REGISTRY), which vulture is told to see through."""
+class is used through its @register decorator (methods.REGISTRY), which vulture is told to see through. And
+every link of the README and the docs leads to a file and a header that exist."""
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -14,3 +16,24 @@ def test_vulture_finds_no_unused_code():
                              '@register', *modules,
                              os.path.join(ROOT, 'tests', 'vulture_whitelist.py')], capture_output=True, text=True)
     assert result.returncode == 0 and not result.stdout, result.stdout + result.stderr
+
+
+def anchors(path):
+    """GitHub's anchors of a Markdown file's headers."""
+    headers = re.findall(r'^#+ (.*)$', open(path, encoding='utf-8').read(), re.M)
+    return {re.sub(r'[^\w\- ]', '', header.lower()).replace(' ', '-') for header in headers}
+
+
+def test_every_link_of_the_readme_and_the_docs_leads_somewhere():
+    pages = [os.path.join(ROOT, 'README.md'), *sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md')))]
+    broken = []
+    for page in pages:
+        text = re.sub(r'```.*?```', '', open(page, encoding='utf-8').read(), flags=re.S)
+        for target in re.findall(r'\]\(([^)\s]+)\)', text):
+            if target.startswith('http'):
+                continue
+            path, _, anchor = target.partition('#')
+            resolved = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+            if not os.path.exists(resolved) or (anchor and anchor not in anchors(resolved)):
+                broken.append(f'{os.path.relpath(page, ROOT)}: {target}')
+    assert not broken, broken

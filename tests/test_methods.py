@@ -1,5 +1,5 @@
-"""methods.py: the registry, the methods of the seed papers on the extension points, and the README's
-"Adding a method" example, run exactly as the README prints it."""
+"""methods.py: the registry, the methods of the seed papers on the extension points, and the "Adding a method"
+example (docs/adding-a-method.md), run exactly as the page prints it."""
 import json
 import math
 import os
@@ -84,10 +84,9 @@ def test_a_perturbation_reaches_the_weight_step_only():
 
 
 def readme_example():
-    """The Python block of the README's "Adding a method"."""
-    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
-    section = readme[readme.index('### Adding a method'):]
-    return re.search(r'```python\n(.*?)```', section, re.DOTALL).group(1)
+    """The Python block of docs/adding-a-method.md."""
+    page = open(os.path.join(ROOT, 'docs', 'adding-a-method.md'), encoding='utf-8').read()
+    return re.search(r'```python\n(.*?)```', page, re.DOTALL).group(1)
 
 
 def mean_op_entropy(folder):
@@ -97,7 +96,7 @@ def mean_op_entropy(folder):
 
 
 @pytest.mark.slow
-def test_the_readme_example_method_is_one_class_and_works(in_tmp, monkeypatch):
+def test_the_example_method_is_one_class_and_works(in_tmp, monkeypatch):
     monkeypatch.setattr(methods, 'REGISTRY', list(methods.REGISTRY))
     exec(readme_example(), vars(methods))  # as if pasted at the end of methods.py (test below: successors.py)
     assert len(readme_example().splitlines()) <= 25
@@ -111,8 +110,8 @@ def test_the_readme_example_method_is_one_class_and_works(in_tmp, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_readme_example_pasted_into_successors_is_taken_in_by_every_script_and_test(tmp_path):
-    """In a copy of the repository with nothing changed but the README's block at the end of successors.py."""
+def test_the_example_pasted_into_successors_is_taken_in_by_every_script_and_test(tmp_path):
+    """In a copy of the repository with nothing changed but the page's block at the end of successors.py."""
     copy = tmp_path / 'repo'
     files = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for name in files:
