@@ -20,7 +20,7 @@ def test_the_dry_run_does_every_phase_and_writes_each_ones_json(in_tmp, capsys):
     gdas = next(row for row in results['syncs']['cases'] if row['case'] == 'gdas')
     assert gdas['host_reads_per_step'] == gdas['allowed'] == 3
     assert {row['case'] for row in results['speed']['cases']} == {
-        'search darts (1st order)', 'search darts (2nd order)', 'search pc_darts', 'search pc_darts (2nd order)',
+        'search darts', 'search darts (2nd order)', 'search pc_darts', 'search pc_darts (2nd order)',
         'train DARTS_V2 b8'}
     table = capsys.readouterr().out
     assert all(f'{phase} ' in table for phase in gpu_check.PHASES)

@@ -101,7 +101,7 @@ def test_bench_runs_on_the_cpu_and_prints_the_table(in_tmp, capsys):
                          'darts,pc_darts', '--output', 'bench.json'])
     printed = capsys.readouterr().out
     names = [row['case'] for row in report['results']]
-    assert names == ['search darts (1st order)', 'search darts (2nd order)', 'search pc_darts',
+    assert names == ['search darts', 'search darts (2nd order)', 'search pc_darts',
                      'search pc_darts (2nd order)', 'train DARTS_V2 b8', 'infer DARTS_V2 b8', 'loader b8']
     assert all(name in printed for name in names) and 'images/s' in printed
     saved = json.loads((in_tmp / 'bench.json').read_text())
