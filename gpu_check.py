@@ -32,6 +32,7 @@ import host_reads
 import loop
 import utils
 from architect import Architect, SearchObjective
+from methods import Methods
 from model_search import Network
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -105,7 +106,7 @@ def second_order_gradient(device, autocast, C, layers, batch_size, image_size):
     """(architecture gradient, finite-difference product) of one unrolled step of a DARTS supernet from fixed
     weights, momentum buffer and batches, under `autocast` (a context factory)."""
     torch.manual_seed(0)
-    net = Network(C, 10, layers, image_size=image_size).to(device)
+    net = Network(C, 10, layers, image_size=image_size, methods=Methods()).to(device)
     optimizer = torch.optim.SGD(net.network_weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     generator = torch.Generator().manual_seed(1)
     x_train, x_valid = (torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)

@@ -136,6 +136,19 @@ def check_compatible(methods):
             raise UserError(f'{owners[0].switch} and {owners[1].switch} both {what}; use one of them')
 
 
+class Methods(list):
+    """The methods of one search, in the order their hooks apply, as the supernet takes them: a list that
+    also names the method owning each hook whose result is one value (the op weights, the edge weights, the
+    derived cell's edge strengths), or DARTS's defaults where none does. Two owners of one are refused."""
+
+    def __init__(self, methods=()):
+        super().__init__(methods)
+        check_compatible(self)
+
+    def owner(self, hook):
+        return next((method for method in self if overrides(method, hook)), Method())
+
+
 # The papers whose changes to DARTS are options of the supernet or of the search, not a method class: their
 # presets alone. DARTS itself; alpha-DARTS's channel attention (--alpha_attention) and Att-DARTS's attention
 # mixtures (--location) change what an edge computes, so they are options of the supernet (model_search.py);
@@ -180,15 +193,14 @@ def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs, search_spac
 
 
 def build(options):
-    """The methods that `options` (flag name -> value) switch on, each given the values it takes."""
+    """The Methods that `options` (flag name -> value) switch on, each given the values it takes."""
     methods = []
     for method_class in REGISTRY:
         names = inspect.signature(method_class).parameters
         method = method_class(**{name: options[name] for name in names if name in options})
         if method.active():
             methods.append(method)
-    check_compatible(methods)
-    return methods
+    return Methods(methods)
 
 
 # ---------------------------------------------------------------------------------------------

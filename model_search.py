@@ -8,7 +8,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import methods as methods_lib
 import discretization_aware
 from derivation import best_attention, best_ops, derive_cell, edge_strength, limit_skips
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
@@ -171,15 +170,12 @@ class _Supernet(nn.Module):
         suffix = f'_{cell}'
         return {name[:-len(suffix)]: getattr(self, name) for name in self._arch_names if name.endswith(suffix)}
 
-    def _owner(self, hook):
-        return next((method for method in self.methods if methods_lib.overrides(method, hook)), methods_lib.Method())
-
     def arch_weights(self):
         """Soft weights of every cell type: the op mixture (DARTS: softmax of the op parameters; a method may
         define its own), the edge weights of a method that has them, and the attention mixtures. Always
         float32."""
         result = {}
-        op_method, edge_method = self._owner('op_weights'), self._owner('edge_weights')
+        op_method, edge_method = self.methods.owner('op_weights'), self.methods.owner('edge_weights')
         for cell in self.cell_types:
             parameters = {name: value.float() for name, value in self.cell_arch_parameters(cell).items()}
             optional = {field: F.softmax(parameters[name], dim=-1) for field, name in (
@@ -211,6 +207,13 @@ class _Supernet(nn.Module):
                     for cell, w in self.arch_weights().items()}
 
 
+def _required_methods(methods):
+    """The supernet takes its methods composed (methods.Methods): it calls their hooks, and knows no method."""
+    if not hasattr(methods, 'owner'):
+        raise TypeError('a supernet takes methods=methods.build(flags), or methods.Methods() for DARTS alone')
+    return methods
+
+
 def _check_partial_channels(C, partial_channels):
     if partial_channels < 1 or C % partial_channels:
         raise UserError(f'--partial_channels {partial_channels} must divide --init_channels {C}')
@@ -220,21 +223,20 @@ class Network(_Supernet):
     """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
     a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
     in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS). `methods`
-    (methods.Method) decide the architecture weights and how the cell is derived; without any, DARTS's
-    softmax and top-2 rule."""
+    (methods.Methods, as methods.build gives them; methods.Methods() for DARTS alone) decide the
+    architecture weights and how the cell is derived."""
 
     cell_types = ('normal', 'reduce')
     chooses_edges = True  # each node keeps two of its inputs
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
                  primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
-                 max_skip=None, in_channels=3, image_size=32, methods=(), pool_bn=True):
+                 max_skip=None, in_channels=3, image_size=32, methods=None, pool_bn=True):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
         _check_partial_channels(C, partial_channels)
-        methods_lib.check_compatible(methods)
-        self.methods = list(methods)
+        self.methods = _required_methods(methods)
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self._multiplier = steps, multiplier
         self.num_edges = sum(i + 2 for i in range(steps))
@@ -304,7 +306,7 @@ class Network(_Supernet):
         node the two strongest inputs (by the methods' edge strengths) and on each its best non-`none` op,
         with the skip cap; what the genotype, the cost of the derived cell and FairDARTS's report read."""
         weights = self.detached_weights()
-        strength_method = self._owner('edge_strength')
+        strength_method = self.methods.owner('edge_strength')
         cells = {}
         for cell in self.cell_types:
             strength = strength_method.edge_strength(edge_strength(weights[cell], self.op_names), cell, self)
@@ -372,18 +374,17 @@ class SearchNetworkNB201(_Supernet):
     global pooling, a linear classifier. One architecture weight per edge and op, shared by all cells:
     `arch_parameters()[0]` is 6 x 5, edges 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 and ops none, skip_connect,
     nor_conv_1x1, nor_conv_3x3, avg_pool_3x3. Options: partial_channels, alpha_attention, in_channels,
-    image_size, and the search `methods`."""
+    image_size, and the search `methods` (methods.Methods)."""
 
     cell_types = ('normal',)
     chooses_edges = False  # every node keeps all its inputs
 
     def __init__(self, C, N, num_classes, criterion=None, partial_channels=1, alpha_attention=False, in_channels=3,
-                 image_size=32, methods=(), steps=3):
+                 image_size=32, methods=None, steps=3):
         super().__init__()
         for stage_C in (C, 2 * C, 4 * C):
             _check_partial_channels(stage_C, partial_channels)
-        methods_lib.check_compatible(methods)
-        self.methods = list(methods)
+        self.methods = _required_methods(methods)
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self.num_edges = steps, steps * (steps + 1) // 2
         self.op_names = resolve_primitives('nas_bench_201')

@@ -2,6 +2,7 @@ import pytest
 import torch
 from conftest import supernet
 
+import methods
 import operations
 from mixed_op import MixedOp, channel_shuffle
 from model_search import Network
@@ -217,7 +218,7 @@ def test_alpha_attention_passes_architecture_gradient_through_both_paths():
 ])
 def test_attention_locations_register_their_weights_and_derive_their_genotype(location, names):
     torch.manual_seed(0)
-    net = Network(16, 3, 3, location=location, image_size=8)
+    net = Network(16, 3, 3, location=location, image_size=8, methods=methods.Methods())
     assert [name for name, _ in net.named_arch_parameters()] == ['alphas_normal', 'alphas_reduce'] + names
     assert set(names) <= set(net.state_dict())
     net(torch.randn(2, 3, 8, 8)).sum().backward()
@@ -269,3 +270,15 @@ def test_every_convolution_of_a_channels_last_supernet_reads_channels_last(build
     logits = net(x.contiguous(memory_format=torch.channels_last))
     assert not nchw, nchw
     assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_the_supernet_knows_no_method_and_takes_them_composed():
+    import ast
+    import os
+    from conftest import ROOT
+    tree = ast.parse(open(os.path.join(ROOT, 'model_search.py'), encoding='utf-8').read())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not imported & {'methods', 'successors', 'cost'}
+    with pytest.raises(TypeError, match=r'methods=methods.build\(flags\), or methods.Methods\(\) for DARTS alone'):
+        Network(16, 3, 3, image_size=8, methods=[])

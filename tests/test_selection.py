@@ -7,6 +7,7 @@ import torch
 from conftest import load_script, metrics, supernet
 
 import genotypes
+import methods
 import model_search
 import selection
 from utils import UserError
@@ -65,7 +66,7 @@ def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
 
 
 def test_nas_bench_201_rounds_decide_ops_only_and_may_keep_none():
-    net = model_search.SearchNetworkNB201(4, 1, 4)
+    net = model_search.SearchNetworkNB201(4, 1, 4, methods=methods.Methods())
     assert selection.rounds(net) == 6 and selection.epochs(net, 5) == 26
 
     def accuracy_of(weights):  # without none the supernet fails
