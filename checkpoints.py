@@ -174,6 +174,16 @@ def resolve_arguments(parser, argv, kind, presets=lambda args: {}):
                                  'exp_path': os.path.dirname(path)}), checkpoint
 
 
+def selecting(checkpoint):
+    """Whether a search's checkpoint is within DARTS-PT's selection (written before 2026-11-28: stage 'pt')."""
+    return checkpoint.get('selecting', False) or checkpoint.get('stage') == 'pt'
+
+
+def search_stage(checkpoint, stages):
+    """(stage index, selecting) of a search's checkpoint; a search of `stages` stages selects after its last."""
+    return (stages - 1, True) if selecting(checkpoint) else (checkpoint.get('stage', 0), False)
+
+
 def find_checkpoint(resume, exp_path):
     """`--resume PATH` names a checkpoint file or an experiment folder; bare `--resume` uses --exp_path."""
     path = resume or exp_path

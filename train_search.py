@@ -186,7 +186,7 @@ def resolve_arguments(parser, argv):
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
     if checkpoint:
-        if checkpoint.get('stage') == 'pt' and args.selection != 'pt':
+        if checkpoints.selecting(checkpoint) and args.selection != 'pt':
             raise utils.UserError('this run is in its DARTS-PT selection; resume it with --selection pt')
         if args.epochs != checkpoint['args']['epochs'] and (args.stage_layers or args.selection == 'pt'):
             raise utils.UserError('--epochs cannot change when a search in stages or with --selection pt resumes')
@@ -266,17 +266,19 @@ def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, ge
 
 
 def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, begin_epoch, held_after=None):
-    """Epochs first_epoch..first_epoch+epochs-1 of `stage` (its index, or 'pt'), which make up `span` (for the
-    time left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each.
+    """Epochs first_epoch..first_epoch+epochs-1 of stage index `stage`, which make up `span` (for the time
+    left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each.
     begin_epoch(epoch of the stage) -> (whether the architecture trains, fields of the epoch's metrics row).
-    The methods' schedules run over the stage's epochs, or, with `held_after`, stay where a stage of that
-    many epochs left them (DARTS-PT's fine-tuning)."""
+    The methods' schedules run over the stage's epochs; with `held_after` the epochs are DARTS-PT's selection
+    after the last stage, its schedules held where a stage of that many epochs left them (its metrics rows
+    say `stage: pt`)."""
+    selecting = held_after is not None
     run, distributed, objective = search_run.run, search_run.distributed, state.architect.objective
     optimizers = {'w': state.w_optimizer, 'alpha': state.architect.optimizer}
 
     def checkpoint_at(epoch, step, meters):
         samples = step * search_run.run_args['batch_size'] * distributed.world_size
-        return {'kind': 'search', 'args': search_run.run_args, 'stage': stage,
+        return {'kind': 'search', 'args': search_run.run_args, 'stage': stage, 'selecting': selecting,
                 'method_rng': objective.generator.get_state(),
                 **checkpoints.training_state(state.model, optimizers, state.scheduler, None, epoch, samples, meters,
                                              session.history, distributed)}
@@ -284,7 +286,7 @@ def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, 
     end_epoch = first_epoch + epochs
     clock = loop.RunClock(max(first_epoch, session.start.epoch), end_epoch)
     for epoch in session.epochs(first_epoch, end_epoch):
-        if held_after:
+        if selecting:
             objective.hold_at_end(held_after)
         else:
             objective.set_epoch(epoch - first_epoch, epochs)
@@ -304,7 +306,7 @@ def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, 
         fields, words = search_log.report_architecture(run, state.model, {**fields, **objective.summary()}, valid,
                                                        search_run.tables)
         state.scheduler.step()
-        epoch_run.finish(lr, {'stage': stage, **fields}, words, clock, span)
+        epoch_run.finish(lr, {'stage': 'pt' if selecting else stage, **fields}, words, clock, span)
         run.save(checkpoint_at(epoch + 1, 0, loop.new_meters()))
 
 
@@ -317,7 +319,7 @@ def begin(session, search_run, checkpoint, state):
         state.architect.objective.generator.set_state(checkpoint['method_rng'])
 
 
-def select_cell(search_run, session, state, first_epoch, args, checkpoint):
+def select_cell(search_run, session, state, stage, first_epoch, args, checkpoint):
     """DARTS-PT's selection after the search (or resumed within it): the supernet fine-tunes at a tenth of the
     search's learning rate, held constant, and decides every --pt_interval epochs on --pt_batches validation
     batches (0: all); the Architect carries on from the search, its methods' schedules held where the search
@@ -335,7 +337,7 @@ def select_cell(search_run, session, state, first_epoch, args, checkpoint):
                                selection.rounds(model), args.pt_interval)
     begin_epoch = selection.decision_epochs(model, args.pt_interval, args.seed, state.architect.objective,
                                             accuracy_of, search_run.run.logger)
-    search_epochs(search_run, session, 'pt', 'the DARTS-PT selection', state, first_epoch,
+    search_epochs(search_run, session, stage, 'the DARTS-PT selection', state, first_epoch,
                   selection.epochs(model, args.pt_interval), begin_epoch, held_after=args.epochs)
 
 
@@ -358,14 +360,16 @@ def search(args, checkpoint, notes, device, distributed):
     # The methods' draws (GDAS's and DrNAS's samples, SDARTS's noise) come from one generator, seeded alike on
     # every rank and saved in checkpoints, so all ranks sample the same architecture, before and after a resume.
     generator = torch.Generator(device).manual_seed(args.seed)
-    stages, first = search_stages(args), checkpoint.get('stage', 0) if checkpoint else 0
+    stages = search_stages(args)
+    # Where the run starts: a stage's index, and whether its search is over and DARTS-PT's selection under way.
+    first, selecting = (checkpoints.search_stage(checkpoint, len(stages)) if checkpoint else (0, False))
 
     def supernet(stage):
         return build_model(args, info, stage.layers, stage.partial_channels, args.max_skip).to(
             device, memory_format=loop.memory_format(channels_last))
 
     schedule_epochs = args.epochs * (len(stages) if args.stage_continue else 1)
-    model = supernet(stages[-1 if first == 'pt' else first])  # built first: bad options leave no run folder
+    model = supernet(stages[first])  # built first: bad options leave no run folder
     state = None
     run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
     train_queue, alpha_queue, valid_queue = build_loaders(args, train_split, info, device, distributed, channels_last)
@@ -373,7 +377,7 @@ def search(args, checkpoint, notes, device, distributed):
                            train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
                            args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None)
     with loop.Session(run, 'search', args.report_freq, device) as session:
-        for stage in stages[first:] if first != 'pt' else ():
+        for stage in stages[first:] if not selecting else ():
             if stage.index != first:
                 masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
                 previous, model = state, supernet(stage)
@@ -401,7 +405,7 @@ def search(args, checkpoint, notes, device, distributed):
         if args.selection == 'pt':
             state = state or StageState(model, *build_optimizers(args, model, distributed, amp_autocast,
                                                                  schedule_epochs, generator))
-            select_cell(search_run, session, state, len(stages) * args.epochs, args, checkpoint)
+            select_cell(search_run, session, state, stages[-1].index, len(stages) * args.epochs, args, checkpoint)
     run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',

@@ -104,6 +104,16 @@ def test_pt_after_a_search_equals_pt_on_the_finished_folder(in_tmp):
     assert 'DARTS-PT round 17: reduce node' in (in_tmp / 'later' / 'log.txt').read_text()
 
 
+def test_a_checkpoint_of_the_selection_names_the_last_stage_and_one_of_the_old_form_still_resumes(in_tmp):
+    pt = ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1']
+    cell = train_search.main(TINY + ['--epochs', '1', '--exp_path', 'run'] + pt)
+    checkpoint = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=False)
+    assert (checkpoint['stage'], checkpoint['selecting']) == (0, True)
+    del checkpoint['selecting']
+    torch.save({**checkpoint, 'stage': 'pt'}, in_tmp / 'run' / 'checkpoint.pt')  # as written before 2026-11-28
+    assert train_search.main(['--resume', 'run'] + pt) == cell
+
+
 def test_pt_refuses_a_longer_resumed_run_and_a_resume_without_it(in_tmp):
     train_search.main(TINY + ['--epochs', '1', '--exp_path', 'done'])
     with pytest.raises(UserError, match='--epochs cannot change'):
