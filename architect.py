@@ -146,9 +146,9 @@ class Architect:
             parameter.grad = torch.zeros_like(parameter) if grad is None else grad
         if self.arch_grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(arch, self.arch_grad_clip)
-        frozen = self.objective.frozen_arch_parameters()
+        frozen = {id(parameter) for parameter in self.objective.frozen_arch_parameters()}
         for group in self.optimizer.param_groups:
-            group['lr'] = 0.0 if group['name'] in frozen else self.arch_learning_rate
+            group['lr'] = 0.0 if id(group['params'][0]) in frozen else self.arch_learning_rate
         self.optimizer.step()
         return loss.detach()
 

@@ -40,11 +40,12 @@ class Method:
     (architect.SearchObjective) call these hooks; each default keeps DARTS as it is, so a method overrides
     only what it changes. `net` is the supernet (DARTS's or NAS-Bench-201's): `net.cell_types`,
     `net.node_slices()`, `net.op_names`, `net.none_index`, `net.chooses_edges`, `net.hard_ops(weights)`,
-    `net.topk_ops(ops, temperature)`, `net.arch_weights()` and the architecture parameters by name.
+    `net.topk_ops(ops, temperature)`, `net.arch_weights()`, and the architecture parameters of a cell type:
+    `net.op_parameters(cell)` (alpha) and `net.parameters_of(self, cell)` (the method's own, by its names).
 
     The architecture weights the supernet mixes with:
       arch_parameters(net)              extra architecture parameters of one cell type, {name: initial value};
-                                        the supernet registers them as NAME_normal and NAME_reduce
+                                        the supernet registers them for each cell type (NAME_normal, ...)
       op_weights(alphas)                each edge's op mixture from its op parameters (DARTS: softmax)
       edge_weights(parameters, net)     each edge's weight from a cell type's parameters {name: tensor}
     A search step:
@@ -56,7 +57,7 @@ class Method:
       perturb(weights, loss_of, net)    the weight step's weights, perturbed; loss_of(weights) is its loss
       regularisers(phase, net)          named loss terms added in 'alpha' or 'weights' (in the weight step
                                         they are logged but move no weight)
-      frozen(net)                       names of architecture parameters held still this epoch
+      frozen(net)                       architecture parameters held still this epoch
     The derived cell:
       edge_strength(strength, cell, net)   how strongly each edge competes for its node's two inputs
                                            (DARTS: its best non-`none` op weight times its edge weight)
@@ -376,9 +377,9 @@ class DA2S(Method):
         self.epoch, self.epochs = epoch, epochs
 
     def regularisers(self, phase, net):
-        alphas = [getattr(net, f'alphas_{cell}') for cell in net.cell_types]
-        betas = [getattr(net, f'betas_{cell}')[rows] for cell in net.cell_types if hasattr(net, f'betas_{cell}')
-                 for rows in self.beta_slices(net)]
+        alphas = [net.op_parameters(cell) for cell in net.cell_types]
+        betas = [net.parameters_of(self, cell)['betas'][rows] for cell in net.cell_types
+                 if 'betas' in net.parameters_of(self, cell) for rows in self.beta_slices(net)]
         loss = discretization_aware.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,
                                         self.alpha_start)
         return {'da2s_ops': loss.op_term, 'da2s_edges': loss.edge_term}
@@ -386,8 +387,8 @@ class DA2S(Method):
     def frozen(self, net):
         """alpha's learning rate is 0 until the entropy term starts (epochs counted from 1)."""
         if self.epoch + 1 < self.alpha_start:
-            return {name for name, _ in net.named_arch_parameters() if not name.startswith('betas')}
+            return {net.op_parameters(cell) for cell in net.cell_types}
         return set()
 
     def edge_strength(self, strength, cell, net):
-        return torch.cat([strength[:2], getattr(net, f'betas_{cell}').detach().float().cpu()])
+        return torch.cat([strength[:2], net.parameters_of(self, cell)['betas'].detach().float().cpu()])

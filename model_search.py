@@ -92,10 +92,13 @@ class _Supernet(nn.Module):
 
         for cell in self.cell_types:
             register(f'alphas_{cell}', 1e-3 * torch.randn(self.num_edges, len(self.op_names)))
+        self._method_parameters = {}  # id(method) -> {cell type: {its name: parameter}}
         for cell in self.cell_types:
             for method in self.methods:
                 for name, value in method.arch_parameters(self).items():
                     register(f'{name}_{cell}', value)
+                    self._method_parameters.setdefault(id(method), {}).setdefault(cell, {})[name] = getattr(
+                        self, f'{name}_{cell}')
         for name, shape in mixtures:
             for cell in self.cell_types:
                 register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
@@ -164,6 +167,14 @@ class _Supernet(nn.Module):
     def network_weights(self):
         """The network's weights w (not the architecture weights the cells mix with, arch_weights)."""
         return [p for _, p in self.named_network_weights()]
+
+    def op_parameters(self, cell):
+        """The op parameters alpha of a cell type: E x ops."""
+        return getattr(self, f'alphas_{cell}')
+
+    def parameters_of(self, method, cell):
+        """The architecture parameters `method` asked for (its arch_parameters), of a cell type, by its names."""
+        return self._method_parameters.get(id(method), {}).get(cell, {})
 
     def cell_arch_parameters(self, cell):
         """One cell type's architecture parameters, by name without the cell suffix (`alphas`, `betas`, ...)."""

@@ -75,7 +75,7 @@ def prune_architecture(net, masks):
     kept stay as they are; the architecture optimiser keeps its state, as DrNAS's does."""
     with torch.no_grad():
         for cell, mask in masks.items():
-            net.cell_arch_parameters(cell)['alphas'].masked_fill_(~mask.to(torch.bool), 0.0)
+            net.op_parameters(cell).masked_fill_(~mask.to(torch.bool), 0.0)
 
 
 def stage_epochs(stage, net, warmup_epochs, epochs, logs_rate):

@@ -51,7 +51,7 @@ class BetaDecay(Method):
     def regularisers(self, phase, net):
         if phase != 'alpha':
             return {}
-        smoothmax = sum(torch.logsumexp(getattr(net, f'alphas_{cell}'), dim=-1).mean() for cell in net.cell_types)
+        smoothmax = sum(torch.logsumexp(net.op_parameters(cell), dim=-1).mean() for cell in net.cell_types)
         return {'beta_decay': self.current * smoothmax}
 
     def logged(self, net):
@@ -380,7 +380,7 @@ class DirichletSampling(Method):
 
     def transform(self, weights, phase, net):
         return {cell: w.replace(ops=net.mask_ops(cell, dirichlet_sample(dirichlet_concentration(
-                    net.cell_arch_parameters(cell)['alphas'].float()), self.generator)))
+                    net.op_parameters(cell).float()), self.generator)))
                 for cell, w in weights.items()}
 
     def regularisers(self, phase, net):
@@ -388,7 +388,7 @@ class DirichletSampling(Method):
             return {}
         total = 0
         for cell in net.cell_types:
-            concentration = dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
+            concentration = dirichlet_concentration(net.op_parameters(cell).float())
             prior = torch.distributions.Dirichlet(torch.ones_like(concentration), validate_args=False)
             total = total + torch.distributions.kl_divergence(
                 torch.distributions.Dirichlet(concentration, validate_args=False), prior).sum()
@@ -396,6 +396,6 @@ class DirichletSampling(Method):
 
     def logged(self, net):
         with torch.no_grad():  # each edge's total concentration over the ops that remain on it
-            totals = [(dirichlet_concentration(net.cell_arch_parameters(cell)['alphas'].float())
+            totals = [(dirichlet_concentration(net.op_parameters(cell).float())
                        * net.op_mask(cell)).sum(dim=-1) for cell in net.cell_types]
         return {'dirichlet_concentration': torch.cat(totals).mean().item()}
