@@ -37,3 +37,9 @@ def test_every_link_of_the_readme_and_the_docs_leads_somewhere():
             if not os.path.exists(resolved) or (anchor and anchor not in anchors(resolved)):
                 broken.append(f'{os.path.relpath(page, ROOT)}: {target}')
     assert not broken, broken
+
+
+def test_the_readmes_tables_name_every_script_and_module_once():
+    readme = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+    listed = re.findall(r'^\| `([a-z_0-9]+\.py)` \|', readme, re.M)
+    assert sorted(listed) == sorted(os.path.basename(path) for path in glob.glob(os.path.join(ROOT, '*.py')))
