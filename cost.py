@@ -23,32 +23,6 @@ from utils import UserError, count_flops, timed, write_json
 COSTS = {'params': 'M parameters', 'flops': 'MFLOPs', 'latency': 'ms'}
 
 
-def edge_inputs(net):
-    """[(cell type, edge, channels, stride, height, width)] of every mixed edge of every cell, recorded
-    during one forward pass of an image of the supernet's size."""
-    records, handles = [], []
-    for cell in net.cells:
-        if not hasattr(cell, '_ops'):
-            continue  # NAS-Bench-201's residual blocks
-        cell_type = 'reduce' if getattr(cell, 'reduction', False) else 'normal'
-        for edge, mixed in enumerate(cell._ops):
-            handles.append(mixed.register_forward_pre_hook(
-                lambda module, inputs, t=cell_type, e=edge: records.append(
-                    (t, e, inputs[0].shape[1], module.stride, *inputs[0].shape[2:]))))
-    parameter = next(net.parameters())
-    size, channels = net.image_size, net.in_channels
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, channels, size, size, device=parameter.device))
-    finally:
-        net.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return records
-
-
 def op_key(name, channels, stride, height, width):
     """How the latency table names an op: `sep_conv_3x3 C16 s1 32x32`."""
     return f'{name} C{channels} s{stride} {height}x{width}'
@@ -80,7 +54,7 @@ def cost_tables(net, kind, latencies=None):
     """{cell type: E x ops tensor}: the cost of each op on each edge, summed over the cells of that type."""
     tables = {cell: torch.zeros(net.num_edges, len(net.op_names)) for cell in net.cell_types}
     cache = {}
-    for cell, edge, channels, stride, height, width in edge_inputs(net):
+    for cell, edge, channels, stride, height, width in net.edge_inputs():
         for o, name in enumerate(net.op_names):
             key = (name, channels, stride, height, width)
             if key not in cache:
@@ -110,7 +84,7 @@ def measure_latency_table(net, device, path, steps=20, warmup=5):
     """Time every op of the supernet's edges on `device`, one image at a time, and write the table."""
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     table = {}
-    for _, _, channels, stride, height, width in edge_inputs(net):
+    for _, _, channels, stride, height, width in net.edge_inputs():
         for name in net.op_names:
             key = op_key(name, channels, stride, height, width)
             if name == 'none' or key in table:

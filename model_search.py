@@ -168,6 +168,30 @@ class _Supernet(nn.Module):
         """The network's weights w (not the architecture weights the cells mix with, arch_weights)."""
         return [p for _, p in self.named_network_weights()]
 
+    def edge_inputs(self):
+        """[(cell type, edge, channels, stride, height, width)] of every mixed edge of every cell, recorded
+        during one forward pass of an image of the supernet's size (the cost model's tables read them)."""
+        records, handles = [], []
+        for cell in self.cells:
+            if not hasattr(cell, '_ops'):
+                continue  # NAS-Bench-201's residual blocks
+            cell_type = 'reduce' if getattr(cell, 'reduction', False) else 'normal'
+            for edge, mixed in enumerate(cell._ops):
+                handles.append(mixed.register_forward_pre_hook(
+                    lambda module, inputs, t=cell_type, e=edge: records.append(
+                        (t, e, inputs[0].shape[1], module.stride, *inputs[0].shape[2:]))))
+        parameter = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                self(torch.zeros(1, self.in_channels, self.image_size, self.image_size, device=parameter.device))
+        finally:
+            self.train(was_training)
+            for handle in handles:
+                handle.remove()
+        return records
+
     def op_parameters(self, cell):
         """The op parameters alpha of a cell type: E x ops."""
         return getattr(self, f'alphas_{cell}')
