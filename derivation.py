@@ -34,15 +34,8 @@ def best_ops(ops, none_index=None):
 def strongest_edges(strength, slices, inputs=INPUTS_PER_NODE):
     """[nodes, inputs]: the edges of each node's `inputs` largest strengths, strongest first; ties to the
     lower edge index."""
-    chosen = []
-    for rows in slices:
-        remaining, picks = strength[rows].detach(), []
-        for _ in range(inputs):
-            pick = remaining.argmax()
-            picks.append(pick + rows.start)
-            remaining = remaining.index_fill(0, pick.unsqueeze(0), float('-inf'))
-        chosen.append(torch.stack(picks))
-    return torch.stack(chosen)
+    return torch.stack([strength[rows].detach().sort(descending=True, stable=True).indices[:inputs] + rows.start
+                        for rows in slices])
 
 
 def best_attention(weights):
