@@ -1,7 +1,8 @@
 """The architecture step of the bilevel optimisation (DARTS, section 2.3) and the search engine around it.
 
 `SearchObjective` computes a search step's losses: for each phase, the architecture weights the supernet
-mixes with and the regularisers that join the cross-entropy, as the search methods (methods.py) decide.
+mixes with and the regularisers that join the cross-entropy, as the search methods (methods.py) decide; it
+holds the methods, with the architecture they search (architecture.Architecture).
 `Architect` updates the architecture parameters with Adam, from the first-order gradient or the
 second-order (unrolled) one.
 """
@@ -15,43 +16,43 @@ import loop
 
 class SearchObjective:
     """The engine of a search step. For each phase ('alpha': the architecture step, 'weights': the weight step,
-    'eval': the validation pass) it asks the supernet's methods (model.methods, see methods.py) which
-    architecture weights to mix with, how to perturb them in the weight step, and which regularisers join
-    the cross-entropy; it averages what they log over the epoch."""
+    'eval': the validation pass) it asks the search methods of `arch` (architecture.Architecture; see
+    methods.py) which architecture weights to mix with, how to perturb them in the weight step, and which
+    regularisers join the cross-entropy; it averages what they log over the epoch. `model` is the supernet."""
 
-    def __init__(self, model, amp_autocast=contextlib.nullcontext, generator=None, weight_step_first=False):
+    def __init__(self, arch, amp_autocast=contextlib.nullcontext, generator=None, weight_step_first=False):
         """`generator`: where the methods draw their random numbers (None: torch's global one); a search under
         torchrun gives every rank the same one, so that all ranks sample the same architecture.
         `weight_step_first`: a search step takes the weight step before the architecture step (GDAS's code)."""
-        self.model = model
+        self.arch, self.model, self.methods = arch, arch.net, arch.methods
         self.weight_step_first = weight_step_first
         self.amp_autocast = amp_autocast
         self.generator = generator
-        for method in model.methods:
+        for method in self.methods:
             method.generator = generator
         self.set_epoch(0, 1)
 
     def set_epoch(self, epoch, epochs):
         """Epochs count from 0, as the search loop does."""
-        for method in self.model.methods:
+        for method in self.methods:
             method.set_epoch(epoch, epochs)
         self.terms = {}
 
     def hold_at_end(self, epochs):
         """The methods' schedules as a search of `epochs` epochs leaves them (DARTS-PT's fine-tuning)."""
-        for method in self.model.methods:
+        for method in self.methods:
             method.hold_at_end(epochs)
         self.terms = {}
 
     def frozen_arch_parameters(self):
-        return set().union(*(method.frozen(self.model) for method in self.model.methods))
+        return set().union(*(method.frozen(self.arch) for method in self.methods))
 
     def arch_weights(self, phase):
         """The weights `phase` mixes with; the weight step and evaluation treat the architecture as constant."""
         with contextlib.nullcontext() if phase == 'alpha' else torch.no_grad():
-            weights = self.model.arch_weights()
-            for method in self.model.methods:
-                weights = method.transform(weights, phase, self.model)
+            weights = self.arch.weights()
+            for method in self.methods:
+                weights = method.transform(weights, phase, self.arch)
         return weights
 
     def extra_losses(self, phase):
@@ -60,8 +61,8 @@ class SearchObjective:
         if phase == 'eval':
             return {}
         terms = {}
-        for method in self.model.methods:
-            terms.update(method.regularisers(phase, self.model))
+        for method in self.methods:
+            terms.update(method.regularisers(phase, self.arch))
         if phase == 'weights':
             terms = {name: value.detach() for name, value in terms.items()}
         return terms
@@ -91,8 +92,8 @@ class SearchObjective:
         """(total loss, logits, {term: value}) for a batch; `params` replaces the weights (unrolled step)."""
         weights = self.arch_weights(phase)  # float32, outside autocast
         if phase == 'weights':
-            for method in self.model.methods:
-                weights = method.perturb(weights, lambda w: self._cross_entropy(x, target, w)[0], self.model)
+            for method in self.methods:
+                weights = method.perturb(weights, lambda w: self._cross_entropy(x, target, w)[0], self.arch)
         loss, logits = self._cross_entropy(x, target, weights, params)
         terms = self.extra_losses(phase)
         for name, value in terms.items():
@@ -103,8 +104,8 @@ class SearchObjective:
     def summary(self):
         """What the methods log and the epoch's mean of each loss term (one device sync, at epoch end)."""
         row = {}
-        for method in self.model.methods:
-            row.update(method.logged(self.model))
+        for method in self.methods:
+            row.update(method.logged(self.arch))
         for name, values in self.terms.items():
             row[name] = torch.stack(values).mean().item()
         return row
@@ -113,15 +114,15 @@ class SearchObjective:
 class Architect:
     """Adam on the architecture parameters (betas `arch_beta1` and 0.999; DARTS: 0.5)."""
 
-    def __init__(self, model, objective, network_momentum, network_weight_decay, arch_learning_rate,
+    def __init__(self, objective, network_momentum, network_weight_decay, arch_learning_rate,
                  arch_weight_decay, gradient_sync=None, arch_beta1=0.5, arch_grad_clip=0.0):
-        self.model = model
+        self.model = model = objective.model
         self.objective = objective
         # With several processes every gradient is averaged over them, so all ranks take the same step.
         self.gradient_sync = gradient_sync or (lambda tensors, parameters: None)
         self.network_momentum = network_momentum
         self.network_weight_decay = network_weight_decay
-        if any(method.replaces_arch_weight_decay for method in model.methods):
+        if any(method.replaces_arch_weight_decay for method in objective.methods):
             arch_weight_decay = 0.0  # DrNAS's KL regulariser
         # One group per parameter, so that a method can hold some of them still (DA2S's early epochs).
         self.optimizer = torch.optim.Adam(

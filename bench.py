@@ -29,7 +29,7 @@ import model as model_lib
 import parallel
 import utils
 from train import train_step
-from train_search import build_model, build_optimizers, resolve_arguments, search_stages, search_step
+from train_search import build_architecture, build_optimizers, resolve_arguments, search_stages, search_step
 from train_search import build_parser as build_search_parser
 
 # Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
@@ -69,7 +69,7 @@ class Speed:
 class SearchCase(NamedTuple):
     batch_size: int
     step: Callable  # () -> the search step's (loss, logits, architecture loss)
-    model: torch.nn.Module  # the supernet
+    arch: object  # the architecture.Architecture searched (its supernet is arch.net)
     validate: Callable  # () -> logits of the validation pass on one batch
 
 
@@ -86,10 +86,10 @@ def search_case(method, extra, sizes, tiny, speed):
     search_args, _, _ = resolve_arguments(build_search_parser(), flags)
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
     stage = search_stages(search_args)[0]
-    model = build_model(search_args, info, stage.layers, stage.partial_channels, search_args.max_skip).to(
-        speed.device, memory_format=speed.memory_format)
+    arch = build_architecture(search_args, info, stage.layers, stage.partial_channels, search_args.max_skip)
+    model = arch.net.to(speed.device, memory_format=speed.memory_format)
     model.skip_dropout = stage.skip_dropout
-    w_optimizer, _, architect = build_optimizers(search_args, model, parallel.Distributed(), speed.autocast, 1)
+    w_optimizer, _, architect = build_optimizers(search_args, arch, parallel.Distributed(), speed.autocast, 1)
     objective = architect.objective
     objective.set_epoch(search_args.epochs // 2, search_args.epochs)
     batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
@@ -105,7 +105,7 @@ def search_case(method, extra, sizes, tiny, speed):
             logits = model(alpha_batch[0], objective.arch_weights('eval'))
         model.train()
         return logits
-    return SearchCase(search_args.batch_size, step, model, validate)
+    return SearchCase(search_args.batch_size, step, arch, validate)
 
 
 def train_case(batch_size, sizes, speed, inference):
@@ -226,8 +226,8 @@ def latency_table(args, device):
     size = search_args.image_size or data.DEFAULT_IMAGE_SIZE[search_args.dataset]
     info = data.DatasetInfo(search_args.dataset, 10, 3, size, (0.5,) * 3, (0.25,) * 3)
     stage = search_stages(search_args)[0]
-    supernet = build_model(search_args, info, stage.layers, stage.partial_channels, None)
-    table = cost.measure_latency_table(supernet, device, args.latency_table, args.steps, args.warmup)
+    arch = build_architecture(search_args, info, stage.layers, stage.partial_channels, None)
+    table = cost.measure_latency_table(arch, device, args.latency_table, args.steps, args.warmup)
     print(f'wrote {args.latency_table}: {len(table)} ops, from {min(table.values()):.3f} to '
           f'{max(table.values()):.3f} ms; search with: python train_search.py '
           f'{args.search_flags + " " if args.search_flags else ""}--cost latency --latency_table {args.latency_table}')

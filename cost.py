@@ -50,12 +50,12 @@ def op_cost(kind, name, channels, stride, height, width, latencies=None):
     return count_flops(op, (1, channels, height, width)) / 1e6
 
 
-def cost_tables(net, kind, latencies=None):
+def cost_tables(arch, kind, latencies=None):
     """{cell type: E x ops tensor}: the cost of each op on each edge, summed over the cells of that type."""
-    tables = {cell: torch.zeros(net.num_edges, len(net.op_names)) for cell in net.cell_types}
+    tables = {cell: torch.zeros(arch.net.num_edges, len(arch.net.op_names)) for cell in arch.net.cell_types}
     cache = {}
-    for cell, edge, channels, stride, height, width in net.edge_inputs():
-        for o, name in enumerate(net.op_names):
+    for cell, edge, channels, stride, height, width in arch.net.edge_inputs(arch.weights()):
+        for o, name in enumerate(arch.net.op_names):
             key = (name, channels, stride, height, width)
             if key not in cache:
                 cache[key] = op_cost(kind, *key, latencies=latencies)
@@ -63,10 +63,10 @@ def cost_tables(net, kind, latencies=None):
     return tables
 
 
-def derived_edges(net):
+def derived_edges(arch):
     """{cell type: [(edge, op index)]} of the derived cell."""
-    return {cell: [(edge, net.op_names.index(entry[0])) for entry, edge in entries]
-            for cell, entries in net.derived().items()}
+    return {cell: [(edge, arch.net.op_names.index(entry[0])) for entry, edge in entries]
+            for cell, entries in arch.derived().items()}
 
 
 def read_latency_table(path):
@@ -80,12 +80,12 @@ def read_latency_table(path):
         raise UserError(f'--latency_table {path} is not a table written by bench.py --latency_table') from None
 
 
-def measure_latency_table(net, device, path, steps=20, warmup=5):
+def measure_latency_table(arch, device, path, steps=20, warmup=5):
     """Time every op of the supernet's edges on `device`, one image at a time, and write the table."""
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     table = {}
-    for _, _, channels, stride, height, width in net.edge_inputs():
-        for name in net.op_names:
+    for _, _, channels, stride, height, width in arch.net.edge_inputs(arch.weights()):
+        for name in arch.net.op_names:
             key = op_key(name, channels, stride, height, width)
             if name == 'none' or key in table:
                 continue
@@ -127,31 +127,31 @@ class CostPenalty(Method):
     def active(self):
         return self.penalty > 0
 
-    def _tables(self, net):
+    def _tables(self, arch):
         if self.tables is None:
             latencies = read_latency_table(self.latency_path) if self.kind == 'latency' else None
-            self.tables = cost_tables(net, self.kind, latencies)
+            self.tables = cost_tables(arch, self.kind, latencies)
         return self.tables
 
-    def expected_cost(self, net, weights):
+    def expected_cost(self, arch, weights):
         device = next(iter(weights.values())).ops.device
         if self.device_tables is None or next(iter(self.device_tables.values())).device != device:
-            self.device_tables = {cell: table.to(device) for cell, table in self._tables(net).items()}
+            self.device_tables = {cell: table.to(device) for cell, table in self._tables(arch).items()}
         total = 0
         for cell, w in weights.items():
             per_edge = (w.ops * self.device_tables[cell]).sum(dim=-1)
             total = total + (per_edge if w.edges is None else per_edge * w.edges).sum()
         return total
 
-    def regularisers(self, phase, net):
+    def regularisers(self, phase, arch):
         if phase != 'alpha':
             return {}
-        return {f'{self.kind}_cost': self.penalty * self.expected_cost(net, net.arch_weights())}
+        return {f'{self.kind}_cost': self.penalty * self.expected_cost(arch, arch.weights())}
 
-    def logged(self, net):
-        tables = self._tables(net)
-        derived = sum(tables[cell][edge, op].item() for cell, edges in derived_edges(net).items()
+    def logged(self, arch):
+        tables = self._tables(arch)
+        derived = sum(tables[cell][edge, op].item() for cell, edges in derived_edges(arch).items()
                       for edge, op in edges)
         with torch.no_grad():
-            expected = self.expected_cost(net, net.arch_weights()).item()
+            expected = self.expected_cost(arch, arch.weights()).item()
         return {f'expected_{self.kind}': expected, f'derived_{self.kind}': derived}

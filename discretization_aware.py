@@ -85,6 +85,24 @@ def differentiable_topk(weights, steps, temperature, none_index=0):
     return _with_none(candidates * edge_mask * node_mask, none_index)
 
 
+def hard_ops(weights, net):
+    """The hard discretization of one cell type's CellWeights in supernet `net`'s cell: per node of the DARTS
+    cell the two strongest edges with weight 1 on their best non-`none` op; where every node keeps all its
+    inputs (NAS-Bench-201) weight 1 on each edge's best op, `none` included."""
+    if net.chooses_edges:
+        return hard_discretize(weights.ops, net.steps, net.none_index, weights.edges)
+    return one_hot_best(weights.ops)
+
+
+def topk_ops(ops, net, temperature):
+    """The differentiable top-k of one cell type's op weights in supernet `net`'s cell: top-1 over each edge's
+    ops and, in the DARTS cell, top-2 over each node's (edge, op) weights; where every node keeps all its
+    inputs, top-1 over each edge's ops, `none` included."""
+    if net.chooses_edges:
+        return differentiable_topk(ops, net.steps, temperature, net.none_index)
+    return ops * topk_mask(ops, 1, temperature, dim=1)
+
+
 def linear_temperature(epoch, epochs, t_max):
     """T = max(1, T_max · epoch / epochs), epoch counted from 0 (the last epoch gets T_max · (E − 1) / E)."""
     return max(1.0, t_max * epoch / epochs)

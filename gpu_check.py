@@ -32,6 +32,7 @@ import host_reads
 import loop
 import utils
 from architect import Architect, SearchObjective
+from architecture import Architecture
 from methods import Methods
 from model_search import Network
 
@@ -106,16 +107,17 @@ def second_order_gradient(device, autocast, C, layers, batch_size, image_size):
     """(architecture gradient, finite-difference product) of one unrolled step of a DARTS supernet from fixed
     weights, momentum buffer and batches, under `autocast` (a context factory)."""
     torch.manual_seed(0)
-    net = Network(C, 10, layers, image_size=image_size, methods=Methods()).to(device)
+    net = Network(C, 10, layers, image_size=image_size).to(device)
+    arch = Architecture(net, Methods())
     optimizer = torch.optim.SGD(net.network_weights(), 0.025, momentum=0.9, weight_decay=3e-4)
     generator = torch.Generator().manual_seed(1)
     x_train, x_valid = (torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
                         for _ in range(2))
     y_train, y_valid = (torch.randint(0, 10, (batch_size,), generator=generator).to(device) for _ in range(2))
     optimizer.zero_grad()
-    net.criterion(net(x_train), y_train).backward()
+    net.criterion(net(x_train, arch.weights()), y_train).backward()
     optimizer.step()
-    architect = Architect(net, SearchObjective(net, autocast), 0.9, 3e-4, 3e-4, 1e-3)
+    architect = Architect(SearchObjective(arch, autocast), 0.9, 3e-4, 3e-4, 1e-3)
     products = []
     hessian_vector_product = architect._hessian_vector_product
     architect._hessian_vector_product = lambda *a: products.append(hessian_vector_product(*a)) or products[-1]

@@ -36,33 +36,33 @@ def register(method_class):
 
 
 class Method:
-    """A search method's changes to DARTS. The supernet (model_search.Network) and the search engine
-    (architect.SearchObjective) call these hooks; each default keeps DARTS as it is, so a method overrides
-    only what it changes. `net` is the supernet (DARTS's or NAS-Bench-201's): `net.cell_types`,
-    `net.node_slices()`, `net.op_names`, `net.none_index`, `net.chooses_edges`, `net.hard_ops(weights)`,
-    `net.topk_ops(ops, temperature)`, `net.arch_weights()`, and the architecture parameters of a cell type:
-    `net.op_parameters(cell)` (alpha) and `net.parameters_of(self, cell)` (the method's own, by its names).
+    """A search method's changes to DARTS. The search (architecture.Architecture and architect.SearchObjective)
+    calls these hooks; each default keeps DARTS as it is, so a method overrides only what it changes. `arch`
+    is the architecture.Architecture being searched: `arch.net` is the supernet (DARTS's or NAS-Bench-201's:
+    `arch.net.cell_types`, `.node_slices()`, `.op_names`, `.none_index`, `.chooses_edges`), `arch.weights()`
+    the soft weights of every cell type, and the architecture parameters of a cell type are
+    `arch.op_parameters(cell)` (alpha) and `arch.parameters_of(self, cell)` (the method's own, by its names).
 
     The architecture weights the supernet mixes with:
-      arch_parameters(net)              extra architecture parameters of one cell type, {name: initial value};
+      arch_parameters(arch)             extra architecture parameters of one cell type, {name: initial value};
                                         the supernet registers them for each cell type (NAME_normal, ...)
       op_weights(alphas)                each edge's op mixture from its op parameters (DARTS: softmax)
-      edge_weights(parameters, net)     each edge's weight from a cell type's parameters {name: tensor}
+      edge_weights(cell, arch)          each edge's weight in a cell type, from the method's own parameters
     A search step:
       set_epoch(epoch, epochs)          schedules; epochs count from 0
       hold_at_end(epochs)               the schedules' values once a search of `epochs` epochs has ended,
                                         held while DARTS-PT fine-tunes (default: its last epoch's)
-      transform(weights, phase, net)    the weights a phase mixes with: 'alpha' (the architecture step),
+      transform(weights, phase, arch)   the weights a phase mixes with: 'alpha' (the architecture step),
                                         'weights' (the weight step) or 'eval' (the validation pass)
-      perturb(weights, loss_of, net)    the weight step's weights, perturbed; loss_of(weights) is its loss
-      regularisers(phase, net)          named loss terms added in 'alpha' or 'weights' (in the weight step
+      perturb(weights, loss_of, arch)   the weight step's weights, perturbed; loss_of(weights) is its loss
+      regularisers(phase, arch)         named loss terms added in 'alpha' or 'weights' (in the weight step
                                         they are logged but move no weight)
-      frozen(net)                       architecture parameters held still this epoch
+      frozen(arch)                      architecture parameters held still this epoch
     The derived cell:
-      edge_strength(strength, cell, net)   how strongly each edge competes for its node's two inputs
+      edge_strength(strength, cell, arch)  how strongly each edge competes for its node's two inputs
                                            (DARTS: its best non-`none` op weight times its edge weight)
     Logging:
-      logged(net)                       values for the log and metrics.jsonl, every epoch
+      logged(arch)                      values for the log and metrics.jsonl, every epoch
 
     `add_arguments(parser)` adds the method's flags, and the constructor takes their values by name (it may
     also read other flags of train_search.py, such as partial_channels). `presets` maps a --method name to
@@ -85,13 +85,13 @@ class Method:
         """Whether the flags switch the method on."""
         return True
 
-    def arch_parameters(self, net):
+    def arch_parameters(self, arch):
         return {}
 
     def op_weights(self, alphas):
         return F.softmax(alphas, dim=-1)
 
-    def edge_weights(self, parameters, net):
+    def edge_weights(self, cell, arch):
         return None
 
     def set_epoch(self, epoch, epochs):
@@ -100,22 +100,22 @@ class Method:
     def hold_at_end(self, epochs):
         self.set_epoch(epochs - 1, epochs)
 
-    def transform(self, weights, phase, net):
+    def transform(self, weights, phase, arch):
         return weights
 
-    def perturb(self, weights, loss_of, net):
+    def perturb(self, weights, loss_of, arch):
         return weights
 
-    def regularisers(self, phase, net):
+    def regularisers(self, phase, arch):
         return {}
 
-    def frozen(self, net):
+    def frozen(self, arch):
         return set()
 
-    def edge_strength(self, strength, cell, net):
+    def edge_strength(self, strength, cell, arch):
         return strength
 
-    def logged(self, net):
+    def logged(self, arch):
         return {}
 
 
@@ -232,12 +232,12 @@ class EdgeNormalization(Method):
     def active(self):
         return self.on
 
-    def arch_parameters(self, net):
-        return {'betas': 1e-3 * torch.randn(net.num_edges)}
+    def arch_parameters(self, arch):
+        return {'betas': 1e-3 * torch.randn(arch.net.num_edges)}
 
-    def edge_weights(self, parameters, net):
-        betas = parameters['betas']
-        return torch.cat([F.softmax(betas[rows], dim=-1) for rows in net.node_slices()])
+    def edge_weights(self, cell, arch):
+        betas = arch.parameters_of(self, cell)['betas']
+        return torch.cat([F.softmax(betas[rows], dim=-1) for rows in arch.net.node_slices()])
 
 
 @register
@@ -290,35 +290,37 @@ class DiscretizationAware(Method):
         self.temperature = discretization_aware.linear_temperature(epoch, epochs, self.linear_temperature_max) \
             if self.linear_temperature_increase else self.base_temperature
 
-    def transform(self, weights, phase, net):
+    def transform(self, weights, phase, arch):
         if phase != 'alpha' and self.hd_on_weights:
-            return hard_weights(weights, net)
+            return hard_weights(weights, arch)
         if self.topk[phase]:
-            return {cell: w.replace(ops=net.topk_ops(w.ops, self.temperature)) for cell, w in weights.items()}
+            return {cell: w.replace(ops=discretization_aware.topk_ops(w.ops, arch.net, self.temperature))
+                    for cell, w in weights.items()}
         return weights
 
-    def regularisers(self, phase, net):
+    def regularisers(self, phase, arch):
         if not self.dal[phase] or self.epoch < self.dal_starting_epoch:
             return {}
         total = 0
-        for weights in net.arch_weights().values():
-            total = total + discretization_aware.dal_loss(weights.ops, net.hard_ops(weights), net.node_slices())
+        for weights in arch.weights().values():
+            hard = discretization_aware.hard_ops(weights, arch.net)
+            total = total + discretization_aware.dal_loss(weights.ops, hard, arch.net.node_slices())
         return {'dal': self.dal_factor * total}
 
-    def logged(self, net):
+    def logged(self, arch):
         return {'temperature': self.temperature}
 
 
-def hard_weights(weights, net):
+def hard_weights(weights, arch):
     """The hard-discretized cells (DARTS: per node the two strongest edges with weight 1 on their best op;
     NAS-Bench-201: every edge's best op), and which ops and edges are worth computing: `none` never is.
     Knowing them takes one transfer to the host for all cell types, the price of computing 8 ops a cell
     instead of all of them."""
-    hard = {cell: net.hard_ops(w) for cell, w in weights.items()}
+    hard = {cell: discretization_aware.hard_ops(w, arch.net) for cell, w in weights.items()}
     on_host = torch.stack(list(hard.values())).cpu().tolist()
     result = {}
     for (cell, w), rows in zip(weights.items(), on_host):
-        active = [[i for i, value in enumerate(row) if value and i != net.none_index] for row in rows]
+        active = [[i for i, value in enumerate(row) if value and i != arch.net.none_index] for row in rows]
         result[cell] = w.replace(ops=hard[cell], edges=hard[cell].sum(dim=1), active=active)
     return result
 
@@ -353,42 +355,42 @@ class DA2S(Method):
         return self.on
 
     @staticmethod
-    def beta_slices(net):
+    def beta_slices(arch):
         """Its betas: one per input of each node with more than two inputs (nodes 1 onwards)."""
-        return [slice(rows.start - 2, rows.stop - 2) for rows in net.node_slices()[1:]]
+        return [slice(rows.start - 2, rows.stop - 2) for rows in arch.net.node_slices()[1:]]
 
-    def arch_parameters(self, net):
-        if not net.chooses_edges:
+    def arch_parameters(self, arch):
+        if not arch.net.chooses_edges:
             return {}
         return {'betas': torch.cat([discretization_aware.da2s_initial_betas(rows.stop - rows.start)
-                                    for rows in net.node_slices()[1:]])}
+                                    for rows in arch.net.node_slices()[1:]])}
 
     def op_weights(self, alphas):
         return discretization_aware.da2s_op_weights(alphas)
 
-    def edge_weights(self, parameters, net):
-        if 'betas' not in parameters:
+    def edge_weights(self, cell, arch):
+        betas = arch.parameters_of(self, cell).get('betas')
+        if betas is None:
             return None
-        betas = parameters['betas']
         return torch.cat([betas.new_ones(2)] + [discretization_aware.da2s_edge_weights(betas[rows])
-                                                for rows in self.beta_slices(net)])
+                                                for rows in self.beta_slices(arch)])
 
     def set_epoch(self, epoch, epochs):
         self.epoch, self.epochs = epoch, epochs
 
-    def regularisers(self, phase, net):
-        alphas = [net.op_parameters(cell) for cell in net.cell_types]
-        betas = [net.parameters_of(self, cell)['betas'][rows] for cell in net.cell_types
-                 if 'betas' in net.parameters_of(self, cell) for rows in self.beta_slices(net)]
+    def regularisers(self, phase, arch):
+        alphas = [arch.op_parameters(cell) for cell in arch.net.cell_types]
+        betas = [arch.parameters_of(self, cell)['betas'][rows] for cell in arch.net.cell_types
+                 if 'betas' in arch.parameters_of(self, cell) for rows in self.beta_slices(arch)]
         loss = discretization_aware.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,
                                         self.alpha_start)
         return {'da2s_ops': loss.op_term, 'da2s_edges': loss.edge_term}
 
-    def frozen(self, net):
+    def frozen(self, arch):
         """alpha's learning rate is 0 until the entropy term starts (epochs counted from 1)."""
         if self.epoch + 1 < self.alpha_start:
-            return {net.op_parameters(cell) for cell in net.cell_types}
+            return {arch.op_parameters(cell) for cell in arch.net.cell_types}
         return set()
 
-    def edge_strength(self, strength, cell, net):
-        return torch.cat([strength[:2], net.parameters_of(self, cell)['betas'].detach().float().cpu()])
+    def edge_strength(self, strength, cell, arch):
+        return torch.cat([strength[:2], arch.parameters_of(self, cell)['betas'].detach().float().cpu()])

@@ -1,7 +1,7 @@
 """The parts of a supernet's edge: the mixed operation (partial channels, alpha-attention), the attention
 mixture, and `CellWeights`, the architecture weights that drive a cell's edges.
 
-Architecture weights travel as one `CellWeights` per cell type, computed by a supernet's `arch_weights()`.
+Architecture weights travel as one `CellWeights` per cell type, computed by `architecture.Architecture.weights()`.
 The search engine may transform them (hard discretization, top-k masks) before the forward pass, so the
 cells never need to know which method is searching.
 """

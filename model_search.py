@@ -1,17 +1,16 @@
 """The supernets of differentiable search and the derivation of their genotypes: DARTS's (`Cell`, `Network`)
 and NAS-Bench-201's (`NB201SearchCell`, `SearchNetworkNB201`).
 
-Their edges are `mixed_op.MixedOp`s; the search methods (methods.py) decide the architecture weights the
-edges mix with and how the DARTS cell chooses its edges.
+Their edges are `mixed_op.MixedOp`s. A supernet holds the architecture parameters and computes
+`forward(x, weights)` with the weights it is given; it knows no search method: architecture.py pairs it with
+the methods, which decide the weights and how strongly each edge competes for the derived cell.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-import discretization_aware
-from derivation import best_attention, best_ops, derive_cell, edge_strength, limit_skips
+from derivation import best_attention, best_ops, derive_cell, limit_skips, node_slices
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
-from mixed_op import AttentionMix, CellWeights, MixedOp
+from mixed_op import AttentionMix, MixedOp
 from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, resolve_primitives
 from utils import UserError
 
@@ -76,36 +75,45 @@ class Cell(nn.Module):
 
 
 class _Supernet(nn.Module):
-    """What both supernets share: the architecture parameters (the op mixture of every edge per cell type,
-    those of the search methods, and the supernet's own mixtures), the weights they give, and the network's
-    weights apart from them. A supernet sets `cell_types`, `steps`, `num_edges`, `op_names` and `methods`."""
+    """What both supernets share: the architecture parameters (the op parameters of every edge per cell type,
+    those a search method adds, and the supernet's own mixtures), the masks of the candidates that remain,
+    and the network's weights apart from them. A supernet sets `cell_types`, `steps`, `num_edges` and
+    `op_names`."""
 
     skip_dropout = 0.0  # P-DARTS's dropout on the skip connections of stride-1 edges, set by the search
 
     def _initialize_arch_parameters(self, mixtures=()):
-        """`mixtures`: (name, shape) of further parameters per cell type, registered last."""
-        self._arch_names = []
+        """`mixtures`: (name, shape) of the supernet's own further mixtures per cell type, registered last."""
+        self._op_names_by_cell, self._added_names, self._mixture_names = [], [], []
 
-        def register(name, value):
+        def register(names, name, value):
             setattr(self, name, nn.Parameter(value))
-            self._arch_names.append(name)
+            names.append(name)
 
         for cell in self.cell_types:
-            register(f'alphas_{cell}', 1e-3 * torch.randn(self.num_edges, len(self.op_names)))
-        self._method_parameters = {}  # id(method) -> {cell type: {its name: parameter}}
-        for cell in self.cell_types:
-            for method in self.methods:
-                for name, value in method.arch_parameters(self).items():
-                    register(f'{name}_{cell}', value)
-                    self._method_parameters.setdefault(id(method), {}).setdefault(cell, {})[name] = getattr(
-                        self, f'{name}_{cell}')
+            register(self._op_names_by_cell, f'alphas_{cell}', 1e-3 * torch.randn(self.num_edges, len(self.op_names)))
         for name, shape in mixtures:
             for cell in self.cell_types:
-                register(f'{name}_{cell}', 1e-3 * torch.randn(*shape))
+                register(self._mixture_names, f'{name}_{cell}', 1e-3 * torch.randn(*shape))
         for cell in self.cell_types:
             self.register_buffer(f'op_mask_{cell}', torch.ones(self.num_edges, len(self.op_names), dtype=torch.bool))
         self._remaining = None
         self.register_load_state_dict_post_hook(lambda module, keys: module.forget_mask_cache())
+
+    def add_arch_parameters(self, cell, values):
+        """Registers further architecture parameters of a cell type, {name: initial value} (a search method's,
+        see architecture.py), as NAME_cell on the supernet's device; returns them, {name: parameter}. They
+        come after the op parameters and before the supernet's own mixtures in arch_parameters()."""
+        device = self.op_parameters(cell).device
+        added = {}
+        for name, value in values.items():
+            full_name = f'{name}_{cell}'
+            if hasattr(self, full_name):
+                raise ValueError(f'the supernet already has an architecture parameter {full_name}')
+            setattr(self, full_name, nn.Parameter(value.to(device)))
+            self._added_names.append(full_name)
+            added[name] = getattr(self, full_name)
+        return added
 
     # ----------------------------------------------------------------------------------------------
     # Op masks: the candidates that remain on each edge (P-DARTS's pruning, DARTS-PT's decisions).
@@ -153,6 +161,10 @@ class _Supernet(nn.Module):
     def none_index(self):
         return self.op_names.index('none') if 'none' in self.op_names else None
 
+    @property
+    def _arch_names(self):
+        return self._op_names_by_cell + self._added_names + self._mixture_names
+
     def arch_parameters(self):
         return [getattr(self, name) for name in self._arch_names]
 
@@ -165,12 +177,13 @@ class _Supernet(nn.Module):
         return [(name, p) for name, p in self.named_parameters() if id(p) not in arch]
 
     def network_weights(self):
-        """The network's weights w (not the architecture weights the cells mix with, arch_weights)."""
+        """The network's weights w (not the architecture parameters, nor the weights the cells mix with)."""
         return [p for _, p in self.named_network_weights()]
 
-    def edge_inputs(self):
+    def edge_inputs(self, weights):
         """[(cell type, edge, channels, stride, height, width)] of every mixed edge of every cell, recorded
-        during one forward pass of an image of the supernet's size (the cost model's tables read them)."""
+        during one forward pass, with `weights`, of an image of the supernet's size (the cost model's tables
+        read them)."""
         records, handles = [], []
         for cell in self.cells:
             if not hasattr(cell, '_ops'):
@@ -185,7 +198,8 @@ class _Supernet(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                self(torch.zeros(1, self.in_channels, self.image_size, self.image_size, device=parameter.device))
+                self(torch.zeros(1, self.in_channels, self.image_size, self.image_size, device=parameter.device),
+                     weights)
         finally:
             self.train(was_training)
             for handle in handles:
@@ -196,30 +210,10 @@ class _Supernet(nn.Module):
         """The op parameters alpha of a cell type: E x ops."""
         return getattr(self, f'alphas_{cell}')
 
-    def parameters_of(self, method, cell):
-        """The architecture parameters `method` asked for (its arch_parameters), of a cell type, by its names."""
-        return self._method_parameters.get(id(method), {}).get(cell, {})
-
-    def cell_arch_parameters(self, cell):
-        """One cell type's architecture parameters, by name without the cell suffix (`alphas`, `betas`, ...)."""
+    def mixture_parameters(self, cell):
+        """The parameters of a cell type's own further mixtures (Att-DARTS's), by name without the cell suffix."""
         suffix = f'_{cell}'
-        return {name[:-len(suffix)]: getattr(self, name) for name in self._arch_names if name.endswith(suffix)}
-
-    def arch_weights(self):
-        """Soft weights of every cell type: the op mixture (DARTS: softmax of the op parameters; a method may
-        define its own), the edge weights of a method that has them, and the attention mixtures. Always
-        float32."""
-        result = {}
-        op_method, edge_method = self.methods.owner('op_weights'), self.methods.owner('edge_weights')
-        for cell in self.cell_types:
-            parameters = {name: value.float() for name, value in self.cell_arch_parameters(cell).items()}
-            optional = {field: F.softmax(parameters[name], dim=-1) for field, name in (
-                ('attention', 'attention_alphas'), ('second', 'second_alphas'), ('bottleneck', 'bottleneck_alphas'))
-                if name in parameters}
-            ops = self.mask_ops(cell, op_method.op_weights(parameters['alphas']), op_method.op_weights_sum_to_one)
-            result[cell] = CellWeights(ops=ops, edges=edge_method.edge_weights(parameters, self),
-                                       active=self.masked_active()[cell], skip_dropout=self.skip_dropout, **optional)
-        return result
+        return {name[:-len(suffix)]: getattr(self, name) for name in self._mixture_names if name.endswith(suffix)}
 
     def grams(self, weights, device):
         """alpha-DARTS: the attention sees W^T W of each cell type's op weights, so that the architecture
@@ -228,25 +222,6 @@ class _Supernet(nn.Module):
             return {}
         with torch.autocast(device_type=device.type, enabled=False):
             return {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
-
-    def described_weights(self):
-        """Softmaxed architecture weights of every cell type, as nested lists (for logs and metrics.jsonl)."""
-        return {cell: {field: value.detach().float().cpu().tolist() for field, value in vars(weights).items()
-                       if torch.is_tensor(value)} for cell, weights in self.arch_weights().items()}
-
-    def detached_weights(self):
-        """The soft weights on the CPU, for deriving the cell."""
-        with torch.no_grad():
-            return {cell: CellWeights(**{k: (v.detach().float().cpu() if torch.is_tensor(v) else v)
-                                         for k, v in vars(w).items()})
-                    for cell, w in self.arch_weights().items()}
-
-
-def _required_methods(methods):
-    """The supernet takes its methods composed (methods.Methods): it calls their hooks, and knows no method."""
-    if not hasattr(methods, 'owner'):
-        raise TypeError('a supernet takes methods=methods.build(flags), or methods.Methods() for DARTS alone')
-    return methods
 
 
 def _check_partial_channels(C, partial_channels):
@@ -257,21 +232,18 @@ def _check_partial_channels(C, partial_channels):
 class Network(_Supernet):
     """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
     a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
-    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS). `methods`
-    (methods.Methods, as methods.build gives them; methods.Methods() for DARTS alone) decide the
-    architecture weights and how the cell is derived."""
+    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS)."""
 
     cell_types = ('normal', 'reduce')
     chooses_edges = True  # each node keeps two of its inputs
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
                  primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
-                 max_skip=None, in_channels=3, image_size=32, methods=None, pool_bn=True):
+                 max_skip=None, in_channels=3, image_size=32, pool_bn=True):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
         _check_partial_channels(C, partial_channels)
-        self.methods = _required_methods(methods)
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self._multiplier = steps, multiplier
         self.num_edges = sum(i + 2 for i in range(steps))
@@ -309,22 +281,13 @@ class Network(_Supernet):
 
     def node_slices(self):
         """The edges of each node: node i has i + 2 inputs."""
-        return discretization_aware.node_slices(self.steps)
-
-    def hard_ops(self, weights):
-        """Hard discretization: per node the two strongest edges with weight 1 on their best non-`none` op."""
-        return discretization_aware.hard_discretize(weights.ops, self.steps, self.none_index, weights.edges)
-
-    def topk_ops(self, ops, temperature):
-        """Differentiable top-k: top-1 over each edge's ops, top-2 over each node's (edge, op) weights."""
-        return discretization_aware.differentiable_topk(ops, self.steps, temperature, self.none_index)
+        return node_slices(self.steps)
 
     # ----------------------------------------------------------------------------------------------
     # Forward pass.
 
-    def forward(self, x, weights=None):
-        if weights is None:
-            weights = self.arch_weights()
+    def forward(self, x, weights):
+        """`weights`: {cell type: CellWeights}, as architecture.Architecture.weights() gives them."""
         grams = self.grams(weights, x.device)
         s0 = s1 = self.stem(x)
         for cell in self.cells:
@@ -336,26 +299,20 @@ class Network(_Supernet):
     # ----------------------------------------------------------------------------------------------
     # Genotype.
 
-    def derived(self):
-        """{cell type: [((op, input[, attention]), edge), ...]}: the derived cell by derivation.py's rule, per
-        node the two strongest inputs (by the methods' edge strengths) and on each its best non-`none` op,
-        with the skip cap; what the genotype, the cost of the derived cell and FairDARTS's report read."""
-        weights = self.detached_weights()
-        strength_method = self.methods.owner('edge_strength')
-        cells = {}
-        for cell in self.cell_types:
-            strength = strength_method.edge_strength(edge_strength(weights[cell], self.op_names), cell, self)
-            cells[cell] = derive_cell(weights[cell], self.op_names, self.steps, strength)
+    def derived(self, weights, strength_of):
+        """{cell type: [((op, input[, attention]), edge), ...]}: the cell derived from `weights` (detached, on
+        the CPU) by derivation.py's rule: per node the two strongest inputs and on each its best non-`none`
+        op, with the skip cap. strength_of(cell weights, cell type) gives each edge's strength."""
+        cells = {cell: derive_cell(weights[cell], self.op_names, self.steps, strength_of(weights[cell], cell))
+                 for cell in self.cell_types}
         if self.max_skip is not None:
-            cells['normal'] = limit_skips(
-                weights['normal'], self.op_names, self.steps, self.max_skip,
-                lambda w: strength_method.edge_strength(edge_strength(w, self.op_names), 'normal', self))
+            cells['normal'] = limit_skips(weights['normal'], self.op_names, self.steps, self.max_skip,
+                                          lambda w: strength_of(w, 'normal'))
         return cells
 
-    def genotype(self):
-        """The discrete cell: per node the two strongest inputs and on each its best non-`none` op."""
-        weights = self.detached_weights()
-        cells = self.derived()
+    def genotype(self, cells, weights):
+        """The Genotype of derived `cells` (as derived() gives them), with the bottleneck attention that
+        `weights` choose."""
         concat = list(range(2 + self.steps - self._multiplier, self.steps + 2))
         bottlenecks = {cell: best_attention(weights[cell].bottleneck) for cell in self.cell_types}
         return make_genotype(normal=[entry for entry, _ in cells['normal']], normal_concat=concat,
@@ -409,17 +366,16 @@ class SearchNetworkNB201(_Supernet):
     global pooling, a linear classifier. One architecture weight per edge and op, shared by all cells:
     `arch_parameters()[0]` is 6 x 5, edges 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 and ops none, skip_connect,
     nor_conv_1x1, nor_conv_3x3, avg_pool_3x3. Options: partial_channels, alpha_attention, in_channels,
-    image_size, and the search `methods` (methods.Methods)."""
+    image_size."""
 
     cell_types = ('normal',)
     chooses_edges = False  # every node keeps all its inputs
 
     def __init__(self, C, N, num_classes, criterion=None, partial_channels=1, alpha_attention=False, in_channels=3,
-                 image_size=32, methods=None, steps=3):
+                 image_size=32, steps=3):
         super().__init__()
         for stage_C in (C, 2 * C, 4 * C):
             _check_partial_channels(stage_C, partial_channels)
-        self.methods = _required_methods(methods)
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self.num_edges = steps, steps * (steps + 1) // 2
         self.op_names = resolve_primitives('nas_bench_201')
@@ -442,30 +398,24 @@ class SearchNetworkNB201(_Supernet):
         starts = [node * (node - 1) // 2 for node in range(1, self.steps + 2)]
         return [slice(start, stop) for start, stop in zip(starts, starts[1:])]
 
-    def hard_ops(self, weights):
-        """Hard discretization at the edge level: weight 1 on each edge's best op, `none` included."""
-        return discretization_aware.one_hot_best(weights.ops)
-
-    def topk_ops(self, ops, temperature):
-        """Differentiable top-1 over each edge's ops, `none` included (every edge is kept)."""
-        return ops * discretization_aware.topk_mask(ops, 1, temperature, dim=1)
-
-    def forward(self, x, weights=None):
-        weights = self.arch_weights() if weights is None else weights
+    def forward(self, x, weights):
+        """`weights`: {'normal': CellWeights}, as architecture.Architecture.weights() gives them."""
         gram = self.grams(weights, x.device).get('normal')
         x = self.stem(x)
         for cell in self.cells:
             x = cell(x, weights['normal'], gram) if isinstance(cell, NB201SearchCell) else cell(x)
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
 
-    def derived(self):
-        """{'normal': [((op, input), edge), ...]}: every edge with its op of largest weight, `none` included,
-        as the benchmark's own search code derives it (ties to the lower index, derivation.py's rule)."""
-        ops = best_ops(self.detached_weights()['normal'].ops).tolist()
+    def derived(self, weights, strength_of=None):
+        """{'normal': [((op, input), edge), ...]}: every edge of `weights` with its op of largest weight, `none`
+        included, as the benchmark's own search code derives it (ties to the lower index, derivation.py's
+        rule). Every edge is kept, so edge strengths play no part."""
+        ops = best_ops(weights['normal'].ops).tolist()
         return {'normal': [((self.op_names[ops[edge]], edge - rows.start), edge)
                            for rows in self.node_slices() for edge in range(rows.start, rows.stop)]}
 
-    def genotype(self):
-        entries = self.derived()['normal']
+    def genotype(self, cells, weights=None):
+        """The CellNB201 of derived `cells`."""
+        entries = cells['normal']
         return CellNB201(tuple(tuple(entry for entry, edge in entries if rows.start <= edge < rows.stop)
                                for rows in self.node_slices()))

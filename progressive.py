@@ -58,12 +58,12 @@ def plan_stages(stage_layers, stage_keep, skip_dropout, stage_partial_channels, 
             for i, (depth, rate, width) in enumerate(zip(depths, rates, widths))]
 
 
-def keep_strongest(net, keep):
-    """{cell type: E x ops bool}: the `keep` candidates of largest weight on each edge among those that
-    remain, `none` competing like any op (as P-DARTS ranks them)."""
-    masks = {}
+def keep_strongest(arch, keep):
+    """{cell type: E x ops bool}: the `keep` candidates of largest weight on each edge of architecture `arch`
+    among those that remain, `none` competing like any op (as P-DARTS ranks them)."""
+    masks, net = {}, arch.net
     with torch.no_grad():
-        for cell, weights in net.arch_weights().items():
+        for cell, weights in arch.weights().items():
             ops = weights.ops.float().masked_fill(~net.op_mask(cell), -math.inf)
             chosen = ops.topk(keep, dim=-1).indices
             masks[cell] = torch.zeros_like(net.op_mask(cell)).scatter_(1, chosen, True) & net.op_mask(cell)

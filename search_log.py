@@ -5,14 +5,14 @@ import genotypes
 import utils
 
 
-def log_plan(logger, notes, model, num_classes, batch_size, processes, stages, epochs, steps, warmup_epochs,
+def log_plan(logger, notes, arch, num_classes, batch_size, processes, stages, epochs, steps, warmup_epochs,
              valid_batches):
     """The first lines of a search: notes on its arguments, its space and methods, and the steps ahead."""
     for note in notes:
         logger.info(note)
     logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes; methods: %s',
-                ', '.join(model.op_names), utils.count_parameters_in_millions(model), processes, batch_size,
-                num_classes, ', '.join(type(method).__name__ for method in model.methods) or 'DARTS')
+                ', '.join(arch.net.op_names), utils.count_parameters_in_millions(arch.net), processes, batch_size,
+                num_classes, ', '.join(type(method).__name__ for method in arch.methods) or 'DARTS')
     logger.info('%s%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each '
                 'epoch followed by a validation pass of %d batches', f'{stages} stages, each of ' if stages > 1 else '',
                 epochs, steps, warmup_epochs, valid_batches)
@@ -28,13 +28,13 @@ def log_precision(logger, amp_dtype, unrolled):
         logger.info('precision: the architecture step, the weight step and the validation pass in %s', steps)
 
 
-def report_architecture(run, model, terms, valid, tables):
+def report_architecture(run, arch, terms, valid, tables):
     """The end of a search epoch: the derived cell saved and logged with the methods' terms, one line per
     cell type and kind of weight, and its tabulated accuracies; returns (metrics, words of the epoch line)."""
-    genotype, arch_weights = model.genotype(), model.described_weights()
+    genotype, arch_weights = arch.genotype(), arch.described_weights()
     fields = {'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
               'skip_connect': genotypes.count_ops(genotype, 'skip_connect', 'normal'),
-              'genotype': genotypes.genotype_to_dict(genotype), 'op_names': model.op_names,
+              'genotype': genotypes.genotype_to_dict(genotype), 'op_names': arch.net.op_names,
               'arch_weights': arch_weights, **terms, 'terms': list(terms)}
     run.logger.info('genotype = %s', genotypes.genotype_repr(genotype))
     if terms:

@@ -48,13 +48,13 @@ class BetaDecay(Method):
     def set_epoch(self, epoch, epochs):
         self.current = self.weight * epoch / 100
 
-    def regularisers(self, phase, net):
+    def regularisers(self, phase, arch):
         if phase != 'alpha':
             return {}
-        smoothmax = sum(torch.logsumexp(net.op_parameters(cell), dim=-1).mean() for cell in net.cell_types)
+        smoothmax = sum(torch.logsumexp(arch.op_parameters(cell), dim=-1).mean() for cell in arch.net.cell_types)
         return {'beta_decay': self.current * smoothmax}
 
-    def logged(self, net):
+    def logged(self, arch):
         return {'beta_decay_weight': self.current}
 
 
@@ -93,15 +93,15 @@ class AuxiliarySkip(Method):
         decay_epochs = self.decay_epochs or epochs
         self.beta = self.initial * max(decay_epochs - epoch, 0) / decay_epochs
 
-    def transform(self, weights, phase, net):
-        if 'skip_connect' not in net.op_names:
+    def transform(self, weights, phase, arch):
+        if 'skip_connect' not in arch.net.op_names:
             raise UserError('--auxiliary_skip (DARTS-) adds to the skip_connect candidate; keep skip_connect in '
                             '--primitives')
-        i = net.op_names.index('skip_connect')
+        i = arch.net.op_names.index('skip_connect')
         return {cell: w.replace(ops=torch.cat([w.ops[:, :i], w.ops[:, i:i + 1] + self.beta, w.ops[:, i + 1:]], dim=1))
                 for cell, w in weights.items()}
 
-    def logged(self, net):
+    def logged(self, arch):
         return {'auxiliary_skip': self.beta}
 
 
@@ -141,16 +141,16 @@ class FairDARTS(Method):
     def op_weights(self, alphas):
         return torch.sigmoid(alphas)
 
-    def regularisers(self, phase, net):
+    def regularisers(self, phase, arch):
         if phase != 'alpha' or not self.weight:
             return {}
-        weights = torch.cat([w.ops.flatten() for w in net.arch_weights().values()])
+        weights = torch.cat([w.ops.flatten() for w in arch.weights().values()])
         return {'zero_one': -self.weight * (weights - 0.5).pow(2).mean()}
 
-    def logged(self, net):
-        weights = net.detached_weights()
-        chosen = [weights[cell].ops[edge, net.op_names.index(entry[0])].item()
-                  for cell, entries in net.derived().items() for entry, edge in entries]
+    def logged(self, arch):
+        weights = arch.detached_weights()
+        chosen = [weights[cell].ops[edge, arch.net.op_names.index(entry[0])].item()
+                  for cell, entries in arch.derived().items() for entry, edge in entries]
         return {'fair_below_threshold': sum(weight < self.threshold for weight in chosen)}
 
 
@@ -200,17 +200,17 @@ class SmoothDARTS(Method):
     def hold_at_end(self, epochs):
         self.epsilon = self.max_epsilon  # darts-pt 4ec3149, train_search.py: pt_project(..., args.epsilon_alpha)
 
-    def perturb(self, weights, loss_of, net):
+    def perturb(self, weights, loss_of, arch):
         if self.kind == 'rs':
             return {cell: w.replace(ops=clip_rows(w.ops + self._noise(w.ops))) for cell, w in weights.items()}
-        return self._adversarial(weights, loss_of, net)
+        return self._adversarial(weights, loss_of, arch)
 
     def _noise(self, ops):
         return torch.empty_like(ops).uniform_(-self.epsilon, self.epsilon, generator=self.generator)
 
-    def _adversarial(self, weights, loss_of, net):
-        was_training = net.training
-        net.eval()
+    def _adversarial(self, weights, loss_of, arch):
+        was_training = arch.net.training
+        arch.net.eval()
         clean = {cell: w.ops for cell, w in weights.items()}
 
         def with_ops(ops):
@@ -227,10 +227,10 @@ class SmoothDARTS(Method):
                 -self.epsilon, self.epsilon)) for (cell, grad) in zip(leaves, grads)}
         with torch.no_grad():
             raised = loss_of(with_ops(ops)) >= loss_before
-        net.train(was_training)
+        arch.net.train(was_training)
         return with_ops({cell: torch.where(raised, ops[cell], clean[cell]) for cell in ops})  # chosen on the device
 
-    def logged(self, net):
+    def logged(self, arch):
         return {'sdarts_epsilon': self.epsilon}
 
 
@@ -289,7 +289,7 @@ class GDAS(Method):
     def set_epoch(self, epoch, epochs):
         self.tau = self.tau_max - (self.tau_max - self.tau_min) * epoch / max(epochs - 1, 1)
 
-    def transform(self, weights, phase, net):
+    def transform(self, weights, phase, arch):
         samples = {cell: gumbel_hard(w.ops, self.tau, self.generator) for cell, w in weights.items()}
         # The sampled ops, the only ones computed, reach the host in one transfer for all cell types.
         on_host = torch.stack([indices for _, indices in samples.values()]).tolist()
@@ -297,12 +297,12 @@ class GDAS(Method):
         for (cell, w), indices in zip(weights.items(), on_host):
             ops, index = samples[cell]
             offsets = None
-            if not net.chooses_edges:  # NAS-Bench-201: the unsampled ops' weights, exactly 0 forward
+            if not arch.net.chooses_edges:  # NAS-Bench-201: the unsampled ops' weights, exactly 0 forward
                 offsets = (ops * (1 - F.one_hot(index, ops.size(-1)).to(ops.dtype))).sum(dim=-1)
             sampled[cell] = w.replace(ops=ops, active=[[i] for i in indices], offsets=offsets)
         return sampled
 
-    def logged(self, net):
+    def logged(self, arch):
         return {'tau': self.tau}
 
 
@@ -378,24 +378,24 @@ class DirichletSampling(Method):
     def active(self):
         return self.on
 
-    def transform(self, weights, phase, net):
-        return {cell: w.replace(ops=net.mask_ops(cell, dirichlet_sample(dirichlet_concentration(
-                    net.op_parameters(cell).float()), self.generator)))
+    def transform(self, weights, phase, arch):
+        return {cell: w.replace(ops=arch.net.mask_ops(cell, dirichlet_sample(dirichlet_concentration(
+                    arch.op_parameters(cell).float()), self.generator)))
                 for cell, w in weights.items()}
 
-    def regularisers(self, phase, net):
+    def regularisers(self, phase, arch):
         if phase != 'alpha' or not self.kl_weight:
             return {}
         total = 0
-        for cell in net.cell_types:
-            concentration = dirichlet_concentration(net.op_parameters(cell).float())
+        for cell in arch.net.cell_types:
+            concentration = dirichlet_concentration(arch.op_parameters(cell).float())
             prior = torch.distributions.Dirichlet(torch.ones_like(concentration), validate_args=False)
             total = total + torch.distributions.kl_divergence(
                 torch.distributions.Dirichlet(concentration, validate_args=False), prior).sum()
         return {'dirichlet_kl': self.kl_weight * total}
 
-    def logged(self, net):
+    def logged(self, arch):
         with torch.no_grad():  # each edge's total concentration over the ops that remain on it
-            totals = [(dirichlet_concentration(net.op_parameters(cell).float())
-                       * net.op_mask(cell)).sum(dim=-1) for cell in net.cell_types]
+            totals = [(dirichlet_concentration(arch.op_parameters(cell).float())
+                       * arch.net.op_mask(cell)).sum(dim=-1) for cell in arch.net.cell_types]
         return {'dirichlet_concentration': torch.cat(totals).mean().item()}

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 import architect as architect_lib
+import architecture
 import nas_bench_201
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
@@ -50,6 +51,11 @@ class StageState:
     w_optimizer: torch.optim.Optimizer
     scheduler: object
     architect: architect_lib.Architect
+
+    @property
+    def arch(self):
+        """The architecture.Architecture searched: the supernet's architecture and its methods."""
+        return self.architect.objective.arch
 
 
 @dataclass
@@ -225,19 +231,21 @@ def search_stages(args):
     return stages
 
 
-def build_model(args, info, layers, partial_channels, max_skip):
-    """The supernet of the flags at a stage's depth and partial channels, with the search methods they switch
-    on."""
+def build_architecture(args, info, layers, partial_channels, max_skip):
+    """The architecture searched (architecture.Architecture): the supernet of the flags at a stage's depth and
+    partial channels, with the search methods they switch on."""
     if args.search_space == 'nas_bench_201':
-        return model_search.SearchNetworkNB201(
+        net = model_search.SearchNetworkNB201(
             args.init_channels, layers, info.num_classes, nn.CrossEntropyLoss(),
             partial_channels=partial_channels, alpha_attention=args.alpha_attention,
-            in_channels=info.in_channels, image_size=info.image_size, methods=methods.build(vars(args)))
-    return model_search.Network(
-        args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
-        partial_channels=partial_channels, max_skip=max_skip, location=args.location,
-        alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
-        methods=methods.build(vars(args)), pool_bn=args.pool_bn)
+            in_channels=info.in_channels, image_size=info.image_size)
+    else:
+        net = model_search.Network(
+            args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
+            partial_channels=partial_channels, max_skip=max_skip, location=args.location,
+            alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
+            pool_bn=args.pool_bn)
+    return architecture.Architecture(net, methods.build(vars(args)))
 
 
 def build_loaders(args, train_split, info, device, distributed, channels_last):
@@ -250,16 +258,16 @@ def build_loaders(args, train_split, info, device, distributed, channels_last):
                  for indices, train in ((first, True), (rest, True), (rest, False)))
 
 
-def build_optimizers(args, model, distributed, amp_autocast, schedule_epochs, generator=None):
-    """(SGD of the weights, its cosine schedule over `schedule_epochs`, the Architect with Adam of the
+def build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs, generator=None):
+    """(SGD of the supernet's weights, its cosine schedule over `schedule_epochs`, the Architect with Adam of the
     architecture), as in DARTS; `generator` is where the methods draw (see SearchObjective)."""
-    w_optimizer = torch.optim.SGD(model.network_weights(), args.learning_rate, momentum=args.momentum,
+    w_optimizer = torch.optim.SGD(arch.net.network_weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
                                                            eta_min=args.learning_rate_min)
-    objective = architect_lib.SearchObjective(model, amp_autocast, generator,
+    objective = architect_lib.SearchObjective(arch, amp_autocast, generator,
                                               weight_step_first=args.step_order == 'weights_first')
-    architect = architect_lib.Architect(model, objective, args.momentum, args.weight_decay, args.arch_learning_rate,
+    architect = architect_lib.Architect(objective, args.momentum, args.weight_decay, args.arch_learning_rate,
                                         args.arch_weight_decay, distributed.average, args.arch_beta1,
                                         args.arch_grad_clip)
     return w_optimizer, scheduler, architect
@@ -303,7 +311,7 @@ def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, 
         if not distributed.same_everywhere(list(state.model.parameters())):
             raise RuntimeError(f'the processes\' supernets differ after epoch {epoch}: their methods sampled '
                                f'different architectures')
-        fields, words = search_log.report_architecture(run, state.model, {**fields, **objective.summary()}, valid,
+        fields, words = search_log.report_architecture(run, state.arch, {**fields, **objective.summary()}, valid,
                                                        search_run.tables)
         state.scheduler.step()
         epoch_run.finish(lr, {'stage': 'pt' if selecting else stage, **fields}, words, clock, span)
@@ -364,12 +372,13 @@ def search(args, checkpoint, notes, device, distributed):
     # Where the run starts: a stage's index, and whether its search is over and DARTS-PT's selection under way.
     first, selecting = (checkpoints.search_stage(checkpoint, len(stages)) if checkpoint else (0, False))
 
-    def supernet(stage):
-        return build_model(args, info, stage.layers, stage.partial_channels, args.max_skip).to(
-            device, memory_format=loop.memory_format(channels_last))
+    def architecture_of(stage):
+        arch = build_architecture(args, info, stage.layers, stage.partial_channels, args.max_skip)
+        arch.net.to(device, memory_format=loop.memory_format(channels_last))
+        return arch
 
     schedule_epochs = args.epochs * (len(stages) if args.stage_continue else 1)
-    model = supernet(stages[first])  # built first: bad options leave no run folder
+    arch = architecture_of(stages[first])  # built first: bad options leave no run folder
     state = None
     run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
     train_queue, alpha_queue, valid_queue = build_loaders(args, train_split, info, device, distributed, channels_last)
@@ -379,9 +388,10 @@ def search(args, checkpoint, notes, device, distributed):
     with loop.Session(run, 'search', args.report_freq, device) as session:
         for stage in stages[first:] if not selecting else ():
             if stage.index != first:
-                masks = progressive.keep_strongest(model, stages[stage.index - 1].keep)
-                previous, model = state, supernet(stage)
-            state = StageState(model, *build_optimizers(args, model, distributed, amp_autocast, schedule_epochs,
+                masks = progressive.keep_strongest(arch, stages[stage.index - 1].keep)
+                previous, arch = state, architecture_of(stage)
+            model = arch.net
+            state = StageState(model, *build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs,
                                                         generator))
             if stage.index != first:
                 if args.stage_continue:
@@ -392,7 +402,7 @@ def search(args, checkpoint, notes, device, distributed):
                     progressive.prune_architecture(model, masks)
             if stage.index == first:
                 begin(session, search_run, checkpoint, state)
-                search_log.log_plan(run.logger, notes, model, info.num_classes, args.batch_size,
+                search_log.log_plan(run.logger, notes, arch, info.num_classes, args.batch_size,
                                     distributed.world_size, len(stages), args.epochs, len(train_queue),
                                     args.warmup_epochs, len(valid_queue))
                 search_log.log_precision(run.logger, dtype, args.unrolled)
@@ -403,14 +413,14 @@ def search(args, checkpoint, notes, device, distributed):
             search_epochs(search_run, session, stage.index, f'stage {stage.index + 1}' if len(stages) > 1 else
                           'the run', state, stage.index * args.epochs, args.epochs, begin_epoch)
         if args.selection == 'pt':
-            state = state or StageState(model, *build_optimizers(args, model, distributed, amp_autocast,
-                                                                 schedule_epochs, generator))
+            state = state or StageState(arch.net, *build_optimizers(args, arch, distributed, amp_autocast,
+                                                                    schedule_epochs, generator))
             select_cell(search_run, session, state, stages[-1].index, len(stages) * args.epochs, args, checkpoint)
-    run.logger.info('final genotype = %s', genotypes.genotype_repr(model.genotype()))
+    run.logger.info('final genotype = %s', genotypes.genotype_repr(arch.genotype()))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
                     run.exp_dir, run.path('genotype.json'))
-    return model.genotype()
+    return arch.genotype()
 
 
 if __name__ == '__main__':

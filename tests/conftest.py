@@ -20,12 +20,14 @@ torch.set_num_threads(1)
 
 
 def supernet(*sizes, **flags):
-    """A model_search.Network from flags named as train_search.py's: the network takes its options, and the
-    search methods the flags switch on come along (edge normalisation with partial channels, DA2S, ...)."""
+    """An architecture.Architecture of a model_search.Network from flags named as train_search.py's: the
+    network takes its options, and the search methods the flags switch on come along (edge normalisation
+    with partial channels, DA2S, ...). The supernet is its `.net`."""
     import methods
+    from architecture import Architecture
     from model_search import Network
     options = {name: value for name, value in flags.items() if name in inspect.signature(Network).parameters}
-    return Network(*sizes, **options, methods=methods.build(flags))
+    return Architecture(Network(*sizes, **options), methods.build(flags))
 
 
 def load_script(name):

@@ -8,6 +8,7 @@ from conftest import load_script, metrics, supernet
 
 import cost
 import methods
+from architecture import Architecture
 from model_search import SearchNetworkNB201
 from operations import OPS
 from utils import UserError
@@ -21,12 +22,13 @@ TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size'
 
 
 def nb201(**flags):
-    return SearchNetworkNB201(4, 1, 10, image_size=16, methods=methods.build({'cost_penalty': 1.0, **flags}))
+    return Architecture(SearchNetworkNB201(4, 1, 10, image_size=16), methods.build({'cost_penalty': 1.0, **flags}))
 
 
 def test_params_are_those_of_the_evaluation_op_summed_over_the_cells_of_a_type():
-    net = supernet(4, 3, 3, image_size=16, partial_channels=2, cost_penalty=1.0)
-    tables = cost.cost_tables(net, 'params')
+    arch = supernet(4, 3, 3, image_size=16, partial_channels=2, cost_penalty=1.0)
+    net = arch.net
+    tables = cost.cost_tables(arch, 'params')
     ops = net.op_names
     params = lambda name, C, stride: sum(p.numel() for p in OPS[name](C, stride, True).parameters()) / 1e6  # noqa: E731
     # Cells: normal at C = 4, then two reductions at C = 8 and 16 (full channels, whatever K searches).
@@ -41,43 +43,46 @@ def test_params_are_those_of_the_evaluation_op_summed_over_the_cells_of_a_type()
 
 
 def test_flops_of_a_1x1_convolution_are_twice_its_multiply_adds():
-    net = nb201()
-    table = cost.cost_tables(net, 'flops')['normal']
+    arch = nb201()
+    net = arch.net
+    table = cost.cost_tables(arch, 'flops')['normal']
     # Stages at C = 4, 8, 16 and 16x16, 8x8, 4x4: 2 * C * C * H * W = 8192 FLOPs in every stage's cell.
     assert table[:, net.op_names.index('nor_conv_1x1')].tolist() == pytest.approx([3 * 8192 / 1e6] * 6)
     assert table[:, net.op_names.index('avg_pool_3x3')].abs().max() == 0
 
 
 def test_expected_and_derived_cost_follow_the_architecture_weights():
-    net = nb201()
-    penalty = net.methods[0]
+    arch = nb201()
+    net = arch.net
+    penalty = arch.methods[0]
     conv = net.op_names.index('nor_conv_1x1')
     with torch.no_grad():
         net.alphas_normal.zero_()
         net.alphas_normal[:, conv] = 30.0  # every edge chooses nor_conv_1x1, with weight 1
-    per_edge = cost.cost_tables(net, 'params')['normal'][0, conv].item()
-    assert penalty.logged(net) == {'expected_params': pytest.approx(6 * per_edge),
+    per_edge = cost.cost_tables(arch, 'params')['normal'][0, conv].item()
+    assert penalty.logged(arch) == {'expected_params': pytest.approx(6 * per_edge),
                                    'derived_params': pytest.approx(6 * per_edge)}
-    assert penalty.regularisers('alpha', net)['params_cost'].item() == pytest.approx(6 * per_edge)
+    assert penalty.regularisers('alpha', arch)['params_cost'].item() == pytest.approx(6 * per_edge)
     with torch.no_grad():
         net.alphas_normal.zero_()
-    uniform = cost.cost_tables(net, 'params')['normal'].sum().item() / 5
-    assert penalty.logged(net)['expected_params'] == pytest.approx(uniform)
-    assert penalty.regularisers('weights', net) == {}
+    uniform = cost.cost_tables(arch, 'params')['normal'].sum().item() / 5
+    assert penalty.logged(arch)['expected_params'] == pytest.approx(uniform)
+    assert penalty.regularisers('weights', arch) == {}
 
 
 def test_the_derived_darts_cell_costs_its_chosen_ops():
-    net = supernet(4, 3, 3, image_size=16, cost_penalty=1.0)
-    penalty = net.methods[0]
-    tables = cost.cost_tables(net, 'params')
-    genotype = net.genotype()
+    arch = supernet(4, 3, 3, image_size=16, cost_penalty=1.0)
+    net = arch.net
+    penalty = arch.methods[0]
+    tables = cost.cost_tables(arch, 'params')
+    genotype = arch.genotype()
     expected = 0
     for cell in ('normal', 'reduce'):
         entries = getattr(genotype, cell)
         for k in range(4):
             for op, source in entries[2 * k:2 * k + 2]:
                 expected += tables[cell][k * (k + 3) // 2 + source, net.op_names.index(op)].item()
-    assert penalty.logged(net)['derived_params'] == pytest.approx(expected)
+    assert penalty.logged(arch)['derived_params'] == pytest.approx(expected)
 
 
 def test_latency_needs_a_table_that_has_every_op(tmp_path):
@@ -87,12 +92,12 @@ def test_latency_needs_a_table_that_has_every_op(tmp_path):
     with pytest.raises(UserError, match='no such file'):
         nb201(cost='latency', latency_table=str(path)).methods[0].logged(None)
     path.write_text(json.dumps({'ops': {'skip_connect C4 s1 16x16': 0.01}}))
-    net = nb201(cost='latency', latency_table=str(path))
+    arch = nb201(cost='latency', latency_table=str(path))
     with pytest.raises(UserError, match=r'the latency table has no time for nor_conv_1x1 C4 s1 16x16; measure'):
-        net.methods[0].logged(net)
+        arch.methods[0].logged(arch)
     path.write_text('{"rows": []}')
     with pytest.raises(UserError, match='is not a table written by bench.py --latency_table'):
-        nb201(cost='latency', latency_table=str(path)).methods[0].logged(net)
+        nb201(cost='latency', latency_table=str(path)).methods[0].logged(arch)
 
 
 def test_bench_measures_the_latency_table_that_a_search_reads(in_tmp, capsys):
@@ -102,10 +107,11 @@ def test_bench_measures_the_latency_table_that_a_search_reads(in_tmp, capsys):
     assert 'wrote latency.json: 12 ops' in capsys.readouterr().out  # 4 ops (not none) in each of 3 stages
     saved = json.loads((in_tmp / 'latency.json').read_text())
     assert saved['ops'] == table and saved['unit'] == 'ms' and all(ms > 0 for ms in table.values())
-    net = nb201(cost='latency', latency_table='latency.json')
+    arch = nb201(cost='latency', latency_table='latency.json')
+    net = arch.net
     conv = net.op_names.index('nor_conv_3x3')
     expected = sum(table[f'nor_conv_3x3 C{4 * 2 ** s} s1 {16 // 2 ** s}x{16 // 2 ** s}'] for s in range(3))
-    assert net.methods[0]._tables(net)['normal'][0, conv].item() == pytest.approx(expected)
+    assert arch.methods[0]._tables(arch)['normal'][0, conv].item() == pytest.approx(expected)
 
 
 def convolutions(folder):

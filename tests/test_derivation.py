@@ -7,8 +7,10 @@ from hypothesis import strategies as st
 
 import cost
 import derivation
+import discretization_aware
 import methods
 import successors
+from architecture import Architecture
 from model_search import SearchNetworkNB201
 
 # Small integers as op parameters: ties between ops and between edges are common, and softmax keeps them.
@@ -38,22 +40,23 @@ def darts_net():
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(alphas_of, alphas_of, st.lists(st.integers(0, 2), min_size=14, max_size=14))
 def test_every_derivation_of_a_darts_cell_agrees_with_the_rule(darts_net, normal, reduce, betas):
-    net = darts_net
+    arch = darts_net
+    net = arch.net
     with torch.no_grad():
         net.alphas_normal.copy_(torch.tensor(normal, dtype=torch.float).view(14, 8))
         net.alphas_reduce.copy_(torch.tensor(reduce, dtype=torch.float).view(14, 8))
         net.betas_normal.copy_(torch.tensor(betas, dtype=torch.float))
         net.betas_reduce.zero_()
-    weights = net.detached_weights()
+    weights = arch.detached_weights()
     derived = {cell: [(edge, net.op_names.index(entry[0])) for entry, edge in entries]
-               for cell, entries in net.derived().items()}
+               for cell, entries in arch.derived().items()}
     for cell in ('normal', 'reduce'):
         w = weights[cell]
         assert derived[cell] == reference_cell(w.ops.tolist(), w.edges.tolist())
-        hard = net.hard_ops(w)  # DADARTS's hard discretization, on tensors
+        hard = discretization_aware.hard_ops(w, net)  # DADARTS's hard discretization, on tensors
         assert sorted(map(tuple, hard.nonzero().tolist())) == sorted(derived[cell])
-    assert cost.derived_edges(net) == derived
-    genotype = net.genotype()
+    assert cost.derived_edges(arch) == derived
+    genotype = arch.genotype()
     for cell in ('normal', 'reduce'):
         slices = derivation.node_slices(4)
         node_of = {e: i for i, rows in enumerate(slices) for e in range(rows.start, rows.stop)}
@@ -64,29 +67,32 @@ def test_every_derivation_of_a_darts_cell_agrees_with_the_rule(darts_net, normal
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(0, 2), min_size=14 * 7, max_size=14 * 7))
 def test_fair_darts_reports_on_the_derived_cell(alphas):
-    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
-    fair = next(method for method in net.methods if isinstance(method, successors.FairDARTS))
+    arch = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
+    net = arch.net
+    fair = next(method for method in arch.methods if isinstance(method, successors.FairDARTS))
     with torch.no_grad():
         net.alphas_normal.copy_(torch.tensor(alphas, dtype=torch.float).view(14, 7))
-    weights = net.detached_weights()
-    chosen = [weights[cell].ops[edge, op].item() for cell, pairs in cost.derived_edges(net).items()
+    weights = arch.detached_weights()
+    chosen = [weights[cell].ops[edge, op].item() for cell, pairs in cost.derived_edges(arch).items()
               for edge, op in pairs]
-    assert fair.logged(net) == {'fair_below_threshold': sum(w < 0.85 for w in chosen)}
+    assert fair.logged(arch) == {'fair_below_threshold': sum(w < 0.85 for w in chosen)}
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 3), min_size=6 * 5, max_size=6 * 5))
 def test_every_derivation_of_a_nas_bench_201_cell_agrees_with_the_rule(alphas):
-    net = SearchNetworkNB201(4, 1, 3, image_size=8, methods=methods.build({}))
+    arch = Architecture(SearchNetworkNB201(4, 1, 3, image_size=8), methods.build({}))
+    net = arch.net
     with torch.no_grad():
         net.alphas_normal.copy_(torch.tensor(alphas, dtype=torch.float).view(6, 5))
-    ops = net.detached_weights()['normal'].ops
+    weights = arch.detached_weights()['normal']
+    ops = weights.ops
     best = [max(range(5), key=lambda i: (row[i], -i)) for row in ops.tolist()]  # `none` included
-    assert [net.op_names.index(entry[0]) for entry, _ in net.derived()['normal']] == best
-    assert sorted(map(tuple, net.hard_ops(net.detached_weights()['normal']).nonzero().tolist())) == \
+    assert [net.op_names.index(entry[0]) for entry, _ in arch.derived()['normal']] == best
+    assert sorted(map(tuple, discretization_aware.hard_ops(weights, net).nonzero().tolist())) == \
         list(enumerate(best))
-    assert [net.op_names.index(op) for node in net.genotype().nodes for op, _ in node] == best
-    assert cost.derived_edges(net) == {'normal': list(enumerate(best))}
+    assert [net.op_names.index(op) for node in arch.genotype().nodes for op, _ in node] == best
+    assert cost.derived_edges(arch) == {'normal': list(enumerate(best))}
 
 
 def test_ties_go_to_the_lower_index():

@@ -52,10 +52,11 @@ def test_two_methods_that_own_the_edge_weights_are_refused():
 
 
 def test_da2s_chooses_edges_by_its_betas():
-    net = supernet(4, 3, 3, image_size=8, da2s=True)
+    arch = supernet(4, 3, 3, image_size=8, da2s=True)
+    net = arch.net
     with torch.no_grad():
         net.betas_reduce.copy_(torch.tensor([5.0, -1, 4, -1, -1, 3, 2, -1, -1, -1, 9, 8]))
-    inputs = [source for _, source in net.genotype().reduce]
+    inputs = [source for _, source in arch.genotype().reduce]
     assert inputs[2:] == [0, 2, 2, 3, 3, 4], 'nodes 1 to 3 keep their two largest betas, strongest first'
 
 
@@ -65,22 +66,23 @@ class Zeroing(methods.Method):
     def __init__(self):
         self.losses = []
 
-    def perturb(self, weights, loss_of, net):
+    def perturb(self, weights, loss_of, arch):
         self.losses.append(loss_of(weights))
         return {cell: w.replace(ops=w.ops * 0) for cell, w in weights.items()}
 
 
 def test_a_perturbation_reaches_the_weight_step_only():
     torch.manual_seed(0)
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     zeroing = Zeroing()
-    net.methods.append(zeroing)
-    objective, x, y = SearchObjective(net), torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    arch.methods.append(zeroing)
+    objective, x, y = SearchObjective(arch), torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
     _, logits, _ = objective.loss(x, y, 'weights')
-    zero = {cell: w.replace(ops=w.ops * 0) for cell, w in net.arch_weights().items()}
+    zero = {cell: w.replace(ops=w.ops * 0) for cell, w in arch.weights().items()}
     assert torch.equal(logits, net(x, zero)) and len(zeroing.losses) == 1 and torch.isfinite(zeroing.losses[0])
     _, logits, _ = objective.loss(x, y, 'alpha')
-    assert torch.allclose(logits, net(x)) and len(zeroing.losses) == 1
+    assert torch.allclose(logits, net(x, arch.weights())) and len(zeroing.losses) == 1
 
 
 def readme_example():

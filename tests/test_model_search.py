@@ -5,6 +5,7 @@ from conftest import supernet
 import methods
 import operations
 from mixed_op import MixedOp, channel_shuffle
+from architecture import Architecture
 from model_search import Network
 from utils import UserError
 
@@ -12,30 +13,32 @@ OPS = operations.DARTS_PRIMITIVES  # none, max, avg, skip, sep3, sep5, dil3, dil
 
 
 def tiny(**options):
+    """An architecture.Architecture of a small DARTS supernet (its `.net`)."""
     torch.manual_seed(0)
     return supernet(8, 5, 3, image_size=16, **options)
 
 
-def set_alphas(net, cell, rows):
+def set_alphas(arch, cell, rows):
     """Each row: {op name: logit}; unlisted ops get 0, so a larger logit is a larger softmax weight."""
-    values = torch.zeros_like(getattr(net, f'alphas_{cell}'))
+    values = torch.zeros_like(arch.op_parameters(cell))
     for edge, row in enumerate(rows):
         for name, logit in row.items():
             values[edge, OPS.index(name)] = logit
     with torch.no_grad():
-        getattr(net, f'alphas_{cell}').copy_(values)
+        arch.op_parameters(cell).copy_(values)
 
 
 def test_shapes_and_parameter_groups():
-    net = tiny()
-    assert net(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+    arch = tiny()
+    net = arch.net
+    assert net(torch.randn(2, 3, 16, 16), arch.weights()).shape == (2, 5)
     assert net.alphas_normal.shape == (14, 8) and net.alphas_reduce.shape == (14, 8)
     assert not hasattr(net, 'betas_normal')
     arch = {id(p) for p in net.arch_parameters()}
     weights = {id(p) for p in net.network_weights()}
     assert arch.isdisjoint(weights) and arch | weights == {id(p) for p in net.parameters()}
     assert {'alphas_normal', 'alphas_reduce'} <= set(net.state_dict())
-    pc = tiny(partial_channels=4)
+    pc = tiny(partial_channels=4).net
     assert pc.betas_normal.shape == (14,) and len(pc.arch_parameters()) == 4
 
 
@@ -43,11 +46,12 @@ def test_none_is_never_computed(monkeypatch):
     def refuse(self, x):
         raise AssertionError('none was computed')
     monkeypatch.setattr(operations.Zero, 'forward', refuse)
-    tiny()(torch.randn(1, 3, 16, 16)).sum().backward()
+    arch = tiny()
+    arch.net(torch.randn(1, 3, 16, 16), arch.weights()).sum().backward()
 
 
 def test_derivation_excludes_none_and_keeps_the_two_strongest_inputs():
-    net = tiny()
+    arch = tiny()
     # Every edge prefers `none`; after it, edge e's best op and its strength are set by hand.
     rows = [{'none': 9.0} for _ in range(14)]
     best = {0: ('sep_conv_3x3', 2.0), 1: ('max_pool_3x3', 1.0),                       # node 0: inputs 0, 1
@@ -57,8 +61,8 @@ def test_derivation_excludes_none_and_keeps_the_two_strongest_inputs():
             12: ('dil_conv_3x3', 6.0), 13: ('sep_conv_5x5', 0.6)}
     for edge, (name, logit) in best.items():
         rows[edge][name] = logit
-    set_alphas(net, 'normal', rows)
-    genotype = net.genotype()
+    set_alphas(arch, 'normal', rows)
+    genotype = arch.genotype()
     assert genotype.normal == [('sep_conv_3x3', 0), ('max_pool_3x3', 1),
                                ('skip_connect', 1), ('sep_conv_5x5', 2),
                                ('avg_pool_3x3', 0), ('sep_conv_5x5', 3),
@@ -67,16 +71,16 @@ def test_derivation_excludes_none_and_keeps_the_two_strongest_inputs():
 
 
 def test_edge_weights_multiply_the_strength():
-    net = tiny(partial_channels=2)
+    arch = tiny(partial_channels=2)
     rows = [{} for _ in range(14)]
     rows[2], rows[3], rows[4] = {'sep_conv_3x3': 3.0}, {'sep_conv_5x5': 2.0}, {'dil_conv_3x3': 1.0}
-    set_alphas(net, 'normal', rows)
-    assert net.genotype().normal[2:4] == [('sep_conv_3x3', 0), ('sep_conv_5x5', 1)]
+    set_alphas(arch, 'normal', rows)
+    assert arch.genotype().normal[2:4] == [('sep_conv_3x3', 0), ('sep_conv_5x5', 1)]
     betas = torch.zeros(14)
     betas[2], betas[4] = -5.0, 5.0  # node 1: input 0 nearly off, input 2 dominant
     with torch.no_grad():
-        net.betas_normal.copy_(betas)
-    assert net.genotype().normal[2:4] == [('dil_conv_3x3', 2), ('sep_conv_5x5', 1)]
+        arch.net.betas_normal.copy_(betas)
+    assert arch.genotype().normal[2:4] == [('dil_conv_3x3', 2), ('sep_conv_5x5', 1)]
 
 
 def test_max_skip_zeroes_the_weakest_skips_and_derives_the_cell_again():
@@ -87,17 +91,17 @@ def test_max_skip_zeroes_the_weakest_skips_and_derives_the_cell_again():
     rows = [{'skip_connect': 14.0 - edge, 'sep_conv_5x5': 1.0} for edge in range(14)]
     rows[10]['dil_conv_3x3'] = 2.0
     for max_skip, expected_skips in ((None, 8), (2, 2), (0, 0)):
-        net = tiny(max_skip=max_skip)
-        set_alphas(net, 'normal', rows)
-        normal = net.genotype().normal
+        arch = tiny(max_skip=max_skip)
+        set_alphas(arch, 'normal', rows)
+        normal = arch.genotype().normal
         assert sum(op == 'skip_connect' for op, _ in normal) == expected_skips
-    net = tiny(max_skip=7)
-    set_alphas(net, 'normal', rows)
+    arch = tiny(max_skip=7)
+    set_alphas(arch, 'normal', rows)
     # Node 3 (edges 9-13) keeps edges 9 and 10. Edge 10's skip is the weakest kept: zeroed, its strength falls
     # to its dil_conv_3x3's 0.106 and edge 11's skip takes its place; then 11's and 12's skips are zeroed in
     # turn, until edge 13, whose sep_conv_5x5 weighs e / (e + e + 6) = 0.238 once its skip is zeroed, beats
     # the others' best (0.106, 0.094, 0.169): node 3 keeps edge 9's skip and edge 13's sep_conv_5x5.
-    assert net.genotype().normal[6:8] == [('skip_connect', 0), ('sep_conv_5x5', 4)]
+    assert arch.genotype().normal[6:8] == [('skip_connect', 0), ('sep_conv_5x5', 4)]
 
 
 def test_max_skip_lets_a_node_take_another_input_once_its_skip_is_zeroed():
@@ -106,12 +110,12 @@ def test_max_skip_lets_a_node_take_another_input_once_its_skip_is_zeroed():
     # keep_2_branches then keeps edges 3 and 4, where swapping the op on edge 2 would keep a 0.017 op.
     rows = [{'sep_conv_3x3': 3.0} for _ in range(14)]
     rows[2], rows[3], rows[4] = {'skip_connect': 5.0, 'dil_conv_3x3': 1.0}, {'sep_conv_3x3': 4.0}, {'sep_conv_5x5': 3.5}
-    net = tiny(max_skip=0)
-    set_alphas(net, 'normal', rows)
-    assert net.genotype().normal[2:4] == [('sep_conv_3x3', 1), ('sep_conv_5x5', 2)]
-    net = tiny()
-    set_alphas(net, 'normal', rows)
-    assert net.genotype().normal[2:4] == [('skip_connect', 0), ('sep_conv_3x3', 1)]
+    arch = tiny(max_skip=0)
+    set_alphas(arch, 'normal', rows)
+    assert arch.genotype().normal[2:4] == [('sep_conv_3x3', 1), ('sep_conv_5x5', 2)]
+    arch = tiny()
+    set_alphas(arch, 'normal', rows)
+    assert arch.genotype().normal[2:4] == [('skip_connect', 0), ('sep_conv_3x3', 1)]
 
 
 def test_channel_shuffle_interleaves_groups():
@@ -148,10 +152,10 @@ def test_partial_channel_ops_have_the_parameters_of_c_over_k_channels():
 
 
 def test_edge_norm_weights_are_softmax_per_node():
-    net = tiny(partial_channels=2)
+    arch = tiny(partial_channels=2)
     with torch.no_grad():
-        net.betas_normal.copy_(torch.randn(14))
-    edges = net.arch_weights()['normal'].edges
+        arch.net.betas_normal.copy_(torch.randn(14))
+    edges = arch.weights()['normal'].edges
     for start, size in ((0, 2), (2, 3), (5, 4), (9, 5)):
         assert edges[start:start + size].sum().item() == pytest.approx(1.0)
 
@@ -218,12 +222,13 @@ def test_alpha_attention_passes_architecture_gradient_through_both_paths():
 ])
 def test_attention_locations_register_their_weights_and_derive_their_genotype(location, names):
     torch.manual_seed(0)
-    net = Network(16, 3, 3, location=location, image_size=8, methods=methods.Methods())
+    net = Network(16, 3, 3, location=location, image_size=8)
+    arch = Architecture(net, methods.Methods())
     assert [name for name, _ in net.named_arch_parameters()] == ['alphas_normal', 'alphas_reduce'] + names
     assert set(names) <= set(net.state_dict())
-    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    net(torch.randn(2, 3, 8, 8), arch.weights()).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.arch_parameters())
-    genotype = net.genotype()
+    genotype = arch.genotype()
     edges = genotype.normal + genotype.reduce
     with_attention = location in ('after_every', 'after_every_and_end', 'double_mixed')
     assert all(len(entry) == (3 if with_attention else 2) for entry in edges)
@@ -235,14 +240,13 @@ def test_attention_locations_register_their_weights_and_derive_their_genotype(lo
         with torch.no_grad():
             net.bottleneck_alphas_normal.copy_(torch.tensor([0., 0., 0., 5., 0., 0.]))
             net.bottleneck_alphas_reduce.copy_(torch.tensor([5., 0., 0., 0., 0., 0.]))
-        genotype = net.genotype()
+        genotype = arch.genotype()
         assert (genotype.normal_bottleneck, genotype.reduce_bottleneck) == ('CBAM', '')
 
 
 def nb201_supernet(**options):
-    import methods
     from model_search import SearchNetworkNB201
-    return SearchNetworkNB201(16, 1, 5, image_size=16, methods=methods.build(options), **options)
+    return Architecture(SearchNetworkNB201(16, 1, 5, image_size=16, **options), methods.build(options))
 
 
 @pytest.mark.parametrize('build', [
@@ -258,27 +262,40 @@ def test_every_convolution_of_a_channels_last_supernet_reads_channels_last(build
     """cuDNN runs NHWC kernels only on NHWC inputs; a reshape, torch.cat or index_select that returns NCHW
     would make it convert before and after every such convolution."""
     torch.manual_seed(0)
-    net = build()
+    arch = build()
     x = torch.randn(2, 3, 16, 16)
-    expected = net(x)
-    net = net.to(memory_format=torch.channels_last)
+    expected = arch.net(x, arch.weights())
+    net = arch.net.to(memory_format=torch.channels_last)
     nchw = []
     for name, module in net.named_modules():
         if isinstance(module, torch.nn.Conv2d):
             module.register_forward_pre_hook(
                 lambda module, inputs, name=name: None if operations.is_channels_last(inputs[0]) else nchw.append(name))
-    logits = net(x.contiguous(memory_format=torch.channels_last))
+    logits = net(x.contiguous(memory_format=torch.channels_last), arch.weights())
     assert not nchw, nchw
     assert torch.allclose(logits, expected, atol=1e-5)
 
 
-def test_the_supernet_knows_no_method_and_takes_them_composed():
+def test_the_supernet_knows_no_method_and_the_architecture_takes_them_composed():
     import ast
     import os
     from conftest import ROOT
     tree = ast.parse(open(os.path.join(ROOT, 'model_search.py'), encoding='utf-8').read())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not imported & {'methods', 'successors', 'cost'}
+    assert not imported & {'methods', 'successors', 'cost', 'architecture'}
+    assert 'methods' not in vars(Network(16, 3, 3, image_size=8))
     with pytest.raises(TypeError, match=r'methods=methods.build\(flags\), or methods.Methods\(\) for DARTS alone'):
-        Network(16, 3, 3, image_size=8, methods=[])
+        Architecture(Network(16, 3, 3, image_size=8), methods=[])
+
+
+def test_a_methods_parameters_come_between_alpha_and_the_supernets_mixtures_as_checkpoints_hold_them():
+    """The Adam state in a checkpoint follows arch_parameters()'s order, which must not change when the
+    architecture adds a method's parameters after the supernet has registered its own."""
+    arch = supernet(16, 3, 3, image_size=8, edge_norm=True, location='after_every')
+    assert [name for name, _ in arch.net.named_arch_parameters()] == [
+        'alphas_normal', 'alphas_reduce', 'betas_normal', 'betas_reduce', 'attention_alphas_normal',
+        'attention_alphas_reduce']
+    assert arch.parameters_of(arch.methods[0], 'reduce') == {'betas': arch.net.betas_reduce}
+    with pytest.raises(ValueError, match='already has an architecture parameter betas_normal'):
+        arch.net.add_arch_parameters('normal', {'betas': torch.zeros(14)})

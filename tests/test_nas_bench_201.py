@@ -74,14 +74,15 @@ def test_strings_parse_print_and_refuse_exactly():
 
 def test_the_supernet_derives_as_the_benchmarks_darts_search_does():
     torch.manual_seed(0)
-    ours = train_search.model_search.SearchNetworkNB201(8, 1, 10, methods=train_search.methods.Methods())
-    assert ours.arch_parameters()[0].shape == (6, 5) and ours.op_names == list(NAS_BENCH_201)
+    net = train_search.model_search.SearchNetworkNB201(8, 1, 10)
+    ours = train_search.architecture.Architecture(net, train_search.methods.Methods())
+    assert net.arch_parameters()[0].shape == (6, 5) and net.op_names == list(NAS_BENCH_201)
     theirs = TinyNetworkDarts(8, 1, 4, 10, list(NAS_BENCH_201), False, True)
     for seed in range(5):
         alphas = torch.randn(6, 5, generator=torch.Generator().manual_seed(seed))
         alphas[seed, 0] = 10.0  # `none` wins one edge: the benchmark's rule keeps it
         with torch.no_grad():
-            ours.alphas_normal.copy_(alphas)
+            net.alphas_normal.copy_(alphas)
             theirs.arch_parameters.copy_(alphas)
         assert genotypes.genotype_repr(ours.genotype()) == theirs.genotype().tostr()
         assert ours.genotype().edges[seed][0] == 'none'

@@ -56,52 +56,55 @@ def test_skip_dropout_drops_the_identity_only_in_training():
 
 
 def test_keep_strongest_keeps_the_k_largest_remaining_weights_with_none_competing():
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     with torch.no_grad():
         net.alphas_normal.copy_(torch.arange(8.0).repeat(14, 1))  # none (index 0) weakest ... dil_conv_5x5 strongest
         net.alphas_normal[0, 0] = 100.0  # on edge 0, none is strongest
         net.alphas_reduce.copy_(-torch.arange(8.0).repeat(14, 1))
-    masks = progressive.keep_strongest(net, 3)
+    masks = progressive.keep_strongest(arch, 3)
     assert masks['normal'][1].nonzero().flatten().tolist() == [5, 6, 7]
     assert masks['normal'][0].nonzero().flatten().tolist() == [0, 6, 7]
     assert masks['reduce'][3].nonzero().flatten().tolist() == [0, 1, 2]
     net.set_op_masks(masks)
-    assert progressive.keep_strongest(net, 2)['reduce'][3].nonzero().flatten().tolist() == [0, 1]
+    assert progressive.keep_strongest(arch, 2)['reduce'][3].nonzero().flatten().tolist() == [0, 1]
     with torch.no_grad():
         net.alphas_reduce.copy_(torch.arange(8.0).repeat(14, 1))  # the removed ones now largest: they stay out
-    assert progressive.keep_strongest(net, 2)['reduce'][3].nonzero().flatten().tolist() == [1, 2]
+    assert progressive.keep_strongest(arch, 2)['reduce'][3].nonzero().flatten().tolist() == [1, 2]
 
 
 def test_a_masked_supernet_mixes_and_computes_only_the_remaining_ops():
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     mask = torch.zeros(14, 8, dtype=torch.bool)
     mask[:, [0, 4, 5]] = True  # none, sep_conv_3x3, sep_conv_5x5
     net.set_op_masks({'normal': mask, 'reduce': mask})
-    weights = net.arch_weights()['normal']
+    weights = arch.weights()['normal']
     soft = torch.softmax(net.alphas_normal.detach()[:, [0, 4, 5]], dim=-1)
     assert torch.allclose(weights.ops[:, [0, 4, 5]], soft) and torch.count_nonzero(weights.ops[:, [1, 2, 3, 6, 7]]) == 0
     assert weights.active == [[4, 5]] * 14
     computed = []
     hooks = [op.register_forward_hook(lambda module, inputs, output: computed.append(module))
              for cell in net.cells for edge in cell._ops for op in edge._ops]
-    net.eval()(torch.randn(2, 3, 8, 8))
+    net.eval()(torch.randn(2, 3, 8, 8), arch.weights())
     for hook in hooks:
         hook.remove()
     assert {type(module).__name__ for module in computed} == {'SepConv'}
-    restored = supernet(4, 3, 3, image_size=8)
+    restored = supernet(4, 3, 3, image_size=8).net
     restored.load_state_dict(net.state_dict())
     assert restored.masked_active()['reduce'] == [[4, 5]] * 14
 
 
 def test_the_skip_cap_leaves_a_skip_whose_edge_has_nothing_else_left():
-    net = supernet(4, 3, 3, image_size=8, max_skip=0)
+    arch = supernet(4, 3, 3, image_size=8, max_skip=0)
+    net = arch.net
     with torch.no_grad():
         net.alphas_normal.copy_(torch.tensor([0.0, 1, 1, 5, 2, 2, 2, 2]).repeat(14, 1))  # skip_connect wins
     mask = torch.ones(14, 8, dtype=torch.bool)
     mask[:2] = False
     mask[:2, [0, 3]] = True  # node 0's inputs keep only none and skip_connect
     net.set_op_masks({'normal': mask, 'reduce': torch.ones(14, 8, dtype=torch.bool)})
-    normal = net.genotype().normal
+    normal = arch.genotype().normal
     assert normal[:2] == [('skip_connect', 0), ('skip_connect', 1)]
     assert all(op != 'skip_connect' for op, _ in normal[2:])
 
@@ -144,19 +147,19 @@ def test_bad_stage_flags_give_one_sentence(flags, says):
 
 def test_carry_over_widens_weights_and_momentum_alike_and_keeps_the_architecture_and_the_schedule():
     import architect as architect_lib
-    old_net, net = supernet(8, 3, 3, image_size=8, partial_channels=4), supernet(8, 3, 3, image_size=8,
-                                                                                partial_channels=2)
+    old_arch, arch = (supernet(8, 3, 3, image_size=8, partial_channels=k) for k in (4, 2))
+    old_net, net = old_arch.net, arch.net
     old_sgd = torch.optim.SGD(old_net.network_weights(), 0.1, momentum=0.9)
     old_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(old_sgd, 4)
-    old_architect = architect_lib.Architect(old_net, architect_lib.SearchObjective(old_net), 0.9, 3e-4, 6e-4, 1e-3)
-    loss = old_net(torch.randn(2, 3, 8, 8)).sum()
+    old_architect = architect_lib.Architect(architect_lib.SearchObjective(old_arch), 0.9, 3e-4, 6e-4, 1e-3)
+    loss = old_net(torch.randn(2, 3, 8, 8), old_arch.weights()).sum()
     loss.backward()
     old_sgd.step()
     old_architect.optimizer.step()
     old_scheduler.step()
     sgd = torch.optim.SGD(net.network_weights(), 0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 4)
-    new_architect = architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
+    new_architect = architect_lib.Architect(architect_lib.SearchObjective(arch), 0.9, 3e-4, 6e-4, 1e-3)
     progressive.carry_over(train_search.StageState(old_net, old_sgd, old_scheduler, old_architect),
                            train_search.StageState(net, sgd, scheduler, new_architect),
                            torch.Generator().manual_seed(0))
@@ -178,11 +181,12 @@ def test_drnas_second_half_runs_at_the_rates_of_its_code(restart_lr):
     cosine schedule steps from the current rate, so epoch e runs at 0.1 (1 + cos(pi e / 50)) / (1 + cos(pi 25 /
     50)) = 0.1 (1 + cos(pi e / 50)); --stage_lr continue keeps the single cosine, 0.05 (1 + cos(pi e / 50))."""
     import architect as architect_lib
-    nets = [supernet(8, 3, 3, image_size=8, partial_channels=k) for k in (4, 2)]
+    archs = [supernet(8, 3, 3, image_size=8, partial_channels=k) for k in (4, 2)]
+    nets = [arch.net for arch in archs]
     sgds = [torch.optim.SGD(net.network_weights(), 0.1, momentum=0.9) for net in nets]
     schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 50, eta_min=0.0) for sgd in sgds]
-    architects = [architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
-                  for net in nets]
+    architects = [architect_lib.Architect(architect_lib.SearchObjective(arch), 0.9, 3e-4, 6e-4, 1e-3)
+                  for arch in archs]
     for _ in range(25):
         sgds[0].step()
         schedulers[0].step()
@@ -244,8 +248,9 @@ def test_the_architecture_gradient_is_clipped_to_its_norm_when_asked():
     from architect import Architect, SearchObjective
     norms = {}
     for clip in (0.0, 1e-3):
-        net = supernet(4, 3, 3, image_size=8)
-        architect = Architect(net, SearchObjective(net), 0.9, 3e-4, 3e-4, 1e-3, arch_grad_clip=clip)
+        arch = supernet(4, 3, 3, image_size=8)
+        net = arch.net
+        architect = Architect(SearchObjective(arch), 0.9, 3e-4, 3e-4, 1e-3, arch_grad_clip=clip)
         x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
         architect.step(x, y, x, y, 0.025, torch.optim.SGD(net.network_weights(), 0.025), unrolled=False)
         norms[clip] = torch.cat([p.grad.flatten() for p in net.arch_parameters()]).norm().item()

@@ -69,7 +69,7 @@ def test_pc_darts_preset_with_warmup_and_overrides(in_tmp):
     parsed, _, _ = train_search.resolve_arguments(parser, args)
     _, _, info = train_search.data.load_dataset(parsed)
     utils.seed_everything(parsed.seed)
-    initial = train_search.build_model(parsed, info, parsed.layers, parsed.partial_channels, parsed.max_skip)
+    initial = train_search.build_architecture(parsed, info, parsed.layers, parsed.partial_channels, parsed.max_skip)
     assert rows[0]['arch_weights'] == initial.described_weights()
     assert rows[1]['arch_weights'] != rows[0]['arch_weights']
     assert 'edges' in rows[0]['arch_weights']['normal']
@@ -211,8 +211,8 @@ def test_a_one_epoch_run_of_a_preset_with_warm_up_still_trains_the_architecture(
     parsed, _, _ = train_search.resolve_arguments(train_search.build_parser(), args)
     _, _, info = train_search.data.load_dataset(parsed)
     utils.seed_everything(parsed.seed)
-    initial = train_search.build_model(parsed, info, parsed.layers, parsed.partial_channels,
-                                       parsed.max_skip).described_weights()
+    initial = train_search.build_architecture(parsed, info, parsed.layers, parsed.partial_channels,
+                                              parsed.max_skip).described_weights()
     moved = metrics(in_tmp / 'search')[0]['arch_weights']
     for cell in ('normal', 'reduce'):
         change = torch.tensor(moved[cell]['ops']) - torch.tensor(initial[cell]['ops'])

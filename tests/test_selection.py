@@ -7,6 +7,7 @@ import torch
 from conftest import load_script, metrics, supernet
 
 import genotypes
+from architecture import Architecture
 import methods
 import model_search
 import selection
@@ -30,27 +31,29 @@ def importance_accuracy(preferred, importance):
 
 
 def test_darts_pt_changes_the_cell_when_masking_says_so():
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     with torch.no_grad():
         net.alphas_normal.copy_(torch.arange(8.0).repeat(14, 1))  # DARTS takes dil_conv_5x5 everywhere
-    darts_cell = net.genotype()
+    darts_cell = arch.genotype()
     assert {op for op, _ in darts_cell.normal} == {'dil_conv_5x5'}
     preferred = {edge: 1 + edge % 6 for edge in range(14)}  # max_pool_3x3 ... dil_conv_3x3, never none
     importance = [1.0, 2.0, 5.0, 1.0, 4.0, 3.0, 1.0, 2.0, 6.0, 5.0, 1.0, 2.0, 3.0, 4.0]
     accuracy_of = importance_accuracy(preferred, importance)
     for round_index in range(selection.rounds(net)):
         assert selection.rounds_done(net) == round_index
-        selection.decide(net, round_index, 0, net.arch_weights, accuracy_of, LOGGER)
+        selection.decide(net, round_index, 0, arch.weights, accuracy_of, LOGGER)
     assert selection.rounds(net) == selection.rounds_done(net) == 14 + 3
     # Each node keeps its two most important inputs, each with the op whose removal hurt.
     kept = {0: (0, 1), 2: (2, 4), 5: (5, 8), 9: (9, 13)}
     expected = [(net.op_names[preferred[edge]], edge - start) for start, edges in kept.items() for edge in edges]
-    cell = net.genotype()
+    cell = arch.genotype()
     assert sorted(cell.normal) == sorted(expected) and cell.normal != darts_cell.normal
 
 
 def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     scores = []
 
     def accuracy_of(weights):
@@ -58,7 +61,7 @@ def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
         removed = [op for op in range(8) if ops[:, op].eq(0).any()]
         scores.append(removed)
         return 10.0 if removed != [6] else 1.0  # without dil_conv_3x3 the supernet fails
-    selection.decide(net, 0, 3, net.arch_weights, accuracy_of, LOGGER)
+    selection.decide(net, 0, 3, arch.weights, accuracy_of, LOGGER)
     reduce = net.op_mask('reduce')
     decided = [edge for edge in range(14) if reduce[edge].sum() == 1]
     assert len(decided) == 1 and reduce[decided[0]].nonzero().flatten().tolist() == [6]
@@ -66,20 +69,22 @@ def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
 
 
 def test_nas_bench_201_rounds_decide_ops_only_and_may_keep_none():
-    net = model_search.SearchNetworkNB201(4, 1, 4, methods=methods.Methods())
+    net = model_search.SearchNetworkNB201(4, 1, 4)
+    arch = Architecture(net, methods.Methods())
     assert selection.rounds(net) == 6 and selection.epochs(net, 5) == 26
 
     def accuracy_of(weights):  # without none the supernet fails
         return 1.0 if weights['normal'].ops[:, 0].eq(0).any() else 5.0
     for round_index in range(6):
-        selection.decide(net, round_index, 0, net.arch_weights, accuracy_of, LOGGER)
-    assert net.genotype() == genotypes.parse_genotype('|none~0|+|none~0|none~1|+|none~0|none~1|none~2|')
+        selection.decide(net, round_index, 0, arch.weights, accuracy_of, LOGGER)
+    assert arch.genotype() == genotypes.parse_genotype('|none~0|+|none~0|none~1|+|none~0|none~1|none~2|')
 
 
 def test_the_decision_epochs_skip_a_round_the_masks_already_hold():
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     calls = []
-    objective = type('Objective', (), {'arch_weights': lambda self, phase: net.arch_weights()})()
+    objective = type('Objective', (), {'arch_weights': lambda self, phase: arch.weights()})()
     on_epoch = selection.decision_epochs(net, 2, 0, objective, lambda weights: calls.append(1) or 1.0, LOGGER)
     assert on_epoch(0) == (True, {'pt_decisions': 1}) and calls
     calls.clear()
@@ -128,13 +133,14 @@ def test_the_reduction_cell_is_measured_with_the_normal_cells_decision_in_place(
     """ruocwang/darts-pt 4ec3149, sota/cnn/projection.py pt_project: project_op on the normal cell,
     model.project_op, then project_op on the reduction cell, whose measurements mix the normal cell as
     projected (weights_dict holds only the cell type measured)."""
-    net = supernet(4, 3, 3, image_size=8)
+    arch = supernet(4, 3, 3, image_size=8)
+    net = arch.net
     decided_normal_edges = []
 
     def accuracy_of(weights):
         decided_normal_edges.append(int(((weights['normal'].ops > 0).sum(dim=1) == 1).sum()))
         return 0.0
-    selection.decide(net, 0, 0, net.arch_weights, accuracy_of, LOGGER)
+    selection.decide(net, 0, 0, arch.weights, accuracy_of, LOGGER)
     assert decided_normal_edges == [0] * 7 + [1] * 7  # 7 candidates (never none) per cell type
 
 
@@ -142,10 +148,10 @@ def test_the_methods_schedules_hold_their_end_values_while_darts_pt_fine_tunes()
     """darts-pt 4ec3149, sota/cnn/train_search.py: pt_project(..., args.epsilon_alpha), SDARTS's final radius; the
     other methods keep their last search epoch's values instead of starting their schedules again."""
     from architect import SearchObjective
-    net = supernet(4, 3, 3, image_size=8, sdarts='rs', beta_decay_weight=50.0, auxiliary_skip=1.0)
-    objective = SearchObjective(net)
+    arch = supernet(4, 3, 3, image_size=8, sdarts='rs', beta_decay_weight=50.0, auxiliary_skip=1.0)
+    objective = SearchObjective(arch)
     objective.hold_at_end(50)
-    held = {name: value for method in net.methods for name, value in method.logged(net).items()}
+    held = {name: value for method in arch.methods for name, value in method.logged(arch).items()}
     assert held == pytest.approx({'sdarts_epsilon': 0.3, 'beta_decay_weight': 50 * 49 / 100, 'auxiliary_skip': 0.02})
 
 

@@ -33,14 +33,15 @@ def test_bf16_logits_are_within_one_percent_of_float32():
             low = net(x)[0]
     assert low.dtype == torch.bfloat16 and relative_error(low, reference) < 1e-2
     torch.manual_seed(0)
-    search_net = supernet(16, 10, 3, partial_channels=2, alpha_attention=True, image_size=16)
+    arch = supernet(16, 10, 3, partial_channels=2, alpha_attention=True, image_size=16)
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
-        reference = search_net(x)
+        reference = arch.net(x, arch.weights())
         with loop.autocast_factory(torch.bfloat16, torch.device('cpu'))():
-            low = search_net(x)
+            weights = arch.weights()
+            low = arch.net(x, weights)
     assert relative_error(low, reference) < 1e-2
-    assert search_net.arch_weights()['normal'].ops.dtype == torch.float32
+    assert weights['normal'].ops.dtype == torch.float32
 
 
 def test_channels_last_computes_the_same_function():
@@ -50,19 +51,21 @@ def test_channels_last_computes_the_same_function():
         net.to(memory_format=torch.channels_last)
         assert (net(x.contiguous(memory_format=torch.channels_last))[0] - reference).abs().max() < 1e-6
     torch.manual_seed(0)
-    search_net = supernet(8, 10, 3, partial_channels=4, image_size=16)
+    arch = supernet(8, 10, 3, partial_channels=4, image_size=16)
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
-        reference = search_net(x)
-        search_net.to(memory_format=torch.channels_last)
-        assert (search_net(x.contiguous(memory_format=torch.channels_last)) - reference).abs().max() < 1e-6
+        reference = arch.net(x, arch.weights())
+        arch.net.to(memory_format=torch.channels_last)
+        logits = arch.net(x.contiguous(memory_format=torch.channels_last), arch.weights())
+        assert (logits - reference).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize('options', [{}, {'partial_channels': 2}, {'location': 'after_every'}])
 def test_skipping_zero_weighted_ops_and_edges_changes_nothing(options):
     torch.manual_seed(0)
-    search_net = supernet(16, 10, 3, image_size=16, hd_on_weights=True, **options)
-    hard = SearchObjective(search_net).arch_weights('weights')
+    arch = supernet(16, 10, 3, image_size=16, hd_on_weights=True, **options)
+    search_net = arch.net
+    hard = SearchObjective(arch).arch_weights('weights')
     assert sum(len(ops) for ops in hard['normal'].active) == 8
     every_op = {cell: w.replace(active=None) for cell, w in hard.items()}
     x = torch.randn(4, 3, 16, 16)
@@ -125,10 +128,10 @@ def test_bench_reports_the_median_of_the_timed_steps_after_the_warm_up(monkeypat
 def test_the_benchmarked_search_step_is_a_real_one():
     """It moves both the architecture (first, on its batch) and the weights, as a search step does."""
     speed = bench.Speed(None, False, False, torch.device('cpu'))
-    batch_size, step, model, _ = bench.search_case('pc_darts', [], bench.TINY, True, speed)
-    before = {name: value.clone() for name, value in model.state_dict().items()}
+    batch_size, step, arch, _ = bench.search_case('pc_darts', [], bench.TINY, True, speed)
+    before = {name: value.clone() for name, value in arch.net.state_dict().items()}
     step()
-    after = model.state_dict()
+    after = arch.net.state_dict()
     assert batch_size == 8 and not torch.equal(before['alphas_normal'], after['alphas_normal'])
     assert not torch.equal(before['classifier.weight'], after['classifier.weight'])
 

@@ -23,34 +23,36 @@ TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size'
         '--report_freq', '1000', '--epochs', '2']
 
 
-def only(net, method_class):
-    return next(method for method in net.methods if isinstance(method, method_class))
+def only(arch, method_class):
+    return next(method for method in arch.methods if isinstance(method, method_class))
 
 
 def test_beta_decay_is_the_mean_logsumexp_of_the_op_parameters_with_a_linear_weight():
-    net = supernet(4, 3, 3, image_size=8, beta_decay_weight=50.0)
-    beta = only(net, successors.BetaDecay)
+    arch = supernet(4, 3, 3, image_size=8, beta_decay_weight=50.0)
+    net = arch.net
+    beta = only(arch, successors.BetaDecay)
     with torch.no_grad():
         net.alphas_normal.copy_(torch.arange(14 * 8.0).view(14, 8) / 20)
         net.alphas_reduce.zero_()
     beta.set_epoch(10, 50)
     expected = 50.0 * 10 / 100 * (torch.log(torch.exp(net.alphas_normal).sum(-1)).mean() + torch.log(torch.tensor(8.0)))
-    assert torch.allclose(beta.regularisers('alpha', net)['beta_decay'], expected)
+    assert torch.allclose(beta.regularisers('alpha', arch)['beta_decay'], expected)
     # Its gradient by hand: d/d alpha of 5 * mean over 14 edges of logsumexp(alpha_e) = 5 * softmax(alpha_e) / 14.
-    gradient, = torch.autograd.grad(beta.regularisers('alpha', net)['beta_decay'], net.alphas_normal)
+    gradient, = torch.autograd.grad(beta.regularisers('alpha', arch)['beta_decay'], net.alphas_normal)
     assert torch.allclose(gradient, 5.0 * torch.softmax(net.alphas_normal.detach(), dim=-1) / 14)
-    assert beta.regularisers('weights', net) == {} and beta.logged(net) == {'beta_decay_weight': 5.0}
+    assert beta.regularisers('weights', arch) == {} and beta.logged(arch) == {'beta_decay_weight': 5.0}
     beta.set_epoch(0, 50)
-    assert beta.regularisers('alpha', net)['beta_decay'].item() == 0.0
+    assert beta.regularisers('alpha', arch)['beta_decay'].item() == 0.0
 
 
 def test_beta_decay_pulls_the_op_parameters_together():
-    net = supernet(4, 3, 3, image_size=8, beta_decay_weight=50.0)
-    beta = only(net, successors.BetaDecay)
+    arch = supernet(4, 3, 3, image_size=8, beta_decay_weight=50.0)
+    net = arch.net
+    beta = only(arch, successors.BetaDecay)
     beta.set_epoch(50, 50)
     with torch.no_grad():
         net.alphas_normal.copy_(torch.randn(14, 8))
-    gradient, = torch.autograd.grad(beta.regularisers('alpha', net)['beta_decay'], [net.alphas_normal])
+    gradient, = torch.autograd.grad(beta.regularisers('alpha', arch)['beta_decay'], [net.alphas_normal])
     spread = net.alphas_normal.detach()
     stepped = spread - 0.1 * gradient
     assert (stepped.std(-1) < spread.std(-1)).all(), 'a descent step lowers the largest relative to the others'
@@ -67,10 +69,11 @@ def test_clip_rows_projects_onto_the_simplex():
 
 def sdarts_setup(kind):
     torch.manual_seed(0)
-    net = supernet(4, 3, 3, image_size=8, sdarts=kind, sdarts_epsilon=0.3)
-    sdarts = only(net, successors.SmoothDARTS)
+    arch = supernet(4, 3, 3, image_size=8, sdarts=kind, sdarts_epsilon=0.3)
+    net = arch.net
+    sdarts = only(arch, successors.SmoothDARTS)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 3, (8,))
-    return net, sdarts, (lambda weights: net.criterion(net(x, weights), y))
+    return arch, sdarts, (lambda weights: net.criterion(net(x, weights), y))
 
 
 def test_sdarts_epsilon_grows_linearly_from_0_03():
@@ -83,11 +86,11 @@ def test_sdarts_epsilon_grows_linearly_from_0_03():
 
 @pytest.mark.parametrize('kind', ['rs', 'adv'])
 def test_sdarts_perturbations_stay_within_epsilon_before_the_projection(kind, monkeypatch):
-    net, sdarts, loss_of = sdarts_setup(kind)
+    arch, sdarts, loss_of = sdarts_setup(kind)
     monkeypatch.setattr(successors, 'clip_rows', lambda ops: ops)
     sdarts.set_epoch(25, 50)
-    clean = net.arch_weights()
-    perturbed = sdarts.perturb(clean, loss_of, net)
+    clean = arch.weights()
+    perturbed = sdarts.perturb(clean, loss_of, arch)
     for cell in clean:
         difference = (perturbed[cell].ops - clean[cell].ops).abs()
         assert difference.max() <= sdarts.epsilon + 1e-6 and difference.mean() > sdarts.epsilon / 10
@@ -95,39 +98,40 @@ def test_sdarts_perturbations_stay_within_epsilon_before_the_projection(kind, mo
 
 @pytest.mark.parametrize('kind', ['rs', 'adv'])
 def test_sdarts_perturbed_weights_are_mixtures(kind):
-    net, sdarts, loss_of = sdarts_setup(kind)
-    perturbed = sdarts.perturb(net.arch_weights(), loss_of, net)
+    arch, sdarts, loss_of = sdarts_setup(kind)
+    perturbed = sdarts.perturb(arch.weights(), loss_of, arch)
     for weights in perturbed.values():
         assert (weights.ops >= 0).all() and torch.allclose(weights.ops.sum(-1), torch.ones(len(weights.ops)))
-    assert net.training, 'the attack runs BatchNorm in evaluation mode and restores the mode'
+    assert arch.net.training, 'the attack runs BatchNorm in evaluation mode and restores the mode'
 
 
 def test_sdarts_adversarial_raises_the_loss_more_than_random_noise():
-    net, adversarial, loss_of = sdarts_setup('adv')
+    arch, adversarial, loss_of = sdarts_setup('adv')
     random = successors.SmoothDARTS('rs', 0.3)
     for method in (adversarial, random):
         method.set_epoch(49, 50)
-    clean = net.arch_weights()
+    clean = arch.weights()
     with torch.no_grad():
         clean_loss = loss_of(clean)
-        attacked_loss = loss_of(adversarial.perturb(clean, loss_of, net))
-        random_loss = torch.stack([loss_of(random.perturb(clean, loss_of, net)) for _ in range(5)]).mean()
+        attacked_loss = loss_of(adversarial.perturb(clean, loss_of, arch))
+        random_loss = torch.stack([loss_of(random.perturb(clean, loss_of, arch)) for _ in range(5)]).mean()
     assert attacked_loss > clean_loss and attacked_loss > random_loss
 
 
 def test_darts_minus_adds_a_linearly_decaying_skip_to_every_edge():
-    net = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0)
-    auxiliary = only(net, successors.AuxiliarySkip)
+    arch = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0)
+    net = arch.net
+    auxiliary = only(arch, successors.AuxiliarySkip)
     skip = net.op_names.index('skip_connect')
-    genotype = net.genotype()
+    genotype = arch.genotype()
     for epoch, beta in ((0, 1.0), (25, 0.5), (49, 0.02)):
         auxiliary.set_epoch(epoch, 50)
-        clean = net.arch_weights()
+        clean = arch.weights()
         for phase in ('alpha', 'weights', 'eval'):
-            added = auxiliary.transform(clean, phase, net)['normal'].ops - clean['normal'].ops
+            added = auxiliary.transform(clean, phase, arch)['normal'].ops - clean['normal'].ops
             assert torch.allclose(added[:, skip], torch.full((14,), beta)) and added[:, :skip].abs().max() == 0
-    assert auxiliary.logged(net) == {'auxiliary_skip': pytest.approx(0.02)}
-    assert net.genotype() == genotype, 'the auxiliary skip takes no part in the derived cell'
+    assert auxiliary.logged(arch) == {'auxiliary_skip': pytest.approx(0.02)}
+    assert arch.genotype() == genotype, 'the auxiliary skip takes no part in the derived cell'
 
 
 @pytest.mark.parametrize('decay_epochs, epochs, expected', [
@@ -146,42 +150,44 @@ def test_darts_minus_decays_over_fifty_epochs_as_its_code_whatever_the_search_le
 
 
 def test_darts_minus_needs_skip_connect_among_the_ops():
-    net = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0, primitives='sep_conv_3x3,max_pool_3x3')
+    arch = supernet(4, 3, 3, image_size=8, auxiliary_skip=1.0, primitives='sep_conv_3x3,max_pool_3x3')
     with pytest.raises(UserError, match='keep skip_connect in --primitives'):
-        SearchObjective(net).loss(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), 'weights')
+        SearchObjective(arch).loss(torch.randn(2, 3, 8, 8), torch.tensor([0, 1]), 'weights')
 
 
 def test_fair_darts_weighs_each_op_by_its_own_sigmoid_with_the_zero_one_loss():
-    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
-    fair = only(net, successors.FairDARTS)
+    arch = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
+    net = arch.net
+    fair = only(arch, successors.FairDARTS)
     with torch.no_grad():
         net.alphas_normal.copy_(torch.linspace(-3, 3, 14 * 7).view(14, 7))
         net.alphas_reduce.zero_()
-    weights = net.arch_weights()
+    weights = arch.weights()
     assert torch.equal(weights['normal'].ops, torch.sigmoid(net.alphas_normal))
     assert torch.equal(weights['reduce'].ops, torch.full((14, 7), 0.5)), 'sigmoid(0): no competition between ops'
     squared = (torch.sigmoid(net.alphas_normal) - 0.5).pow(2).sum() / (2 * 14 * 7)
-    assert torch.allclose(fair.regularisers('alpha', net)['zero_one'], -10 * squared)
+    assert torch.allclose(fair.regularisers('alpha', arch)['zero_one'], -10 * squared)
     # Its gradient by hand: -10 * 2 (sigma - 0.5) sigma (1 - sigma) / (2 * 14 * 7) for each op parameter.
-    gradient, = torch.autograd.grad(fair.regularisers('alpha', net)['zero_one'], net.alphas_normal)
+    gradient, = torch.autograd.grad(fair.regularisers('alpha', arch)['zero_one'], net.alphas_normal)
     sigma = torch.sigmoid(net.alphas_normal.detach())
     assert torch.allclose(gradient, -10 * 2 * (sigma - 0.5) * sigma * (1 - sigma) / (2 * 14 * 7))
-    assert fair.regularisers('weights', net) == {}
+    assert fair.regularisers('weights', arch) == {}
 
 
 def test_fair_darts_derives_the_strongest_sigmoid_weights_and_counts_those_below_the_threshold():
-    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
-    fair = only(net, successors.FairDARTS)
+    arch = supernet(4, 3, 3, image_size=8, sigmoid_weights=True, primitives='darts_without_none')
+    net = arch.net
+    fair = only(arch, successors.FairDARTS)
     with torch.no_grad():
         net.alphas_normal.fill_(-5.0)
         net.alphas_reduce.fill_(-5.0)
         for edge, op, alpha in ((0, 3, 4.0), (1, 6, 1.0), (2, 2, 3.0), (3, 0, 0.5), (4, 4, 2.0)):
             net.alphas_normal[edge, op] = alpha  # nodes 0 and 1; sigmoid 0.98, 0.73, 0.95, 0.62, 0.88
-    genotype = net.genotype()
+    genotype = arch.genotype()
     assert genotype.normal[:4] == [('sep_conv_3x3', 0), ('dil_conv_5x5', 1), ('skip_connect', 0),
                                    ('sep_conv_5x5', 2)]
     below = 1 + 4 + 8  # node 0's dil_conv_5x5 (0.73), the four ops of nodes 2 and 3, the whole reduction cell
-    assert fair.logged(net) == {'fair_below_threshold': below}
+    assert fair.logged(arch) == {'fair_below_threshold': below}
 
 
 def test_fair_darts_cannot_share_the_op_weights_with_da2s():
@@ -216,13 +222,14 @@ def test_gumbel_samples_are_drawn_with_the_op_weights_frequencies():
 
 def test_gdas_computes_only_the_sampled_op_and_anneals_its_temperature():
     torch.manual_seed(0)
-    net = supernet(4, 3, 3, image_size=8, gdas=True)
-    gdas = only(net, successors.GDAS)
+    arch = supernet(4, 3, 3, image_size=8, gdas=True)
+    net = arch.net
+    gdas = only(arch, successors.GDAS)
     gdas.set_epoch(0, 250)
     assert gdas.tau == 10.0
     gdas.set_epoch(249, 250)
     assert gdas.tau == pytest.approx(0.1)
-    sampled = gdas.transform(net.arch_weights(), 'alpha', net)
+    sampled = gdas.transform(arch.weights(), 'alpha', arch)
     for w in sampled.values():
         assert [len(ops) for ops in w.active] == [1] * 14
         assert torch.equal(w.ops.detach().argmax(-1), torch.tensor([ops[0] for ops in w.active]))
@@ -237,11 +244,13 @@ def test_gdas_on_nas_bench_201_gives_each_unsampled_op_the_gradient_of_its_edges
     cell): sum(weights[i] * edge(x) if i == argmax else weights[i] for each op i), so an unsampled op's weight,
     0 in the forward pass, gets d(loss)/d(edge output) summed over its elements, in every cell that shares
     it; in the DARTS space's cell (its MixedOp's forward_gdas: op(x) * weights[index]) it gets nothing."""
+    from architecture import Architecture
     from model_search import NB201SearchCell, SearchNetworkNB201
-    for net in (SearchNetworkNB201(4, 1, 3, image_size=8, methods=methods.build({'gdas': True})),
-                supernet(4, 3, 3, image_size=8, gdas=True)):
+    for arch in (Architecture(SearchNetworkNB201(4, 1, 3, image_size=8), methods.build({'gdas': True})),
+                 supernet(4, 3, 3, image_size=8, gdas=True)):
+        net = arch.net
         torch.manual_seed(0)
-        sampled = only(net, successors.GDAS).transform(net.arch_weights(), 'alpha', net)
+        sampled = only(arch, successors.GDAS).transform(arch.weights(), 'alpha', arch)
         ops = sampled['normal'].ops
         ops.retain_grad()
         outputs = {}  # edge -> its output in every NAS-Bench-201 cell
@@ -273,33 +282,36 @@ def test_step_order_weights_first_takes_the_weight_step_before_the_architecture_
 def dirichlet_supernet(kl_weight):
     """A DrNAS supernet whose normal cell's op parameters spread from -2 to 3, and its method."""
     torch.manual_seed(0)
-    net = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=kl_weight)
+    arch = supernet(4, 3, 3, image_size=8, dirichlet=True, dirichlet_kl=kl_weight)
+    net = arch.net
     with torch.no_grad():
         net.alphas_normal.copy_(torch.linspace(-2, 3, 14 * 8).view(14, 8))
-    return net, only(net, successors.DirichletSampling)
+    return arch, only(arch, successors.DirichletSampling)
 
 
 def test_dirichlet_samples_have_the_distribution_mean_and_carry_the_gradient():
-    net, drnas = dirichlet_supernet(0.5)
+    arch, drnas = dirichlet_supernet(0.5)
+    net = arch.net
     concentration = torch.nn.functional.elu(net.alphas_normal.detach()) + 1
-    samples = torch.stack([drnas.transform(net.arch_weights(), 'eval', net)['normal'].ops for _ in range(4000)])
+    samples = torch.stack([drnas.transform(arch.weights(), 'eval', arch)['normal'].ops for _ in range(4000)])
     assert (samples > 0).all() and torch.allclose(samples.sum(-1), torch.ones(4000, 14))
     assert torch.allclose(samples.mean(0), concentration / concentration.sum(-1, keepdim=True), atol=0.01)
-    loss = (drnas.transform(net.arch_weights(), 'alpha', net)['normal'].ops[:, 0]).sum()
+    loss = (drnas.transform(arch.weights(), 'alpha', arch)['normal'].ops[:, 0]).sum()
     assert torch.autograd.grad(loss, net.alphas_normal)[0].abs().sum() > 0, 'reparameterised: alpha learns'
-    kl = drnas.regularisers('alpha', net)['dirichlet_kl']
+    kl = drnas.regularisers('alpha', arch)['dirichlet_kl']
     with torch.no_grad():
         net.alphas_normal.zero_()
         net.alphas_reduce.zero_()
-    assert kl > 0 and drnas.regularisers('alpha', net)['dirichlet_kl'].item() == pytest.approx(0, abs=1e-6)
-    assert drnas.logged(net) == {'dirichlet_concentration': pytest.approx(8.0)}
+    assert kl > 0 and drnas.regularisers('alpha', arch)['dirichlet_kl'].item() == pytest.approx(0, abs=1e-6)
+    assert drnas.logged(arch) == {'dirichlet_concentration': pytest.approx(8.0)}
 
 
 def test_with_masks_the_dirichlet_covers_the_remaining_ops_and_its_kl_all_ops_as_drnas_code():
     """xiangning-chen/DrNAS f2caa4d: the sample is masked and renormalised (process_step_matrix); the KL of
     DARTS-space/model_search.py _get_kl_reg covers the whole alpha matrix, whose pruned entries utils.py's
     prune() has set to 0 (concentration elu(0) + 1 = 1) and which the KL alone then moves."""
-    net, drnas = dirichlet_supernet(1.0)
+    arch, drnas = dirichlet_supernet(1.0)
+    net = arch.net
     kept = net.alphas_normal.detach().clone()
     mask = torch.zeros(14, 8, dtype=torch.bool)
     mask[:, [1, 4, 5, 7]] = True
@@ -311,7 +323,7 @@ def test_with_masks_the_dirichlet_covers_the_remaining_ops_and_its_kl_all_ops_as
     net.set_op_masks(masks)
     progressive.prune_architecture(net, masks)
     assert torch.equal(net.alphas_normal.detach(), torch.where(mask, kept, torch.zeros_like(kept)))
-    sample = drnas.transform(net.arch_weights(), 'alpha', net)['normal'].ops
+    sample = drnas.transform(arch.weights(), 'alpha', arch)['normal'].ops
     assert torch.count_nonzero(sample[~mask]) == 0 and torch.allclose(sample.sum(-1), torch.ones(14))
     concentration = torch.nn.functional.elu(kept) + 1
 
@@ -320,10 +332,10 @@ def test_with_masks_the_dirichlet_covers_the_remaining_ops_and_its_kl_all_ops_as
                                                  torch.distributions.Dirichlet(torch.ones_like(c))).sum()
     reduce = torch.nn.functional.elu(net.alphas_reduce.detach()) + 1
     expected = kl(torch.where(mask, concentration, torch.ones_like(concentration))) + kl(reduce)
-    assert drnas.regularisers('alpha', net)['dirichlet_kl'].item() == pytest.approx(expected.item(), rel=1e-5)
-    gradient, = torch.autograd.grad(drnas.regularisers('alpha', net)['dirichlet_kl'], net.alphas_normal)
+    assert drnas.regularisers('alpha', arch)['dirichlet_kl'].item() == pytest.approx(expected.item(), rel=1e-5)
+    gradient, = torch.autograd.grad(drnas.regularisers('alpha', arch)['dirichlet_kl'], net.alphas_normal)
     assert (gradient[~mask] != 0).all(), 'the KL moves the pruned parameters, as in its code'
-    assert drnas.logged(net)['dirichlet_concentration'] == pytest.approx(
+    assert drnas.logged(arch)['dirichlet_concentration'] == pytest.approx(
         (torch.cat([(concentration * mask).sum(-1), reduce.sum(-1)])).mean().item())
 
 
@@ -376,8 +388,8 @@ def test_fair_darts_trains_the_architecture_with_its_codes_adam_betas():
     args, _, _ = train_search.resolve_arguments(train_search.build_parser(), ['--method', 'fair_darts'])
     assert (args.arch_beta1, args.arch_learning_rate, args.batch_size, args.learning_rate, args.zero_one_weight,
             args.fair_threshold) == (0.9, 3e-3, 128, 0.005, 10.0, 0.85)
-    net = supernet(4, 3, 3, image_size=8, sigmoid_weights=True)
-    _, _, architect = train_search.build_optimizers(args, net, parallel.Distributed(), contextlib.nullcontext, 50)
+    arch = supernet(4, 3, 3, image_size=8, sigmoid_weights=True)
+    _, _, architect = train_search.build_optimizers(args, arch, parallel.Distributed(), contextlib.nullcontext, 50)
     assert architect.optimizer.defaults['betas'] == (0.9, 0.999)
 
 
@@ -385,14 +397,14 @@ def test_drnas_kl_replaces_the_architectures_weight_decay_as_its_reg_type_kl():
     # xiangning-chen/DrNAS f2caa4d, architect.py: Adam weight_decay = reg_scale for 'l2', 0 for 'kl'.
     import architect as architect_lib
     for kl_weight, weight_decay in ((0.0, 1e-3), (1.0, 0.0)):
-        net, _ = dirichlet_supernet(kl_weight)
-        architect = architect_lib.Architect(net, architect_lib.SearchObjective(net), 0.9, 3e-4, 6e-4, 1e-3)
+        arch, _ = dirichlet_supernet(kl_weight)
+        architect = architect_lib.Architect(architect_lib.SearchObjective(arch), 0.9, 3e-4, 6e-4, 1e-3)
         assert {group['weight_decay'] for group in architect.optimizer.param_groups} == {weight_decay}
 
 
 def test_drnas_pools_without_batchnorm_as_its_supernet():
     # xiangning-chen/DrNAS f2caa4d, DARTS-space/model_search.py: a MixedOp whose pooling candidates have no
     # BatchNorm after them (its preset's other settings: tests/test_presets.py).
-    darts, drnas = (supernet(8, 3, 3, image_size=8, primitives='darts_without_none', pool_bn=pool_bn).cells[0]._ops[0]
-                    ._ops[0] for pool_bn in (True, False))  # each edge's max_pool_3x3
+    darts, drnas = (supernet(8, 3, 3, image_size=8, primitives='darts_without_none', pool_bn=pool_bn).net.cells[0]
+                    ._ops[0]._ops[0] for pool_bn in (True, False))  # each edge's max_pool_3x3
     assert isinstance(darts[1], torch.nn.BatchNorm2d) and isinstance(drnas, torch.nn.MaxPool2d)
