@@ -26,7 +26,7 @@ class Architecture:
         if not hasattr(methods, 'owner'):
             raise TypeError('Architecture takes methods=methods.build(flags), or methods.Methods() for DARTS alone')
         self.net, self.methods = net, methods
-        self._method_parameters = {}  # id(method) -> {cell type: {its name: parameter}}
+        self._method_parameters = {}  # id(method) -> {cell type: {its name: the supernet's attribute}}
         for cell in net.cell_types:
             for method in methods:
                 values = method.arch_parameters(self)
@@ -40,7 +40,8 @@ class Architecture:
 
     def parameters_of(self, method, cell):
         """The architecture parameters `method` asked for (its arch_parameters), of a cell type, by its names."""
-        return self._method_parameters.get(id(method), {}).get(cell, {})
+        names = self._method_parameters.get(id(method), {}).get(cell, {})
+        return {name: getattr(self.net, attribute) for name, attribute in names.items()}
 
     def weights(self):
         """Soft weights of every cell type: the op mixture (DARTS: softmax of the op parameters; a method may

@@ -18,7 +18,9 @@ from typing import Callable, NamedTuple, Optional
 import torch
 from torch import nn
 
+import architect as architect_lib
 import cost
+import curvature
 import data
 import export
 import genotypes
@@ -35,7 +37,8 @@ from train_search import build_parser as build_search_parser
 # Search benchmarks: (name, method preset, extra flags). Batch sizes and options are the presets'.
 # Every --method preset is timed as it runs (a search in stages: its first stage), and these also second order.
 SECOND_ORDER = ('darts', 'pc_darts', 'att_darts')
-CASES = ('search', 'train', 'infer', 'loader')
+CASES = ('search', 'train', 'infer', 'loader', 'curvature')
+DEFAULT_CASES = CASES[:4]  # curvature times a whole measurement per step: asked for by name
 PAPER = dict(search_channels=16, search_layers=8, train_channels=36, train_layers=20, image_size=32)
 TINY = dict(search_channels=16, search_layers=3, train_channels=8, train_layers=5, image_size=16)
 
@@ -108,6 +111,15 @@ def search_case(method, extra, sizes, tiny, speed):
     return SearchCase(search_args.batch_size, step, arch, validate)
 
 
+def curvature_case(sizes, tiny, speed):
+    """(batch size, one measurement of the dominant eigenvalue of the Hessian, train_search.py
+    --hessian_eigenvalue, on one batch of the DARTS supernet)."""
+    case = search_case('darts', [], sizes, tiny, speed)
+    batch = random_batch(case.batch_size, 3, sizes['image_size'], 10, speed)
+    objective = architect_lib.SearchObjective(case.arch, speed.autocast)
+    return case.batch_size, lambda: curvature.hessian_eigenvalue(objective, [batch])
+
+
 def train_case(batch_size, sizes, speed, inference):
     config = dict(kind='cifar', C=sizes['train_channels'], num_classes=10, layers=sizes['train_layers'],
                   auxiliary=True, in_channels=3, image_size=sizes['image_size'])
@@ -161,8 +173,9 @@ def latency_case(source, batch_size, sizes, speed):
 
 def build_parser():
     parser = utils.ArgumentParser(description='Measure images per second and peak memory of every step.')
-    parser.add_argument('--cases', default=','.join(CASES),
-                        help='comma-separated subset of: ' + ', '.join(CASES))
+    parser.add_argument('--cases', default=','.join(DEFAULT_CASES),
+                        help=f'comma-separated subset of: {", ".join(CASES)} (default: {",".join(DEFAULT_CASES)}; '
+                             'curvature: one --hessian_eigenvalue measurement of the DARTS supernet per step)')
     parser.add_argument('--methods', default=','.join(sorted(methods_lib.presets())), help='search presets to measure')
     parser.add_argument('--batch_sizes', type=utils.comma_list(int, 1), default=(96, 256),
                         help="comma-separated batch sizes of DARTS_V2's training and inference")
@@ -216,6 +229,8 @@ def build_plan(args, sizes, speed):
         if case in cases:
             plan += [(f'{case} DARTS_V2 b{b}', lambda b=b, i=inference: (b, train_case(b, sizes, speed, i)))
                      for b in batches]
+    if 'curvature' in cases:
+        plan += [('curvature darts', lambda: curvature_case(sizes, args.tiny, speed))]
     if 'loader' in cases:
         plan += [(f'loader b{batches[0]}', lambda: (batches[0], loader_case(batches[0], sizes, speed)))]
     return plan

@@ -102,8 +102,8 @@ class _Supernet(nn.Module):
 
     def add_arch_parameters(self, cell, values):
         """Registers further architecture parameters of a cell type, {name: initial value} (a search method's,
-        see architecture.py), as NAME_cell on the supernet's device; returns them, {name: parameter}. They
-        come after the op parameters and before the supernet's own mixtures in arch_parameters()."""
+        see architecture.py), as NAME_cell on the supernet's device; returns {name: NAME_cell}. They come
+        after the op parameters and before the supernet's own mixtures in arch_parameters()."""
         device = self.op_parameters(cell).device
         added = {}
         for name, value in values.items():
@@ -112,7 +112,7 @@ class _Supernet(nn.Module):
                 raise ValueError(f'the supernet already has an architecture parameter {full_name}')
             setattr(self, full_name, nn.Parameter(value.to(device)))
             self._added_names.append(full_name)
-            added[name] = getattr(self, full_name)
+            added[name] = full_name
         return added
 
     # ----------------------------------------------------------------------------------------------

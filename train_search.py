@@ -10,6 +10,7 @@ what each method changes in a step is in methods.py and successors.py.
 """
 import argparse
 import functools
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn as nn
 import architect as architect_lib
 import architecture
 import nas_bench_201
+import curvature
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
@@ -62,7 +64,8 @@ class StageState:
 class SearchRun:
     """What every stage of a search shares: the run folder and its arguments (what checkpoints and args.json
     record), the loaders of the weights' half, the architecture's half and that half for validation, the
-    precision, the processes, and NAS-Bench-201's tables (or None)."""
+    precision, the processes, NAS-Bench-201's tables (or None), and how often the Hessian's eigenvalue is
+    measured (0: never) on which batches."""
     run: loop.Run
     run_args: dict
     train_queue: object
@@ -73,6 +76,8 @@ class SearchRun:
     grad_clip: float
     unrolled: bool
     tables: object = None
+    hessian_every: int = 0
+    hessian_batches: tuple = ()
 
 
 def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled, update_architecture,
@@ -171,6 +176,7 @@ def build_parser():
                      help='epochs with the architecture frozen')
     methods.add_arguments(parser)
     progressive.add_arguments(parser)
+    curvature.add_arguments(parser)
     selection.add_arguments(parser)
     loop.add_speed_arguments(parser)
     loop.add_run_arguments(parser, default_seed=2)
@@ -308,6 +314,9 @@ def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, 
         if epoch_run.stopped_at is not None:
             epoch_run.stop(checkpoint_at(epoch, epoch_run.stopped_at, epoch_run.meters))
         valid = infer(state.model, objective, search_run.valid_queue, search_run.amp_autocast, distributed)
+        if not selecting and curvature.due(epoch - first_epoch, epochs, search_run.hessian_every):
+            fields = {**fields, 'hessian_eigenvalue': curvature.hessian_eigenvalue(
+                objective, search_run.hessian_batches, state.architect.optimizer.defaults['weight_decay'])}
         if not distributed.same_everywhere(list(state.model.parameters())):
             raise RuntimeError(f'the processes\' supernets differ after epoch {epoch}: their methods sampled '
                                f'different architectures')
@@ -384,7 +393,9 @@ def search(args, checkpoint, notes, device, distributed):
     train_queue, alpha_queue, valid_queue = build_loaders(args, train_split, info, device, distributed, channels_last)
     search_run = SearchRun(run, {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last},
                            train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
-                           args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None)
+                           args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None,
+                           args.hessian_eigenvalue, tuple(itertools.islice(
+                               valid_queue.iterate(0), args.hessian_batches if args.hessian_eigenvalue else 0)))
     with loop.Session(run, 'search', args.report_freq, device) as session:
         for stage in stages[first:] if not selecting else ():
             if stage.index != first:

@@ -26,11 +26,11 @@ DARTS = dict(
     auxiliary_skip_epochs=50, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85, sdarts='off',
     sdarts_epsilon=0.3, gdas=False, tau_max=10.0, tau_min=0.1, dirichlet=False, dirichlet_kl=0.0,
     selection='darts', pt_interval=5, pt_batches=0)
-# Where the data, the output and the devices are: no part of a method's settings.
+# Where the data, the output and the devices are, and what is only measured: no part of a method's settings.
 PLACES = {'method', 'dataset', 'data', 'image_size', 'in_channels', 'num_classes', 'synthetic_train_size',
           'synthetic_test_size', 'synthetic_seed', 'held_out_fraction', 'workers', 'split_file', 'search_space',
           'benchmark', 'latency_table', 'amp', 'channels_last', 'save', 'exp_path', 'resume', 'seed', 'device', 'gpu',
-          'report_freq', 'tensorboard'}
+          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches'}
 
 DARTS_SPACE = {
     'darts': {},
