@@ -40,6 +40,11 @@ def dominant_eigenvalue(hessian_vector_product, size, iterations=100, tolerance=
     return first + largest_magnitude(lambda v: hessian_vector_product(v) - first * v)
 
 
+def _flat(gradients, parameters):
+    """One vector of the gradients of `parameters`, zeros where a parameter took no part."""
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(parameters, gradients)])
+
+
 def hessian_eigenvalue(objective, batches, arch_weight_decay=0.0, iterations=100, tolerance=1e-5):
     """The dominant eigenvalue of the Hessian of the mean cross-entropy over `batches` ((images, targets)
     of the architecture's half) with respect to the architecture parameters, plus arch_weight_decay * I, as
@@ -57,15 +62,11 @@ def hessian_eigenvalue(objective, batches, arch_weight_decay=0.0, iterations=100
         with torch.random.fork_rng(devices=devices), loop.exact_float32():
             loss = sum(net.criterion(net(images, objective.arch.weights()), targets) for images, targets in batches)
             loss = loss / len(batches)
-            gradient = torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True)
-            gradient = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                                  for p, g in zip(parameters, gradient)])
+            gradient = _flat(torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True), parameters)
 
             def hessian_vector_product(vector):
-                images = torch.autograd.grad(gradient, parameters, vector, retain_graph=True, allow_unused=True)
-                flat = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
-                                  for p, g in zip(parameters, images)])
-                return flat.detach() + arch_weight_decay * vector
+                image = torch.autograd.grad(gradient, parameters, vector, retain_graph=True, allow_unused=True)
+                return _flat(image, parameters).detach() + arch_weight_decay * vector
 
             generator = torch.Generator().manual_seed(0)
             return dominant_eigenvalue(hessian_vector_product, gradient.numel(), iterations, tolerance, generator,
