@@ -12,9 +12,6 @@ import torch.nn.functional as F
 from derivation import edge_strength
 from mixed_op import CellWeights
 
-# The supernet's own mixtures (Att-DARTS's attention searches): the CellWeights field each one fills.
-MIXTURE_FIELDS = {'attention': 'attention_alphas', 'second': 'second_alphas', 'bottleneck': 'bottleneck_alphas'}
-
 
 class Architecture:
     """A supernet `net` and its `methods` (methods.Methods, as methods.build gives them; methods.Methods() for
@@ -52,8 +49,7 @@ class Architecture:
         result = {}
         for cell in net.cell_types:
             mixtures = net.mixture_parameters(cell)
-            optional = {field: F.softmax(mixtures[name].float(), dim=-1)
-                        for field, name in MIXTURE_FIELDS.items() if name in mixtures}
+            optional = {field: F.softmax(value.float(), dim=-1) for field, value in mixtures.items()}
             ops = net.mask_ops(cell, op_method.op_weights(self.op_parameters(cell).float()),
                                op_method.op_weights_sum_to_one)
             result[cell] = CellWeights(ops=ops, edges=edge_method.edge_weights(cell, self),

@@ -211,8 +211,9 @@ class _Supernet(nn.Module):
         return getattr(self, f'alphas_{cell}')
 
     def mixture_parameters(self, cell):
-        """The parameters of a cell type's own further mixtures (Att-DARTS's), by name without the cell suffix."""
-        suffix = f'_{cell}'
+        """The parameters of a cell type's own further mixtures (Att-DARTS's), by the CellWeights field each
+        one fills: NAME_alphas_CELL fills NAME."""
+        suffix = f'_alphas_{cell}'
         return {name[:-len(suffix)]: getattr(self, name) for name in self._mixture_names if name.endswith(suffix)}
 
     def grams(self, weights, device):
