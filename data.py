@@ -1,6 +1,6 @@
-"""Reading datasets (CIFAR-10/100, ImageNet, a folder of your own images, synthetic) and the search split.
+"""Reading datasets (CIFAR-10/100, SVHN, ImageNet, a folder of your own images, synthetic) and the search split.
 
-CIFAR, image folders and the synthetic set are held whole as uint8 tensors (`ImageData`), which
+CIFAR, SVHN, image folders and the synthetic set are held whole as uint8 tensors (`ImageData`), which
 `loaders.DeviceLoader` keeps on the device. ImageNet stays a torchvision ImageFolder with DARTS's
 transforms, decoded by `loaders.FolderLoader`'s workers.
 """
@@ -20,16 +20,18 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 import cifar as cifar_format
+import svhn
 import synthetic
 from utils import UserError, bounded
 
 
-DATASETS = ('cifar10', 'cifar100', 'imagenet16-120', 'imagenet', 'folder', 'synthetic')
-DEFAULT_IMAGE_SIZE = {'cifar10': 32, 'cifar100': 32, 'imagenet16-120': 16, 'imagenet': 224, 'folder': 32,
+DATASETS = ('cifar10', 'cifar100', 'svhn', 'imagenet16-120', 'imagenet', 'folder', 'synthetic')
+DEFAULT_IMAGE_SIZE = {'cifar10': 32, 'cifar100': 32, 'svhn': 32, 'imagenet16-120': 16, 'imagenet': 224, 'folder': 32,
                       'synthetic': 32}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.2)  # DARTS's ImageNet brightness, contrast, saturation, hue
+FIXED_SIZE = (*cifar_format.FORMATS, 'svhn')  # data sets whose images have one size
 HELD_OUT_SEED = 0  # a folder's held-out split is the same in every run, whatever --seed says
 COLOUR_MODES = {1: 'L', 3: 'RGB', 4: 'RGBA'}
 
@@ -83,10 +85,10 @@ def add_data_arguments(parser):
     group.add_argument('--dataset', '--set', '-dataset', dest='dataset', choices=DATASETS, default=default.dataset,
                        help='data set to use (--set is the alpha-DARTS spelling, -dataset the DADARTS one)')
     group.add_argument('--data', default=default.data,
-                       help='root folder of the data; CIFAR is downloaded there when missing')
+                       help='root folder of the data; CIFAR and SVHN are downloaded there when missing')
     group.add_argument('--image_size', type=int, default=default.image_size,
                        help='side of the square training images: imagenet (default 224), folder and '
-                            'synthetic (default 32); CIFAR is always 32')
+                            'synthetic (default 32); CIFAR and SVHN are always 32')
     group.add_argument('--in_channels', type=int, default=default.in_channels,
                        help="folder: convert images to 1, 3 or 4 channels (default: the first image's mode); "
                             'synthetic: number of channels (default 3)')
@@ -121,12 +123,12 @@ def _check_config(config):
         (name not in DATASETS, f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}'),
         (config.image_size is not None and config.image_size < 8,
          f'--image_size {config.image_size} is too small; use at least 8 pixels'),
-        (name in cifar_format.FORMATS and config.image_size not in (None, DEFAULT_IMAGE_SIZE.get(name)),
+        (name in FIXED_SIZE and config.image_size not in (None, DEFAULT_IMAGE_SIZE.get(name)),
          f'{name} images are {DEFAULT_IMAGE_SIZE.get(name)}x{DEFAULT_IMAGE_SIZE.get(name)}; leave out --image_size, '
          f'which is for imagenet, folder and synthetic'),
         (channels is not None and not _channels_fit(name, channels),
          (f'--in_channels {channels} does not fit --dataset {name}; folder takes 1, 3 or 4, synthetic any '
-          f'positive number, and CIFAR and ImageNet have 3')),
+          f'positive number, and CIFAR, SVHN and ImageNet have 3')),
         (name == 'folder' and not 0 < config.held_out_fraction < 1,
          f'--held_out_fraction {config.held_out_fraction} must lie strictly between 0 and 1'),
     ]
@@ -201,6 +203,12 @@ def _load_cifar(config, root, image_size):
     return (ImageData(train_images, train_labels), ImageData(test_images, test_labels),
             DatasetInfo(config.dataset, cifar.num_classes, 3, cifar.side, cifar.mean, cifar.std,
                         crop_padding=cifar.side // 8))
+
+
+def _load_svhn(config, root, image_size):
+    (train_images, train_labels), (test_images, test_labels) = svhn.read_svhn(root)
+    return (ImageData(train_images, train_labels), ImageData(test_images, test_labels),
+            DatasetInfo('svhn', svhn.NUM_CLASSES, 3, 32, svhn.MEAN, svhn.STD))
 
 
 # ----------------------------------------------------------------------------------------- ImageNet
@@ -363,6 +371,6 @@ def _load_synthetic(config, root, image_size):
     return train, test, DatasetInfo('synthetic', config.num_classes, shape[1], image_size, mean, std)
 
 
-_READERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'imagenet16-120': _load_cifar, 'imagenet': _load_imagenet,
-            'folder': _load_folder, 'synthetic': _load_synthetic}
+_READERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'svhn': _load_svhn, 'imagenet16-120': _load_cifar,
+            'imagenet': _load_imagenet, 'folder': _load_folder, 'synthetic': _load_synthetic}
 

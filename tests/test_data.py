@@ -3,6 +3,7 @@ import dataclasses
 import os
 import pickle
 import struct
+import sys
 import tarfile
 import urllib.error
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy import io as scipy_io
 from torch import nn
 
 import cifar
@@ -215,6 +217,54 @@ def test_cifar_missing_or_bad_batch_file_is_named(tmp_path):
         pickle.dump({b'data': np.zeros((2, 100), np.uint8), b'labels': [0, 1]}, f, protocol=2)
     with pytest.raises(UserError, match=r'data_batch_3 has no uint8 array of shape \(N, 3072\)'):
         data.load_dataset(parse('--dataset', 'cifar10', '--data', tmp_path))
+
+
+def write_svhn(root, train_labels, test_labels):
+    """SVHN files in the official MATLAB 5 layout (X: 32 x 32 x 3 x N, y: N x 1, 10 for the digit 0);
+    returns the images each should read back as, N x 3 x 32 x 32."""
+    expected = []
+    for name, labels in (('train_32x32.mat', train_labels), ('test_32x32.mat', test_labels)):
+        images = noise_images(len(labels), side=32, seed=len(expected))
+        scipy_io.savemat(root / name, {'X': images.permute(2, 3, 1, 0).numpy(),
+                                       'y': np.array(labels, np.uint8).reshape(-1, 1)})
+        expected.append(images)
+    return expected
+
+
+def test_svhn_reads_the_official_layout_with_10_as_the_digit_0(tmp_path):
+    train_images, test_images = write_svhn(tmp_path, [10, 1, 5, 9, 10], [3, 10, 7])
+    train, test, info = data.load_dataset(parse('--dataset', 'svhn', '--data', tmp_path))
+    assert torch.equal(train.images, train_images) and torch.equal(test.images, test_images)
+    assert train.labels.tolist() == [0, 1, 5, 9, 0] and test.labels.tolist() == [3, 0, 7]
+    assert (info.name, info.num_classes, info.in_channels, info.image_size) == ('svhn', 10, 3, 32)
+    assert info.mean == (0.4377, 0.4438, 0.4728) and info.crop_padding == 4
+
+
+def test_svhn_bad_files_are_named(tmp_path, monkeypatch):
+    write_svhn(tmp_path, [0], [1])  # 0 is no SVHN label: the files count the digit 0 as 10
+    with pytest.raises(UserError, match=r'train_32x32.mat needs one label in 1..10 per image'):
+        data.load_dataset(parse('--dataset', 'svhn', '--data', tmp_path))
+    (tmp_path / 'train_32x32.mat').write_bytes(b'MATLAB 5.0 MAT-file, truncated')
+    with pytest.raises(UserError, match=r'train_32x32.mat is not a readable SVHN MATLAB file'):
+        data.load_dataset(parse('--dataset', 'svhn', '--data', tmp_path))
+    with pytest.raises(UserError, match=r'svhn images are 32x32; leave out --image_size'):
+        data.load_dataset(parse('--dataset', 'svhn', '--data', tmp_path, '--image_size', 64))
+    monkeypatch.setitem(sys.modules, 'scipy.io', None)  # as if scipy were not installed
+    with pytest.raises(UserError, match=r'install it with "pip install scipy"'):
+        data.load_dataset(parse('--dataset', 'svhn', '--data', tmp_path))
+
+
+def test_svhn_missing_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    import svhn
+
+    def offline(url, root, filename, md5):
+        (tmp_path / filename).write_bytes(b'partial')
+        raise urllib.error.URLError('no network')
+    monkeypatch.setattr(svhn, 'download_url', offline)
+    with pytest.raises(UserError, match=r'put train_32x32.mat and test_32x32.mat from '
+                                        r'http://ufldl.stanford.edu/housenumbers/ into'):
+        data.load_dataset(parse('--dataset', 'svhn', '--data', tmp_path))
+    assert not (tmp_path / 'train_32x32.mat').exists()  # no partial file left to be read as data
 
 
 def test_split_indices():
