@@ -379,7 +379,7 @@ class DA2S(Method):
         self.epoch, self.epochs = epoch, epochs
 
     def regularisers(self, phase, arch):
-        alphas = [arch.op_parameters(cell) for cell in arch.net.cell_types]
+        alphas = [arch.net.candidate_values(cell, arch.op_parameters(cell)) for cell in arch.net.cell_types]
         betas = [arch.parameters_of(self, cell)['betas'][rows] for cell in arch.net.cell_types
                  if 'betas' in arch.parameters_of(self, cell) for rows in self.beta_slices(arch)]
         loss = discretization_aware.da2s_loss(alphas, betas, self.epoch + 1, self.epochs, self.weight, self.edge_factor,

@@ -73,16 +73,22 @@ def build_candidate(name, C, stride, spatial_size, pool_bn=True):
 class MixedOp(nn.Module):
     """One edge: sum_i w_i * op_i(x). `none` is never computed. With partial channels K only C/K channels
     enter the ops (the first C/K, then shuffled; or, with alpha-attention, those the attention scores
-    highest); the other channels pass through, max-pooled on stride-2 edges."""
+    highest); the other channels pass through, max-pooled on stride-2 edges. `present`: the names of
+    `primitives` this edge offers (RobustDARTS's spaces; None: all); the others hold a parameter-free `none`
+    in their place and are never computed."""
 
-    def __init__(self, C, stride, primitives, spatial_size, partial_channels=1, alpha_attention=False, pool_bn=True):
+    def __init__(self, C, stride, primitives, spatial_size, partial_channels=1, alpha_attention=False, pool_bn=True,
+                 present=None):
         super().__init__()
         self.partial_channels = partial_channels
         self.stride = stride
         C_mixed = C // partial_channels
-        self._ops = nn.ModuleList(build_candidate(name, C_mixed, stride, spatial_size, pool_bn) for name in primitives)
-        self._computed = [i for i, name in enumerate(primitives) if name != 'none']
-        self._identity = primitives.index('skip_connect') if 'skip_connect' in primitives and stride == 1 else None
+        offered = [present is None or name in present for name in primitives]
+        self._ops = nn.ModuleList(build_candidate(name if here else 'none', C_mixed, stride, spatial_size, pool_bn)
+                                  for name, here in zip(primitives, offered))
+        self._computed = [i for i, (name, here) in enumerate(zip(primitives, offered)) if here and name != 'none']
+        skip = primitives.index('skip_connect') if 'skip_connect' in primitives else None
+        self._identity = skip if skip is not None and offered[skip] and stride == 1 else None
         # Channels the ops skip pass through, pooled on stride-2 edges (with alpha-attention at K=1 there
         # are none, but the pass-through is still the tensor the chosen channels are written into).
         self.pool = nn.MaxPool2d(2, 2) if stride == 2 and (partial_channels > 1 or alpha_attention) else None

@@ -8,6 +8,7 @@ the methods, which decide the weights and how strongly each edge competes for th
 import torch
 import torch.nn as nn
 
+import spaces
 from derivation import best_attention, best_ops, derive_cell, limit_skips, node_slices
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
 from mixed_op import AttentionMix, MixedOp
@@ -21,7 +22,7 @@ EDGE_ATTENTION_OPS = ATTENTION_PRIMITIVES[1:]  # attentions that join the ops (`
 class Cell(nn.Module):
 
     def __init__(self, steps, multiplier, C_prev_prev, C_prev, C, reduction, reduction_prev, primitives,
-                 spatial_size, partial_channels, alpha_attention, location, pool_bn=True):
+                 spatial_size, partial_channels, alpha_attention, location, pool_bn=True, edge_candidates=None):
         super().__init__()
         self.reduction = reduction
         self._steps = steps
@@ -32,9 +33,10 @@ class Cell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
         strides = [2 if reduction and j < 2 else 1 for i in range(steps) for j in range(i + 2)]
+        present = edge_candidates or [None] * len(strides)
         self._ops = nn.ModuleList(
-            MixedOp(C, stride, primitives, spatial_size, partial_channels, alpha_attention, pool_bn)
-            for stride in strides)
+            MixedOp(C, stride, primitives, spatial_size, partial_channels, alpha_attention, pool_bn, ops)
+            for stride, ops in zip(strides, present))
         self._second_ops = None
         if location == 'double_mixed':
             self._second_ops = nn.ModuleList(MixedOp(C, 1, primitives, spatial_size) for _ in strides)
@@ -81,6 +83,7 @@ class _Supernet(nn.Module):
     `op_names`."""
 
     skip_dropout = 0.0  # P-DARTS's dropout on the skip connections of stride-1 edges, set by the search
+    edge_candidates = None  # {cell type: the ops of each edge} where edges differ (spaces.py), else None
 
     def _initialize_arch_parameters(self, mixtures=()):
         """`mixtures`: (name, shape) of the supernet's own further mixtures per cell type, registered last."""
@@ -157,6 +160,18 @@ class _Supernet(nn.Module):
         ops = ops * self.op_mask(cell)
         return ops / ops.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(ops.dtype).tiny) if sums_to_one else ops
 
+    def candidate_values(self, cell, values):
+        """`values` (E x ops, by alpha's columns) at the ops each edge offers: as they are, but in RobustDARTS's
+        spaces, where each edge offers n of the columns and this gives E x n in the edge's own order, so that
+        a regulariser over an edge's ops sees only those (a gather: no host read)."""
+        columns = getattr(self, f'candidate_columns_{cell}', None)
+        return values if columns is None else values.gather(1, columns)
+
+    def offers_everywhere(self, op):
+        """Whether every edge of every cell type offers `op`."""
+        return op in self.op_names and all(op in ops for edges in (self.edge_candidates or {}).values()
+                                           for ops in edges)
+
     @property
     def none_index(self):
         return self.op_names.index('none') if 'none' in self.op_names else None
@@ -225,6 +240,14 @@ class _Supernet(nn.Module):
             return {cell: w.ops.t() @ w.ops for cell, w in weights.items()}
 
 
+def _check_edge_candidates(edge_candidates, num_edges, location):
+    if location in ('mixed_with_operation', 'double_mixed'):
+        raise UserError(f'--location {location} adds attentions to the candidate ops of every edge, which a space '
+                        f'with its own ops on each edge (--search_space s1..s4) fixes; use another --location')
+    if any(len(edges) != num_edges for edges in edge_candidates.values()):
+        raise UserError(f'the reduced spaces S1-S4 define {spaces.EDGES} edges per cell, the DARTS cell of 4 nodes')
+
+
 def _check_partial_channels(C, partial_channels):
     if partial_channels < 1 or C % partial_channels:
         raise UserError(f'--partial_channels {partial_channels} must divide --init_channels {C}')
@@ -233,14 +256,17 @@ def _check_partial_channels(C, partial_channels):
 class Network(_Supernet):
     """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
     a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
-    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS)."""
+    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS). `edge_candidates`
+    ({cell type: the ops of each edge}, spaces.edge_candidates) gives each edge its own ops instead of
+    `primitives` (RobustDARTS's S1-S4): alpha's columns are their union, and the supernet's op masks start
+    at each edge's own."""
 
     cell_types = ('normal', 'reduce')
     chooses_edges = True  # each node keeps two of its inputs
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
                  primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
-                 max_skip=None, in_channels=3, image_size=32, pool_bn=True):
+                 max_skip=None, in_channels=3, image_size=32, pool_bn=True, edge_candidates=None):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
@@ -248,7 +274,9 @@ class Network(_Supernet):
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.steps, self._multiplier = steps, multiplier
         self.num_edges = sum(i + 2 for i in range(steps))
-        self.op_names = resolve_primitives(primitives)
+        self.op_names = resolve_primitives(primitives) if edge_candidates is None else spaces.union(edge_candidates)
+        if edge_candidates is not None:
+            _check_edge_candidates(edge_candidates, self.num_edges, location)
         if location in ('mixed_with_operation', 'double_mixed'):
             self.op_names = self.op_names + list(EDGE_ATTENTION_OPS)
         self.alpha_attention, self.max_skip, self.in_channels, self.image_size = (alpha_attention, max_skip,
@@ -264,13 +292,22 @@ class Network(_Supernet):
             if reduction:
                 C_curr *= 2
                 spatial_size = (spatial_size + 1) // 2
+            own = edge_candidates and edge_candidates['reduce' if reduction else 'normal']
             self.cells.append(Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev,
-                                   self.op_names, spatial_size, partial_channels, alpha_attention, location, pool_bn))
+                                   self.op_names, spatial_size, partial_channels, alpha_attention, location, pool_bn,
+                                   own))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         self._initialize_arch_parameters(self._mixtures(location))
+        if edge_candidates is not None:
+            self.edge_candidates = edge_candidates
+            self.set_op_masks({cell: torch.tensor([[op in ops for op in self.op_names] for ops in edges])
+                               for cell, edges in edge_candidates.items()})
+            for cell, edges in edge_candidates.items():  # not saved: the flags rebuild them
+                columns = torch.tensor([[self.op_names.index(op) for op in ops] for ops in edges])
+                self.register_buffer(f'candidate_columns_{cell}', columns, persistent=False)
 
     def _mixtures(self, location):
         """The architecture parameters of Att-DARTS's mixtures at `location`, per cell type."""

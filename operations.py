@@ -110,6 +110,18 @@ class Zero(nn.Module):
         return x[:, :, ::self.stride, ::self.stride].mul(0.)
 
 
+class Noise(nn.Module):
+    """RobustDARTS's `noise` op (space S4): standard Gaussian noise of the input's shape (subsampled on stride-2
+    edges), independent of the input, drawn in training and evaluation alike, as the authors' NoiseOp does."""
+
+    def __init__(self, stride):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x):
+        return torch.randn_like(x[:, :, ::self.stride, ::self.stride])
+
+
 class FactorizedReduce(nn.Module):
     """Halves the resolution with two 1x1 stride-2 convs offset by one pixel, concatenated."""
 
@@ -167,6 +179,7 @@ def _pool(kind, size):
 
 OPS = {
     'none': lambda C, stride, affine: Zero(stride),
+    'noise': lambda C, stride, affine: Noise(stride),
     'avg_pool_3x3': _pool('avg', 3),
     'max_pool_3x3': _pool('max', 3),
     'avg_pool_5x5': _pool('avg', 5),

@@ -51,7 +51,8 @@ class BetaDecay(Method):
     def regularisers(self, phase, arch):
         if phase != 'alpha':
             return {}
-        smoothmax = sum(torch.logsumexp(arch.op_parameters(cell), dim=-1).mean() for cell in arch.net.cell_types)
+        smoothmax = sum(torch.logsumexp(arch.net.candidate_values(cell, arch.op_parameters(cell)), dim=-1).mean()
+                        for cell in arch.net.cell_types)
         return {'beta_decay': self.current * smoothmax}
 
     def logged(self, arch):
@@ -94,9 +95,9 @@ class AuxiliarySkip(Method):
         self.beta = self.initial * max(decay_epochs - epoch, 0) / decay_epochs
 
     def transform(self, weights, phase, arch):
-        if 'skip_connect' not in arch.net.op_names:
-            raise UserError('--auxiliary_skip (DARTS-) adds to the skip_connect candidate; keep skip_connect in '
-                            '--primitives')
+        if not arch.net.offers_everywhere('skip_connect'):
+            raise UserError('--auxiliary_skip (DARTS-) adds to the skip_connect candidate of every edge; keep '
+                            'skip_connect in --primitives, or search a space that offers it on every edge (s2, s3)')
         i = arch.net.op_names.index('skip_connect')
         return {cell: w.replace(ops=torch.cat([w.ops[:, :i], w.ops[:, i:i + 1] + self.beta, w.ops[:, i + 1:]], dim=1))
                 for cell, w in weights.items()}
@@ -109,8 +110,9 @@ class AuxiliarySkip(Method):
 class FairDARTS(Method):
     """FairDARTS (Chu et al., ECCV 2020): each op weight is sigmoid(alpha), so ops no longer compete within
     an edge for a share of one softmax (the competition that hands skip connections their unfair
-    advantage), and the zero-one loss, -mean over all op weights of (sigmoid(alpha) - 0.5)^2, times
-    --zero_one_weight (10), joins the architecture loss to push every weight toward 0 or 1.
+    advantage), and the zero-one loss, -mean over all op weights (each edge's own in S1-S4) of
+    (sigmoid(alpha) - 0.5)^2, times --zero_one_weight (10), joins the architecture loss to push every weight
+    toward 0 or 1.
     FairDARTS derives its cell by threshold: per node the two edges of strongest weight, and on each its
     best op if that weight reaches 0.85, so a node may keep fewer than two inputs. The DARTS cell that
     train.py builds, and every released genotype, has exactly two inputs per node, so here the derived
@@ -144,7 +146,7 @@ class FairDARTS(Method):
     def regularisers(self, phase, arch):
         if phase != 'alpha' or not self.weight:
             return {}
-        weights = torch.cat([w.ops.flatten() for w in arch.weights().values()])
+        weights = torch.cat([arch.net.candidate_values(cell, w.ops).flatten() for cell, w in arch.weights().items()])
         return {'zero_one': -self.weight * (weights - 0.5).pow(2).mean()}
 
     def logged(self, arch):
@@ -340,9 +342,9 @@ class DirichletSampling(Method):
     distribution with concentration elu(alpha) + 1, by the reparameterisation trick, so the architecture
     learns a distribution and the weights meet many mixtures. Its default regulariser is the architecture's
     L2 weight decay (--arch_weight_decay 1e-3); --dirichlet_kl W takes the other one instead, as its code's
-    reg_type kl does: W * KL(Dir(c) || Dir(1)) summed over edges and over all ops, those pruned away too
-    (their parameters set to 0 at the pruning, progressive.prune_architecture, and then moved by the KL alone),
-    and no weight decay. The
+    reg_type kl does: W * KL(Dir(c) || Dir(1)) summed over edges and over all the ops they offer, those pruned
+    away too (their parameters set to 0 at the pruning, progressive.prune_architecture, and then moved by the KL
+    alone), and no weight decay. The
     derived cell is DARTS's, from softmax(alpha), as DrNAS's code derives it. The preset
     runs DrNAS's progressive schedule as two stages (progressive.py) of 25 epochs: 7 ops at K = 6, then
     the 4 strongest at K = 4, the supernet widened in between, the warm-up repeated in each."""
@@ -388,7 +390,7 @@ class DirichletSampling(Method):
             return {}
         total = 0
         for cell in arch.net.cell_types:
-            concentration = dirichlet_concentration(arch.op_parameters(cell).float())
+            concentration = dirichlet_concentration(arch.net.candidate_values(cell, arch.op_parameters(cell).float()))
             prior = torch.distributions.Dirichlet(torch.ones_like(concentration), validate_args=False)
             total = total + torch.distributions.kl_divergence(
                 torch.distributions.Dirichlet(concentration, validate_args=False), prior).sum()

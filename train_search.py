@@ -28,20 +28,21 @@ import loaders
 import loop
 import methods
 import model_search
-import operations
 import parallel
 import progressive
 import search_log
 import selection
+import spaces
 import successors  # noqa: F401  (registers the successor methods with methods.py)
 import utils
 
-SEARCH_SPACES = ('darts', 'nas_bench_201')
+SEARCH_SPACES = ('darts', 'nas_bench_201', *spaces.SPACES)
 # A search space's own defaults, below a method preset's (methods.presets of that space) and any flag typed.
 # NAS-Bench-201's: the benchmark's DARTS settings (D-X-Y/AutoDL-Projects f46486e, configs/nas-benchmark/algos/
 # DARTS.config: weight decay 5e-4, Nesterov momentum; exps/NAS-Bench-201-algos/DARTS-V1.py takes the weight step
 # first, DARTS-V2.py, second order, the architecture step first).
-SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4, nesterov=True)}
+SPACE_DEFAULTS = {'darts': {}, 'nas_bench_201': dict(layers=5, weight_decay=5e-4, nesterov=True),
+                  **{space: {} for space in spaces.SPACES}}  # RobustDARTS searches S1-S4 with DARTS's settings
 STEP_ORDERS = ('architecture_first', 'weights_first')
 
 
@@ -128,7 +129,8 @@ def build_parser():
                              "train w, its valid indices the architecture (instead of --train_portion)")
     space = parser.add_argument_group('search space')
     space.add_argument('--search_space', choices=SEARCH_SPACES, default='darts',
-                       help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated")
+                       help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated; "
+                            "s1..s4: RobustDARTS's reduced DARTS spaces, each edge with its own candidate ops")
     space.add_argument('--benchmark', metavar='PATH',
                        help='nas_bench_201: log the tabulated accuracies of the derived cell every epoch, from this '
                             'NATS-Bench topology folder or file or NAS-Bench-201 .pth file')
@@ -213,19 +215,20 @@ def resolve_arguments(parser, argv):
         model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
     elif args.benchmark:
         raise utils.UserError('--benchmark looks cells up in NAS-Bench-201; give --search_space nas_bench_201')
+    args.primitives, notes = spaces.primitives_in(args.search_space, args.primitives, 'primitives' in given,
+                                                  parser.get_default('primitives'), args.method)
     search_stages(args)
     typed = 'warmup_epochs' in given
-    warmup, notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
-                                       parser.get_default('epochs'), args.search_space)
-    return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes
+    warmup, warmup_notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
+                                              parser.get_default('epochs'), args.search_space)
+    return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes + warmup_notes
 
 
 def search_stages(args):
     """The search's stages (progressive.Stage), from the --stage_* flags and --skip_dropout."""
-    primitives = 'nas_bench_201' if args.search_space == 'nas_bench_201' else args.primitives
     stages = progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout,
                                      args.stage_partial_channels, args.layers, args.partial_channels,
-                                     len(operations.resolve_primitives(primitives)))
+                                     spaces.ops_per_edge(args.search_space, args.primitives))
     for stage in stages:
         if args.init_channels % stage.partial_channels:
             flag = (f'--stage_partial_channels: K = {stage.partial_channels} of stage {stage.index + 1}'
@@ -250,7 +253,7 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
             args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
             partial_channels=partial_channels, max_skip=max_skip, location=args.location,
             alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
-            pool_bn=args.pool_bn)
+            pool_bn=args.pool_bn, edge_candidates=spaces.edge_candidates(args.search_space))
     return architecture.Architecture(net, methods.build(vars(args)))
 
 

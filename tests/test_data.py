@@ -63,7 +63,7 @@ def test_arguments_defaults_alias_and_help():
 
 
 def test_bad_arguments_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match='cifar10, cifar100, imagenet16-120, imagenet, folder, synthetic'):
+    with pytest.raises(UserError, match='cifar10, cifar100, svhn, imagenet16-120, imagenet, folder, synthetic'):
         data.load_dataset(dataclasses.replace(parse(), dataset='mnist'))
     with pytest.raises(UserError, match='image_size'):
         data.load_dataset(parse('--dataset', 'synthetic', '--image_size', 4))

@@ -277,7 +277,7 @@ def test_after_divergence_the_last_good_checkpoint_loads_and_resumes(in_tmp, mon
 SYNTHETIC = ['--dataset', 'synthetic', '--device', 'cpu']
 BAD_ARGUMENTS = [
     (train, ['--dataset', 'mnist'], "invalid choice: 'mnist'"),
-    (train_search, ['--set', 'svhn'], "invalid choice: 'svhn'"),
+    (train_search, ['--set', 'mnist'], "invalid choice: 'mnist'"),
     (train_search, SYNTHETIC + ['--primitives', 'none,conv_9x9'], "unknown primitive 'conv_9x9'"),
     (train_search, SYNTHETIC + ['--primitives', 'none'], 'no op besides none'),
     (train, SYNTHETIC + ['--genotype', "Genotype(normal=[('conv_9x9', 0), ('skip_connect', 1)], normal_concat=[2], "
