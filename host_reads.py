@@ -52,10 +52,14 @@ def count_host_reads():
 # four; the weight step; the validation pass). Nothing else may read.
 SAMPLED_PASSES = {('gdas', False): 3, ('gdas', True): 6, ('dadarts', False): 2, ('dadarts', True): 2}
 NB201 = ['--search_space', 'nas_bench_201']
+S1 = ['--search_space', 's1']
 STEP_CASES = [(method, unrolled, [], SAMPLED_PASSES.get((method, unrolled), 0))
               for method in sorted(methods_lib.presets()) for unrolled in (False, True)] + [
     ('darts', False, ['--cost_penalty', '1'], 0), ('darts', True, ['--alpha_attention', '--partial_channels', '2'], 0),
     ('drnas', False, ['--dirichlet_kl', '1'], 0), ('darts', False, NB201, 0), ('darts', True, NB201, 0),
     ('darts', False, [*NB201, '--gdas'], 3), ('darts', False, [*NB201, '--hd_on_weights'], 2),
     *(('darts', False, [*NB201, *flags], 0) for flags in (['--dirichlet'], ['--partial_channels', '2'],
-                                                          ['--sdarts', 'adv'], ['--auxiliary_skip', '1']))]
+                                                          ['--sdarts', 'adv'], ['--auxiliary_skip', '1'])),
+    # RobustDARTS's S1, whose edges mix different ops: the masks and the regularisers over each edge's own ops.
+    ('darts', True, S1, 0), ('beta_darts', False, S1, 0), ('fair_darts', False, S1, 0), ('gdas', False, S1, 3),
+    ('darts', False, [*S1, '--dirichlet', '--dirichlet_kl', '1'], 0), ('da2s', False, S1, 0)]

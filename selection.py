@@ -12,15 +12,17 @@ derived cell is the decisions, and a resumed run knows from the masks which roun
 import torch
 
 import loop
+import spaces
 from successors import NB201_DARTS_OF_SDARTS
 from utils import bounded
 
 OPTIONS = ('darts', 'pt')
 # The search before DARTS-PT's selection as its code runs it (ruocwang/darts-pt 4ec3149): in DARTS's space that of
 # sota/cnn/train_search.py, on space s5 of sota/cnn/spaces.py (no `none`); on NAS-Bench-201 that of
-# nasbench201/train_search.py, SDARTS's settings. They rank above the search space's defaults and below a
-# method preset's.
-SEARCH_DEFAULTS = {'darts': dict(primitives='darts_without_none'), 'nas_bench_201': NB201_DARTS_OF_SDARTS}
+# nasbench201/train_search.py, SDARTS's settings; on RobustDARTS's S1-S4 (exp_scripts/darts-sota.sh --space s1..s4)
+# DARTS's settings, the space's ops. They rank above the search space's defaults and below a method preset's.
+SEARCH_DEFAULTS = {'darts': dict(primitives='darts_without_none'), 'nas_bench_201': NB201_DARTS_OF_SDARTS,
+                   **{space: {} for space in spaces.SPACES}}
 
 
 def search_defaults(selection, search_space):

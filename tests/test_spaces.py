@@ -203,3 +203,14 @@ def test_an_s4_search_derives_noise_and_its_cell_retrains_tests_and_draws(in_tmp
     assert 'noise' in (in_tmp / 'drawn' / 'normal.svg').read_text()
     visualize.main(['--report', 'search'])
     assert 'noise' in (folder / 'report.html').read_text()
+
+
+@pytest.mark.slow
+def test_darts_pt_selects_among_each_edges_own_candidates_in_s1(in_tmp):
+    searched = train_search.main(TINY + ['--search_space', 's1', '--selection', 'pt', '--pt_interval', '1',
+                                         '--epochs', '2', '--exp_path', 'search'])
+    candidates = spaces.edge_candidates('s1')
+    for cell in ('normal', 'reduce'):
+        for node, ((op_a, a), (op_b, b)) in enumerate(zip(*[iter(getattr(searched, cell))] * 2)):
+            first = node * (node + 3) // 2  # the node's first edge: node i has i + 2 inputs
+            assert a != b and op_a in candidates[cell][first + a] and op_b in candidates[cell][first + b]
