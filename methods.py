@@ -164,6 +164,10 @@ PAPER_PRESETS = {
     'pdarts': dict(stage_layers=(5, 11, 17), stage_keep=(5, 3), skip_dropout=(0.0, 0.4, 0.7), epochs=25,
                    warmup_epochs=10, batch_size=96, learning_rate_min=0.0, arch_learning_rate=6e-4, max_skip=2,
                    arch_grad_clip=5.0),
+    # automl/RobustDARTS 3dec3fe: DARTS-ES, --early_stop 1 of src/search/args.py (window 5, factor 1.3, es_start_epoch
+    # 10, delta 4, early_stopping.py's defaults), the eigenvalue every 2 epochs and second order, as its
+    # scripts/DARTS_search.sh searches (--report_freq_hessian 2 --unrolled).
+    'darts_es': dict(early_stop=True, hessian_eigenvalue=2, unrolled=True),
 }
 
 

@@ -20,6 +20,7 @@ import architect as architect_lib
 import architecture
 import nas_bench_201
 import curvature
+import early_stopping
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
@@ -65,8 +66,8 @@ class StageState:
 class SearchRun:
     """What every stage of a search shares: the run folder and its arguments (what checkpoints and args.json
     record), the loaders of the weights' half, the architecture's half and that half for validation, the
-    precision, the processes, NAS-Bench-201's tables (or None), and how often the Hessian's eigenvalue is
-    measured (0: never) on which batches."""
+    precision, the processes, NAS-Bench-201's tables (or None), how often the Hessian's eigenvalue is
+    measured (0: never) on which batches, and DARTS-ES's rule."""
     run: loop.Run
     run_args: dict
     train_queue: object
@@ -79,6 +80,7 @@ class SearchRun:
     tables: object = None
     hessian_every: int = 0
     hessian_batches: tuple = ()
+    early_stop: object = None  # early_stopping.Rule, or None
 
 
 def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrolled, update_architecture,
@@ -110,8 +112,7 @@ def train(epoch_run, batches, state, lr, update_architecture, grad_clip, unrolle
 
 
 def infer(model, objective, valid_queue, amp_autocast, distributed):
-    """Loss and accuracy on the architecture's half with the weights the methods evaluate with, DARTS's
-    infer()."""
+    """Loss and accuracy on the architecture's half, with the weights the methods evaluate with (DARTS's infer())."""
     return loop.evaluate(model, valid_queue, nn.CrossEntropyLoss(),
                          lambda x: model(x, objective.arch_weights('eval')), amp_autocast, distributed)
 
@@ -179,6 +180,7 @@ def build_parser():
     methods.add_arguments(parser)
     progressive.add_arguments(parser)
     curvature.add_arguments(parser)
+    early_stopping.add_arguments(parser)
     selection.add_arguments(parser)
     loop.add_speed_arguments(parser)
     loop.add_run_arguments(parser, default_seed=2)
@@ -284,11 +286,10 @@ def build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs, gen
 
 def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, begin_epoch, held_after=None):
     """Epochs first_epoch..first_epoch+epochs-1 of stage index `stage`, which make up `span` (for the time
-    left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each.
-    begin_epoch(epoch of the stage) -> (whether the architecture trains, fields of the epoch's metrics row).
-    The methods' schedules run over the stage's epochs; with `held_after` the epochs are DARTS-PT's selection
-    after the last stage, its schedules held where a stage of that many epochs left them (its metrics rows
-    say `stage: pt`)."""
+    left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each, until
+    DARTS-ES stops. begin_epoch(epoch of the stage) -> (whether the architecture trains, fields of the epoch's
+    metrics row). The methods' schedules run over the stage's epochs; with `held_after` the epochs are DARTS-PT's
+    selection, its schedules held where a stage of that many epochs left them (metrics rows say `stage: pt`)."""
     selecting = held_after is not None
     run, distributed, objective = search_run.run, search_run.distributed, state.architect.objective
     optimizers = {'w': state.w_optimizer, 'alpha': state.architect.optimizer}
@@ -323,11 +324,16 @@ def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, 
         if not distributed.same_everywhere(list(state.model.parameters())):
             raise RuntimeError(f'the processes\' supernets differ after epoch {epoch}: their methods sampled '
                                f'different architectures')
+        stop = early_stopping.decide(session.history, epoch, fields, end_epoch, search_run.hessian_every,
+                                     search_run.early_stop)
         fields, words = search_log.report_architecture(run, state.arch, {**fields, **objective.summary()}, valid,
                                                        search_run.tables)
         state.scheduler.step()
-        epoch_run.finish(lr, {'stage': 'pt' if selecting else stage, **fields}, words, clock, span)
-        run.save(checkpoint_at(epoch + 1, 0, loop.new_meters()))
+        kept = {'early_stop_keeps': stop.epoch} if stop else {}
+        epoch_run.finish(lr, {'stage': 'pt' if selecting else stage, **fields, **kept}, words, clock, span)
+        run.save(checkpoint_at(end_epoch if stop else epoch + 1, 0, loop.new_meters()))  # a stop ends the run
+        if stop:
+            return early_stopping.report(run, stop, epoch, session.history, search_run.early_stop.factor)
 
 
 def begin(session, search_run, checkpoint, state):
@@ -381,6 +387,8 @@ def search(args, checkpoint, notes, device, distributed):
     # every rank and saved in checkpoints, so all ranks sample the same architecture, before and after a resume.
     generator = torch.Generator(device).manual_seed(args.seed)
     stages = search_stages(args)
+    rule = early_stopping.rule_of(args.early_stop, args.es_window, args.es_factor, args.es_start_epoch, args.es_delta,
+                                  args.hessian_eigenvalue, len(stages), args.selection)
     # Where the run starts: a stage's index, and whether its search is over and DARTS-PT's selection under way.
     first, selecting = (checkpoints.search_stage(checkpoint, len(stages)) if checkpoint else (0, False))
 
@@ -398,7 +406,7 @@ def search(args, checkpoint, notes, device, distributed):
                            train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
                            args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None,
                            args.hessian_eigenvalue, tuple(itertools.islice(
-                               valid_queue.iterate(0), args.hessian_batches if args.hessian_eigenvalue else 0)))
+                               valid_queue.iterate(0), args.hessian_batches if args.hessian_eigenvalue else 0)), rule)
     with loop.Session(run, 'search', args.report_freq, device) as session:
         for stage in stages[first:] if not selecting else ():
             if stage.index != first:
@@ -430,11 +438,12 @@ def search(args, checkpoint, notes, device, distributed):
             state = state or StageState(arch.net, *build_optimizers(args, arch, distributed, amp_autocast,
                                                                     schedule_epochs, generator))
             select_cell(search_run, session, state, stages[-1].index, len(stages) * args.epochs, args, checkpoint)
-    run.logger.info('final genotype = %s', genotypes.genotype_repr(arch.genotype()))
+    genotype = early_stopping.kept_genotype(session.history) or arch.genotype()
+    run.logger.info('final genotype = %s', genotypes.genotype_repr(genotype))
     run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
                     'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
                     run.exp_dir, run.path('genotype.json'))
-    return arch.genotype()
+    return genotype
 
 
 if __name__ == '__main__':

@@ -1,0 +1,85 @@
+"""DARTS-ES: early stopping on the Hessian's dominant eigenvalue, against RobustDARTS's EVLocalAvg."""
+import json
+
+import pytest
+from conftest import load_script, metrics
+
+import curvature
+import early_stopping
+import genotypes
+import utils
+
+train_search = load_script('train_search')
+
+
+def stopped(values_of, epochs=50, every=2):
+    """(epoch after which the search stops, Stop) as train_search.py decides after every epoch, or None."""
+    history = []
+    for epoch in range(epochs):
+        fields = {'hessian_eigenvalue': values_of(epoch)} if curvature.due(epoch, epochs, every) else {}
+        stop = early_stopping.decide(history, epoch, fields, epochs, every, early_stopping.Rule())
+        if stop:
+            return epoch, stop
+        history.append({'epoch': epoch, **fields})
+    return None
+
+
+# (epoch it stops after, epoch it keeps, latest local average, the one 4 measurements back) from automl/RobustDARTS
+# 3dec3fe's src/utils.py EVLocalAvg(5, every, epochs), fed every `every` epochs and at the last, with
+# early_stop(epoch, 1.3, es_start_epoch, 4) after each but the last (run outside this repository).
+SLOW_THEN_FAST = lambda epoch: 0.1 if epoch < 20 else 0.1 * 1.15 ** (epoch - 20)  # noqa: E731
+JUMPING = lambda epoch: [0.3, 0.2, 0.25, 0.2, 0.22, 0.21][epoch % 6] * (1 if epoch < 30 else 3)  # noqa: E731
+
+
+@pytest.mark.parametrize('values_of, every, theirs', [
+    (SLOW_THEN_FAST, 2, (26, 14, 0.14769134031249997, 0.1)),
+    (SLOW_THEN_FAST, 3, (30, 12, 0.21209167732353312, 0.1)),
+    (JUMPING, 2, (30, 18, 0.378, 0.248)),
+    (JUMPING, 1, (30, 24, 0.356, 0.236)),
+])
+def test_the_search_stops_where_robustdarts_stops_and_keeps_the_same_epoch(values_of, every, theirs):
+    epoch, stop = stopped(values_of, every=every)
+    assert (epoch, stop.epoch) == theirs[:2]
+    assert (stop.current, stop.previous) == pytest.approx(theirs[2:])
+
+
+def test_a_slowly_growing_eigenvalue_never_stops_and_the_last_epoch_never_does():
+    assert stopped(lambda epoch: 0.05 + 0.001 * epoch) is None
+    assert stopped(lambda epoch: 1.0 if epoch < 49 else 100.0, every=1) is None  # grows at the last epoch only
+    assert early_stopping.local_averages([1, 2, 3, 4, 5, 6, 7], 5) == [2, 2.5, 3, 4, 5]
+
+
+def test_early_stopping_needs_the_eigenvalue_and_one_stage():
+    rule = dict(window=5, factor=1.3, start_epoch=10, delta=4)
+    assert early_stopping.rule_of(False, **rule, hessian_every=0, stages=3, selection='pt') is None
+    with pytest.raises(utils.UserError, match='give --hessian_eigenvalue N as well'):
+        early_stopping.rule_of(True, **rule, hessian_every=0, stages=1, selection='darts')
+    with pytest.raises(utils.UserError, match='leave out --stage_layers and --selection pt'):
+        early_stopping.rule_of(True, **rule, hessian_every=2, stages=1, selection='pt')
+
+
+TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '64', '--synthetic_test_size',
+        '32', '--num_classes', '4', '--init_channels', '4', '--layers', '2', '--batch_size', '32', '--device', 'cpu',
+        '--report_freq', '1000', '--epochs', '12', '--hessian_eigenvalue', '1', '--early_stop', '--es_start_epoch', '2',
+        '--exp_path', 'search']
+
+
+@pytest.mark.slow
+def test_a_stopped_search_keeps_the_earlier_cell_says_why_and_stays_stopped(in_tmp, monkeypatch):
+    # RobustDARTS's EVLocalAvg stops these values (1 until epoch 5, then doubling) after epoch 8, keeping epoch 2.
+    epochs = iter(range(12))  # measured after every epoch
+    monkeypatch.setattr(curvature, 'hessian_eigenvalue',
+                        lambda objective, batches, decay: (lambda epoch: 1.0 if epoch < 6 else 2.0 ** (epoch - 6))(
+                            next(epochs)))
+    kept = train_search.main(TINY)
+    rows = metrics(in_tmp / 'search')
+    assert [row['epoch'] for row in rows] == list(range(9)) and rows[-1]['early_stop_keeps'] == 2
+    assert kept == genotypes.genotype_from_fields(rows[2]['genotype'])
+    assert genotypes.parse_genotype('search/genotype.json') == kept
+    log = (in_tmp / 'search' / 'log.txt').read_text()
+    assert ('DARTS-ES: the local average of the Hessian\'s dominant eigenvalue grew from 1 (epoch 2) to 1.8, 1.80 '
+            'times, more than --es_factor 1.30: the search stops after epoch 8 and keeps the cell of epoch 2') in log
+    assert log.count('final genotype = ') == 1
+    assert train_search.main(['--resume', 'search']) == kept  # a resumed stopped search trains no further
+    assert len(metrics(in_tmp / 'search')) == 9
+    assert json.loads((in_tmp / 'search' / 'args.json').read_text())['early_stop'] is True
