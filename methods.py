@@ -168,6 +168,9 @@ PAPER_PRESETS = {
     # 10, delta 4, early_stopping.py's defaults), the eigenvalue every 2 epochs and second order, as its
     # scripts/DARTS_search.sh searches (--report_freq_hessian 2 --unrolled).
     'darts_es': dict(early_stop=True, hessian_eigenvalue=2, unrolled=True),
+    # RobustDARTS's L2: a larger weight decay of w, the largest of its grid 3e-4 * 3^k (scripts/start_search.sh);
+    # the paper picks the best of the grid by validation error. Second order, as its scripts/DARTS_search.sh.
+    'rdarts_l2': dict(weight_decay=243e-4, unrolled=True),
 }
 
 

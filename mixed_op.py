@@ -29,6 +29,7 @@ class CellWeights:
     active: Optional[list] = None              # per edge, the op indices worth computing (hard weights)
     offsets: Optional[torch.Tensor] = None     # E, a number added to each edge's output (GDAS on NAS-Bench-201)
     skip_dropout: float = 0.0                  # dropout on stride-1 skip_connect outputs (P-DARTS)
+    drop_path: float = 0.0                     # drop path on every edge's output in training (RobustDARTS's DP)
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)

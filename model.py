@@ -13,16 +13,8 @@ import torch.nn as nn
 
 from attention import build_attention
 from genotypes import CellNB201
-from operations import OPS, FactorizedReduce, Identity, Pooling, ReLUConvBN, ResNetBasicBlock
+from operations import OPS, FactorizedReduce, Identity, Pooling, ReLUConvBN, ResNetBasicBlock, drop_path
 from utils import UserError
-
-
-def drop_path(x, drop_prob):
-    """Zero whole samples with probability drop_prob (a number or a 0-dim tensor) and rescale the rest
-    (DARTS's drop path)."""
-    keep_prob = 1.0 - drop_prob
-    mask = (torch.rand(x.size(0), 1, 1, 1, device=x.device) < keep_prob).to(x.dtype)
-    return x * mask / keep_prob
 
 
 def build_edge_op(name, C, stride, reduction, spatial_size):

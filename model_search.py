@@ -12,7 +12,7 @@ import spaces
 from derivation import best_attention, best_ops, derive_cell, limit_skips, node_slices
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
 from mixed_op import AttentionMix, MixedOp
-from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, resolve_primitives
+from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, drop_path, resolve_primitives
 from utils import UserError
 
 LOCATIONS = ('no_attention', 'after_every', 'end', 'after_every_and_end', 'mixed_with_operation', 'double_mixed')
@@ -56,6 +56,8 @@ class Cell(nn.Module):
             out = self._attentions[edge](out, weights.attention[edge])
         if weights.edges is not None:
             out = weights.edges[edge] * out
+        if weights.drop_path > 0 and self.training:
+            out = drop_path(out, weights.drop_path)
         return out
 
     def forward(self, s0, s1, weights, gram=None):

@@ -94,6 +94,14 @@ class Conv7x1_1x7(nn.Module):
         return self.op(x)
 
 
+def drop_path(x, drop_prob):
+    """Zero whole samples with probability drop_prob (a number or a 0-dim tensor) and rescale the rest
+    (DARTS's drop path)."""
+    keep_prob = 1.0 - drop_prob
+    mask = (torch.rand(x.size(0), 1, 1, 1, device=x.device) < keep_prob).to(x.dtype)
+    return x * mask / keep_prob
+
+
 class Identity(nn.Module):
     def forward(self, x):
         return x

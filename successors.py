@@ -1,5 +1,5 @@
-"""The DARTS successors as search methods on the engine's extension points: β-DARTS, DARTS-, FairDARTS,
-SDARTS, GDAS and DrNAS.
+"""The DARTS successors as search methods on the engine's extension points: β-DARTS, DARTS-, RobustDARTS's
+drop path, FairDARTS, SDARTS, GDAS and DrNAS.
 
 Each is one class registered in methods.py's registry, with its flags and its paper's presets; importing
 this module (train_search.py does) adds them to --method.
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from methods import Method, register
-from utils import UserError
+from utils import UserError, bounded
 
 
 # NAS-Bench-201 as SDARTS's nasbench201/train_search.py searches it (xiangning-chen/SmoothDARTS d3dbfed), and
@@ -104,6 +104,48 @@ class AuxiliarySkip(Method):
 
     def logged(self, arch):
         return {'auxiliary_skip': self.beta}
+
+
+@register
+class SupernetDropPath(Method):
+    """RobustDARTS's DP (Zela et al., ICLR 2020): drop path on the output of every edge of the supernet in
+    training, the architecture step included, its probability rising linearly from 0 at the first epoch to
+    --drop_path_prob at the last, as automl/RobustDARTS 3dec3fe's train_search.py schedules it
+    (drop_path_prob * epoch / (epochs - 1)). A stronger regularisation of the weights that keeps the Hessian's
+    eigenvalue low and the cell from collapsing. Its code also turns --cutout on with DP; it means to raise
+    cutout's probability with the epoch too, but sets an attribute its Cutout does not read, so cutout runs
+    at probability 1 throughout, as here. The preset takes the largest probability of its grid (0.6);
+    the paper picks the best of 0, 0.2, 0.4 and 0.6 by validation error."""
+    presets = {'rdarts_dp': dict(drop_path_prob=0.6, cutout=True, unrolled=True)}
+    switch = '--drop_path_prob'
+
+    def __init__(self, drop_path_prob=0.0):
+        self.final, self.current = drop_path_prob, 0.0
+
+    @staticmethod
+    def add_arguments(parser):
+        group = parser.add_argument_group('drop path in the supernet (RobustDARTS DP)')
+        group.add_argument('--drop_path_prob', type=bounded(float, 0, 1), default=0.0,
+                           help='drop path on every edge of the supernet, rising linearly to this probability at the '
+                                'last epoch (RobustDARTS DP: 0.2, 0.4 or 0.6; 0: off)')
+
+    def active(self):
+        return self.final > 0
+
+    def set_epoch(self, epoch, epochs):
+        self.current = self.final * epoch / max(epochs - 1, 1)
+
+    def arch_parameters(self, arch):
+        if not arch.net.chooses_edges:  # checked as the architecture is built, before the run starts
+            raise UserError('--drop_path_prob drops paths of the DARTS cell, RobustDARTS\'s; NAS-Bench-201\'s '
+                            'supernet has no drop path')
+        return {}
+
+    def transform(self, weights, phase, arch):
+        return {cell: w.replace(drop_path=self.current) for cell, w in weights.items()}
+
+    def logged(self, arch):
+        return {'drop_path_prob': self.current}
 
 
 @register

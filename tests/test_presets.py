@@ -25,8 +25,8 @@ DARTS = dict(
     stage_partial_channels=None, stage_continue=False, stage_lr='restart', beta_decay_weight=0.0, auxiliary_skip=0.0,
     auxiliary_skip_epochs=50, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85, sdarts='off',
     sdarts_epsilon=0.3, gdas=False, tau_max=10.0, tau_min=0.1, dirichlet=False, dirichlet_kl=0.0,
-    selection='darts', pt_interval=5, pt_batches=0, early_stop=False, es_window=5, es_factor=1.3, es_start_epoch=10,
-    es_delta=4)
+    selection='darts', pt_interval=5, pt_batches=0, drop_path_prob=0.0, early_stop=False, es_window=5,
+    es_factor=1.3, es_start_epoch=10, es_delta=4)
 # Where the data, the output and the devices are, and what is only measured: no part of a method's settings.
 PLACES = {'method', 'dataset', 'data', 'image_size', 'in_channels', 'num_classes', 'synthetic_train_size',
           'synthetic_test_size', 'synthetic_seed', 'held_out_fraction', 'workers', 'split_file', 'search_space',
@@ -38,6 +38,11 @@ DARTS_SPACE = {
     # automl/RobustDARTS 3dec3fe: src/search/args.py (--early_stop 1, --window 5, --factor 1.3, --es_start_epoch 10,
     # --delta 4), scripts/DARTS_search.sh (--unrolled, --report_freq_hessian 2: the eigenvalue every 2 epochs).
     'darts_es': dict(early_stop=True, unrolled=True),
+    # RobustDARTS's DP and L2 at the largest values of the grid of its scripts/start_search.sh (drop path 0 to 0.6,
+    # weight decay 3e-4 * 3^k up to 0.0243), with --cutout (which its Helper turns off without drop path) and
+    # --unrolled as scripts/DARTS_search.sh passes them.
+    'rdarts_dp': dict(drop_path_prob=0.6, cutout=True, unrolled=True),
+    'rdarts_l2': dict(weight_decay=243e-4, unrolled=True),
     # yuhuixu1993/PC-DARTS b74702f, train_search.py: argparse defaults, k = 4 in model_search.py, betas (edge
     # normalisation) in model_search.py, the architecture steps from epoch 15.
     'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
@@ -111,6 +116,7 @@ NB201.update({name: {**NB201_DARTS, **DARTS_SPACE[name]}
               for name in ('pc_darts', 'alpha_darts', 'dadarts', 'da2s', 'darts_minus', 'fair_darts')})
 # DARTS-ES (RobustDARTS searched no NAS-Bench-201): second order there steps the architecture first, as DARTS-V2.
 NB201['darts_es'] = {**NB201_DARTS, **DARTS_SPACE['darts_es'], 'step_order': 'architecture_first'}
+NB201['rdarts_l2'] = {**NB201_DARTS, **DARTS_SPACE['rdarts_l2'], 'step_order': 'architecture_first'}
 
 
 def settings(argv):
@@ -120,7 +126,7 @@ def settings(argv):
 
 def test_the_tables_cover_every_preset_and_every_setting():
     assert set(DARTS_SPACE) == set(train_search.methods.presets())
-    assert set(NB201) | {'att_darts', 'pdarts'} == set(DARTS_SPACE)
+    assert set(NB201) | {'att_darts', 'pdarts', 'rdarts_dp'} == set(DARTS_SPACE)
     assert set(settings([])) == set(DARTS)
 
 

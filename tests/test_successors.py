@@ -408,3 +408,27 @@ def test_drnas_pools_without_batchnorm_as_its_supernet():
     darts, drnas = (supernet(8, 3, 3, image_size=8, primitives='darts_without_none', pool_bn=pool_bn).net.cells[0]
                     ._ops[0]._ops[0] for pool_bn in (True, False))  # each edge's max_pool_3x3
     assert isinstance(darts[1], torch.nn.BatchNorm2d) and isinstance(drnas, torch.nn.MaxPool2d)
+
+
+def test_supernet_drop_path_rises_to_its_probability_and_drops_whole_samples_of_each_edge_in_training():
+    arch = supernet(4, 3, 3, image_size=8, drop_path_prob=0.6)
+    dropping = only(arch, successors.SupernetDropPath)
+    objective = SearchObjective(arch)
+    for epoch, expected in ((0, 0.0), (10, 0.6 * 10 / 49), (49, 0.6)):
+        objective.set_epoch(epoch, 50)
+        assert all(w.drop_path == pytest.approx(expected) for w in objective.arch_weights('alpha').values())
+        assert dropping.logged(arch) == {'drop_path_prob': pytest.approx(expected)}
+    cell, x = arch.net.cells[0], torch.randn(64, 4, 8, 8)
+    weights = objective.arch_weights('weights')['normal']
+    cell.train()
+    whole = cell._edge(0, x, weights.replace(drop_path=0.0), None)
+    torch.manual_seed(0)
+    dropped = cell._edge(0, x, weights, None).flatten(1)
+    zeroed = (dropped == 0).all(dim=1)
+    assert torch.allclose(dropped[~zeroed], whole.flatten(1)[~zeroed] / 0.4)
+    assert 0.4 < zeroed.float().mean() < 0.8  # about 0.6 of the samples
+    cell.eval()
+    assert torch.equal(cell._edge(0, x, weights, None), cell._edge(0, x, weights.replace(drop_path=0.0), None))
+    with pytest.raises(UserError, match="NAS-Bench-201's supernet has no drop path"):
+        bench.search_case('rdarts_dp', ['--search_space', 'nas_bench_201'], bench.TINY, True,
+                          bench.Speed(None, False, False, torch.device('cpu')))
