@@ -166,8 +166,11 @@ PAPER_PRESETS = {
                    arch_grad_clip=5.0),
     # automl/RobustDARTS 3dec3fe: DARTS-ES, --early_stop 1 of src/search/args.py (window 5, factor 1.3, es_start_epoch
     # 10, delta 4, early_stopping.py's defaults), the eigenvalue every 2 epochs and second order, as its
-    # scripts/DARTS_search.sh searches (--report_freq_hessian 2 --unrolled).
-    'darts_es': dict(early_stop=True, hessian_eigenvalue=2, unrolled=True),
+    # scripts/DARTS_search.sh searches (--report_freq_hessian 2 --unrolled); DARTS-ADA as its
+    # scripts/DARTS-ADA_search.sh (--early_stop 3 --mul_factor 10 --max_weight_decay 0.03 --extra_rollback_epochs 0).
+    'darts_es': dict(early_stop='es', hessian_eigenvalue=2, unrolled=True),
+    'darts_ada': dict(early_stop='ada', hessian_eigenvalue=2, unrolled=True, ada_factor=10.0,
+                      ada_max_weight_decay=0.03),
     # RobustDARTS's L2: a larger weight decay of w, the largest of its grid 3e-4 * 3^k (scripts/start_search.sh);
     # the paper picks the best of the grid by validation error. Second order, as its scripts/DARTS_search.sh.
     'rdarts_l2': dict(weight_decay=243e-4, unrolled=True),

@@ -64,10 +64,9 @@ class StageState:
 
 @dataclass
 class SearchRun:
-    """What every stage of a search shares: the run folder and its arguments (what checkpoints and args.json
-    record), the loaders of the weights' half, the architecture's half and that half for validation, the
-    precision, the processes, NAS-Bench-201's tables (or None), how often the Hessian's eigenvalue is
-    measured (0: never) on which batches, and DARTS-ES's rule."""
+    """What every stage of a search shares: the run folder and its arguments (for checkpoints and args.json), the
+    loaders of the weights' half, the architecture's half and that half for validation, the precision, the processes,
+    NAS-Bench-201's tables, how often (0: never) and on what the Hessian's eigenvalue is measured, DARTS-ES's rule."""
     run: loop.Run
     run_args: dict
     train_queue: object
@@ -286,24 +285,24 @@ def build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs, gen
 
 def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, begin_epoch, held_after=None):
     """Epochs first_epoch..first_epoch+epochs-1 of stage index `stage`, which make up `span` (for the time
-    left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each, until
-    DARTS-ES stops. begin_epoch(epoch of the stage) -> (whether the architecture trains, fields of the epoch's
-    metrics row). The methods' schedules run over the stage's epochs; with `held_after` the epochs are DARTS-PT's
-    selection, its schedules held where a stage of that many epochs left them (metrics rows say `stage: pt`)."""
+    left): train(), infer(), the log of the architecture, the schedule's step and a checkpoint each (DARTS-ES
+    may stop, DARTS-ADA go back). begin_epoch(epoch of the stage) -> (whether the architecture trains, fields of
+    the epoch's metrics row). The methods' schedules run over the stage's epochs; with `held_after` the epochs are
+    DARTS-PT's selection, its schedules held where a stage of that many epochs left them (rows say `stage: pt`)."""
     selecting = held_after is not None
     run, distributed, objective = search_run.run, search_run.distributed, state.architect.objective
     optimizers = {'w': state.w_optimizer, 'alpha': state.architect.optimizer}
 
-    def checkpoint_at(epoch, step, meters):
+    def checkpoint_at(epoch, step=0, meters=None):
         samples = step * search_run.run_args['batch_size'] * distributed.world_size
         return {'kind': 'search', 'args': search_run.run_args, 'stage': stage, 'selecting': selecting,
                 'method_rng': objective.generator.get_state(),
-                **checkpoints.training_state(state.model, optimizers, state.scheduler, None, epoch, samples, meters,
-                                             session.history, distributed)}
+                **checkpoints.training_state(state.model, optimizers, state.scheduler, None, epoch, samples,
+                                             meters or loop.new_meters(), session.history, distributed)}
 
-    end_epoch = first_epoch + epochs
-    clock = loop.RunClock(max(first_epoch, session.start.epoch), end_epoch)
-    for epoch in session.epochs(first_epoch, end_epoch):
+    epoch, end_epoch = max(first_epoch, session.start.epoch), first_epoch + epochs
+    clock = loop.RunClock(epoch, end_epoch)
+    while epoch < end_epoch:  # DARTS-ADA may go back
         if selecting:
             objective.hold_at_end(held_after)
         else:
@@ -329,11 +328,11 @@ def search_epochs(search_run, session, stage, span, state, first_epoch, epochs, 
         fields, words = search_log.report_architecture(run, state.arch, {**fields, **objective.summary()}, valid,
                                                        search_run.tables)
         state.scheduler.step()
-        kept = {'early_stop_keeps': stop.epoch} if stop else {}
-        epoch_run.finish(lr, {'stage': 'pt' if selecting else stage, **fields, **kept}, words, clock, span)
-        run.save(checkpoint_at(end_epoch if stop else epoch + 1, 0, loop.new_meters()))  # a stop ends the run
-        if stop:
-            return early_stopping.report(run, stop, epoch, session.history, search_run.early_stop.factor)
+        epoch_run.finish(lr, {'stage': 'pt' if selecting else stage, **fields, **early_stopping.row_fields(
+            stop, search_run.early_stop, state.w_optimizer)}, words, clock, span)
+        epoch = early_stopping.after_epoch(search_run.early_stop, stop, epoch, end_epoch, run, state.w_optimizer,
+                                           search_run.hessian_every, session.history, checkpoint_at,
+                                           lambda snapshot: begin(session, search_run, snapshot, state))
 
 
 def begin(session, search_run, checkpoint, state):
@@ -388,6 +387,7 @@ def search(args, checkpoint, notes, device, distributed):
     generator = torch.Generator(device).manual_seed(args.seed)
     stages = search_stages(args)
     rule = early_stopping.rule_of(args.early_stop, args.es_window, args.es_factor, args.es_start_epoch, args.es_delta,
+                                  args.ada_factor, args.ada_max_weight_decay, args.ada_rollback_epochs,
                                   args.hessian_eigenvalue, len(stages), args.selection)
     # Where the run starts: a stage's index, and whether its search is over and DARTS-PT's selection under way.
     first, selecting = (checkpoints.search_stage(checkpoint, len(stages)) if checkpoint else (0, False))

@@ -25,8 +25,8 @@ DARTS = dict(
     stage_partial_channels=None, stage_continue=False, stage_lr='restart', beta_decay_weight=0.0, auxiliary_skip=0.0,
     auxiliary_skip_epochs=50, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85, sdarts='off',
     sdarts_epsilon=0.3, gdas=False, tau_max=10.0, tau_min=0.1, dirichlet=False, dirichlet_kl=0.0,
-    selection='darts', pt_interval=5, pt_batches=0, drop_path_prob=0.0, early_stop=False, es_window=5,
-    es_factor=1.3, es_start_epoch=10, es_delta=4)
+    selection='darts', pt_interval=5, pt_batches=0, drop_path_prob=0.0, early_stop='off', es_window=5,
+    es_factor=1.3, es_start_epoch=10, es_delta=4, ada_factor=3.0, ada_max_weight_decay=243e-4, ada_rollback_epochs=0)
 # Where the data, the output and the devices are, and what is only measured: no part of a method's settings.
 PLACES = {'method', 'dataset', 'data', 'image_size', 'in_channels', 'num_classes', 'synthetic_train_size',
           'synthetic_test_size', 'synthetic_seed', 'held_out_fraction', 'workers', 'split_file', 'search_space',
@@ -37,7 +37,9 @@ DARTS_SPACE = {
     'darts': {},
     # automl/RobustDARTS 3dec3fe: src/search/args.py (--early_stop 1, --window 5, --factor 1.3, --es_start_epoch 10,
     # --delta 4), scripts/DARTS_search.sh (--unrolled, --report_freq_hessian 2: the eigenvalue every 2 epochs).
-    'darts_es': dict(early_stop=True, unrolled=True),
+    'darts_es': dict(early_stop='es', unrolled=True),
+    # scripts/DARTS-ADA_search.sh: --early_stop 3 --mul_factor 10 --max_weight_decay 0.03 --extra_rollback_epochs 0.
+    'darts_ada': dict(early_stop='ada', unrolled=True, ada_factor=10.0, ada_max_weight_decay=0.03),
     # RobustDARTS's DP and L2 at the largest values of the grid of its scripts/start_search.sh (drop path 0 to 0.6,
     # weight decay 3e-4 * 3^k up to 0.0243), with --cutout (which its Helper turns off without drop path) and
     # --unrolled as scripts/DARTS_search.sh passes them.
@@ -116,6 +118,7 @@ NB201.update({name: {**NB201_DARTS, **DARTS_SPACE[name]}
               for name in ('pc_darts', 'alpha_darts', 'dadarts', 'da2s', 'darts_minus', 'fair_darts')})
 # DARTS-ES (RobustDARTS searched no NAS-Bench-201): second order there steps the architecture first, as DARTS-V2.
 NB201['darts_es'] = {**NB201_DARTS, **DARTS_SPACE['darts_es'], 'step_order': 'architecture_first'}
+NB201['darts_ada'] = {**NB201_DARTS, **DARTS_SPACE['darts_ada'], 'step_order': 'architecture_first'}
 NB201['rdarts_l2'] = {**NB201_DARTS, **DARTS_SPACE['rdarts_l2'], 'step_order': 'architecture_first'}
 
 
