@@ -147,3 +147,27 @@ def test_darts_ada_goes_back_with_a_larger_weight_decay_and_resumes_exactly(in_t
         [{k: v for k, v in row.items() if k not in MEASURED} for row in rows]
     again = torch.load(in_tmp / 'again' / 'checkpoint.pt', weights_only=False)
     assert all(torch.equal(checkpoint['model'][key], again['model'][key]) for key in checkpoint['model'])
+
+
+def mean_skip_weight(row):
+    """The normal cell's mean softmax weight of skip_connect (S3's columns: none, skip_connect, sep_conv_3x3)."""
+    ops = row['arch_weights']['normal']['ops']
+    return sum(edge[1] for edge in ops) / len(ops)
+
+
+@pytest.mark.slow
+def test_darts_in_s3_drives_skip_up_as_the_eigenvalue_rises_and_early_stopping_stops_it(in_tmp):
+    """RobustDARTS's failure mode on generated data, one seed: a deep supernet on a hard task (10 classes, 64
+    images to train the weights) with a fast architecture step."""
+    train_search.main(['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size', '128',
+                       '--synthetic_test_size', '32', '--num_classes', '10', '--init_channels', '4', '--layers', '5',
+                       '--batch_size', '32', '--device', 'cpu', '--report_freq', '1000', '--search_space', 's3',
+                       '--epochs', '24', '--arch_learning_rate', '3e-2', '--hessian_eigenvalue', '2',
+                       '--early_stop', '--es_start_epoch', '2', '--exp_path', 'search'])
+    rows = metrics(in_tmp / 'search')
+    stopped, kept = rows[-1]['epoch'], rows[-1]['early_stop_keeps']
+    assert stopped < 23 and kept == stopped - 12, 'early stopping ended the search before its last epoch'
+    assert mean_skip_weight(rows[stopped]) > mean_skip_weight(rows[0]) + 0.03, 'skip_connect gained weight'
+    eigenvalues = [row['hessian_eigenvalue'] for row in rows if 'hessian_eigenvalue' in row]
+    assert eigenvalues[-1] > 1.5 * eigenvalues[0], 'the curvature rose'
+    assert mean_skip_weight(rows[kept]) < mean_skip_weight(rows[stopped]), 'the cell kept is from before the drift'
