@@ -53,8 +53,12 @@ def count_host_reads():
 SAMPLED_PASSES = {('gdas', False): 3, ('gdas', True): 6, ('dadarts', False): 2, ('dadarts', True): 2}
 NB201 = ['--search_space', 'nas_bench_201']
 S1 = ['--search_space', 's1']
+# DARTS-ES, DARTS-ADA and R-DARTS's L2 step as second-order DARTS does (they act between epochs, or by the weight
+# decay); a preset that is second order is held to it once.
+SAME_STEP_AS_DARTS = {'darts_es', 'darts_ada', 'rdarts_l2'}
 STEP_CASES = [(method, unrolled, [], SAMPLED_PASSES.get((method, unrolled), 0))
-              for method in sorted(methods_lib.presets()) for unrolled in (False, True)] + [
+              for method, preset in sorted(methods_lib.presets().items()) if method not in SAME_STEP_AS_DARTS
+              for unrolled in ((True,) if preset.get('unrolled') else (False, True))] + [
     ('darts', False, ['--cost_penalty', '1'], 0), ('darts', True, ['--alpha_attention', '--partial_channels', '2'], 0),
     ('drnas', False, ['--dirichlet_kl', '1'], 0), ('darts', False, NB201, 0), ('darts', True, NB201, 0),
     ('darts', False, [*NB201, '--gdas'], 3), ('darts', False, [*NB201, '--hd_on_weights'], 2),
