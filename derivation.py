@@ -86,6 +86,8 @@ def limit_skips(weights, op_names, steps, max_skip, strength_of):
     its next best op and may lose its place to another input of its node. `strength_of(weights)` gives the
     edge strengths. A skip whose edge has no other op left (weight 0: masked by P-DARTS's pruning or decided
     by DARTS-PT) stays. Returns derive_cell's entries."""
+    if 'skip_connect' not in op_names:  # S4, or --primitives without it: no skip to cap
+        return derive_cell(weights, op_names, steps, strength_of(weights))
     skip = op_names.index('skip_connect')
     others = [j for j, name in enumerate(op_names) if name not in ('none', 'skip_connect')]
     ops = weights.ops.clone()

@@ -166,6 +166,21 @@ def test_every_preset_searches_every_space_or_is_refused_in_one_sentence(method,
         assert all(entry[0] in candidates[cell][edge] for entry, edge in entries)
 
 
+@pytest.mark.parametrize('space', ['s1', 's4'])
+@pytest.mark.parametrize('flags', [['--cost_penalty', '1', '--cost', 'flops'], ['--location', 'end'],
+                                   ['--alpha_attention', '--partial_channels', '2'], ['--max_skip', '1'],
+                                   ['--drop_path_prob', '0.3']],
+                         ids=lambda flags: flags[0].strip('-'))
+def test_method_flags_beyond_the_presets_search_the_spaces(flags, space):
+    """S4 has no skip_connect, so --max_skip has nothing to cap there."""
+    sizes = dict(bench.TINY, search_channels=16 if '--location' in flags else 8)
+    case = bench.search_case('darts', ['--search_space', space, *flags], sizes, True, SPEED)
+    assert math.isfinite(case.step()[0].item())
+    candidates = spaces.edge_candidates(space)
+    assert all(entry[0] in candidates[cell][edge] for cell, entries in case.arch.derived().items()
+               for entry, edge in entries)
+
+
 def test_flags_that_set_the_ops_are_refused_in_one_sentence(in_tmp):
     tiny = ['--dataset', 'synthetic', '--search_space', 's2', '--epochs', '1']
     with pytest.raises(utils.UserError, match='--search_space s2 gives each edge its own candidate ops; leave out '
