@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from operations import Identity, in_memory_format_of, is_channels_last
+from operations import GlobalAvgPool, Identity, global_average, global_max, in_memory_format_of, is_channels_last
 from utils import UserError
 
 REDUCTION = 16  # Att-DARTS's channel reduction ratio for every attention
@@ -39,7 +39,7 @@ class SqueezeExcitationMask(nn.Module):
     def __init__(self, C):
         super().__init__()
         hidden = _reduced('SE', C, REDUCTION)
-        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        self.squeeze = GlobalAvgPool()
         self.excitation = nn.Sequential(
             nn.Linear(C, hidden, bias=False), nn.ReLU(inplace=True),
             nn.Linear(hidden, C, bias=False), nn.Sigmoid())
@@ -67,7 +67,7 @@ class BAMChannelGate(nn.Module):
         ]))
 
     def forward(self, x):
-        return self.gate_c(F.adaptive_avg_pool2d(x, 1))[:, :, None, None]
+        return self.gate_c(global_average(x))[:, :, None, None]
 
 
 class BAMSpatialGate(nn.Module):
@@ -113,7 +113,7 @@ class CBAMChannelGate(nn.Module):
 
     def forward(self, x):
         # One pass of the shared MLP over the average- and max-pooled vectors stacked along the batch.
-        pooled = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)])
+        pooled = torch.cat([global_average(x), global_max(x)])
         from_avg, from_max = self.mlp(pooled).unflatten(0, (2, -1))  # not chunk(2): it fixes an exported batch
         return torch.sigmoid(from_avg + from_max)[:, :, None, None]
 
@@ -245,7 +245,7 @@ class AlphaChannelAttention(nn.Module):
         dtype = torch.promote_types(gram.dtype, torch.float32)
         with torch.autocast(device_type=x.device.type, enabled=False):
             x, gram = x.to(dtype), gram.to(dtype)
-            pooled = torch.cat([F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)], dim=1)
+            pooled = torch.cat([global_average(x), global_max(x)], dim=1)
             op_scores = gram @ self.fc1(pooled)[:, :, :, 0]  # (n_ops x n_ops) @ (B x n_ops x 1)
             return torch.sigmoid(self.fc2(F.relu(op_scores).unsqueeze(-1))).flatten(1)
 

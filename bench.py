@@ -256,7 +256,7 @@ def main(argv=None):
         utils.check_output_folder(args.latency_table, '--latency_table')
         return latency_table(args, device)
     utils.check_output_folder(args.output, '--output')
-    utils.configure_device(device)  # cudnn autotuning, as the original repositories and our scripts have it
+    utils.configure_device(device, args.deterministic)  # autotuning unless --deterministic, as the scripts
     if args.baseline:
         speed = Speed(None, False, False, device)
     else:

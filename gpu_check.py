@@ -10,7 +10,7 @@ Phases, each written to FOLDER/PHASE.json; one that fails is reported and the ot
   speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
   recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
   resume        a training run stopped by SIGTERM and resumed, against an uninterrupted one, with and
-                without deterministic algorithms
+                without --deterministic, and the time --deterministic costs
   cuda_tests    python -m pytest -m cuda (in parallel where pytest-xdist is installed)
 It exits 1 when a phase failed or a check did not hold.
 """
@@ -186,17 +186,11 @@ def load_module(name):
     return module
 
 
-# Runs train.py with PyTorch's deterministic algorithms on, where they exist (some backward passes on CUDA,
-# adaptive average pooling's among them, have none: those warn and run as they are).
-DETERMINISTIC = ('import os, runpy, sys, torch; os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8"); '
-                 'torch.use_deterministic_algorithms(True, warn_only=True); sys.argv = sys.argv[1:]; '
-                 'sys.path.insert(0, os.path.dirname(sys.argv[0])); '
-                 'runpy.run_path(sys.argv[0], run_name="__main__")')
-
-
 def run_train(args, deterministic, stop_at=None):
-    """train.py in its own process; with `stop_at`, SIGTERM once log.txt shows that step of epoch 1."""
-    command = [sys.executable] + (['-c', DETERMINISTIC] if deterministic else []) + [os.path.join(ROOT, 'train.py')]
+    """train.py in its own process (with --deterministic if `deterministic`); with `stop_at`, SIGTERM once log.txt
+    shows that step of epoch 1. Returns its wall time in seconds."""
+    command = [sys.executable, os.path.join(ROOT, 'train.py')] + (['--deterministic'] if deterministic else [])
+    started = time.time()
     process = subprocess.Popen(command + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, 'OMP_NUM_THREADS': '1'})
     if stop_at:
@@ -211,6 +205,7 @@ def run_train(args, deterministic, stop_at=None):
     _, err = process.communicate(timeout=600)
     if process.returncode not in (0, 143 if stop_at else 0):
         raise RuntimeError(f'train.py ended with exit status {process.returncode}: {err[-1500:]}')
+    return time.time() - started
 
 
 def resume(device, dry, folder):
@@ -219,20 +214,23 @@ def resume(device, dry, folder):
               '--epochs', '2', '--auxiliary', '--cutout', '--device', str(device), '--report_freq', '4']
     result = {}
     for deterministic in (False, True):
-        runs = {}
+        runs, seconds = {}, {}
         for name, stop_at in (('uninterrupted', None), ('resumed', 9)):
             path = os.path.join(folder, f'resume-{"deterministic" if deterministic else "default"}-{name}')
-            run_train(common + ['--exp_path', path], deterministic, stop_at)
+            seconds[name] = run_train(common + ['--exp_path', path], deterministic, stop_at)
             if stop_at:
                 run_train(['--resume', path], deterministic)
             runs[name] = torch.load(os.path.join(path, 'weights.pt'), weights_only=True, map_location='cpu')
         difference = max((runs['resumed'][key].float() - value.float()).abs().max().item()
                          for key, value in runs['uninterrupted'].items())
         result['deterministic' if deterministic else 'default'] = {'max_weight_difference': difference,
-                                                                   'identical': difference == 0.0}
+                                                                   'identical': difference == 0.0,
+                                                                   'uninterrupted_s': seconds['uninterrupted']}
     # The scripts promise exactness on the CPU (where the tests hold it); on a GPU this measures whether
-    # nondeterministic kernels leave a resumed run off the uninterrupted one, and by how much.
-    return {**result, 'ok': True}
+    # nondeterministic kernels leave a resumed run off the uninterrupted one, and by how much, and what
+    # --deterministic costs in time (the same toy run, start-up included).
+    slowdown = result['deterministic']['uninterrupted_s'] / result['default']['uninterrupted_s']
+    return {**result, 'deterministic_slowdown': slowdown, 'ok': True}
 
 
 def cuda_tests(device, dry, folder):

@@ -51,6 +51,9 @@ def add_speed_arguments(parser, compile_option=False):
                        help='NHWC memory format (default: on with CUDA)')
     speed.add_argument('--no_channels_last', dest='channels_last', action='store_const', const=False,
                        help='keep the NCHW memory format')
+    speed.add_argument('--deterministic', action='store_true',
+                       help='deterministic algorithms (cuDNN and PyTorch), no cuDNN autotuning: a run repeats exactly '
+                            'on a GPU too, more slowly')
     if compile_option:
         speed.add_argument('--compile', action='store_true', help='torch.compile the network (slow first steps)')
     return speed

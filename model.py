@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from attention import build_attention
 from genotypes import CellNB201
-from operations import OPS, FactorizedReduce, Identity, Pooling, ReLUConvBN, ResNetBasicBlock, drop_path
+from operations import (OPS, FactorizedReduce, GlobalAvgPool, Identity, Pooling, ReLUConvBN, ResNetBasicBlock,
+                        drop_path)
 from utils import UserError
 
 
@@ -86,8 +87,10 @@ class AuxiliaryHead(nn.Module):
     def __init__(self, C, num_classes, spatial_size, imagenet=False):
         super().__init__()
         darts_size, stride = (7, 2) if imagenet else (8, 3)
-        pool = nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False) \
-            if spatial_size == darts_size else nn.AdaptiveAvgPool2d(2)
+        if spatial_size == darts_size:
+            pool = nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False)
+        else:  # an even map pools to 2x2 as adaptive pooling does, with a backward that is deterministic on CUDA
+            pool = nn.AvgPool2d(spatial_size // 2) if spatial_size % 2 == 0 else nn.AdaptiveAvgPool2d(2)
         layers = [nn.ReLU(inplace=True), pool,
                   nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
                   nn.Conv2d(128, 768, 2, bias=False)]
@@ -167,7 +170,7 @@ class NetworkCIFAR(_Network):
         C_prev = self._build_cells(genotype, C, layers, C_stem, C_stem, False, image_size)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHead(self._aux_channels, num_classes, self._aux_spatial)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool()
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x):
@@ -202,7 +205,7 @@ class NetworkImageNet(_Network):
         if auxiliary:
             self.auxiliary_head = AuxiliaryHead(self._aux_channels, num_classes, self._aux_spatial, imagenet=True)
         # DARTS pools 7x7 with AvgPool2d(7); adaptive pooling gives the same there and works at any size.
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool()
         self.classifier = nn.Linear(C_prev, num_classes)
 
     def forward(self, x):
@@ -246,7 +249,7 @@ class NetworkNB201(nn.Module):
                 self.cells.append(ResNetBasicBlock(C_stage // 2, C_stage))
             self.cells.extend(NB201Cell(genotype, C_stage) for _ in range(N))
         self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool()
         self.classifier = nn.Linear(4 * C, num_classes)
 
     def forward(self, x):

@@ -12,7 +12,7 @@ import spaces
 from derivation import best_attention, best_ops, derive_cell, limit_skips, node_slices
 from genotypes import ATTENTION_PRIMITIVES, CellNB201, make_genotype
 from mixed_op import AttentionMix, MixedOp
-from operations import FactorizedReduce, ReLUConvBN, ResNetBasicBlock, drop_path, resolve_primitives
+from operations import FactorizedReduce, GlobalAvgPool, ReLUConvBN, ResNetBasicBlock, drop_path, resolve_primitives
 from utils import UserError
 
 LOCATIONS = ('no_attention', 'after_every', 'end', 'after_every_and_end', 'mixed_with_operation', 'double_mixed')
@@ -300,7 +300,7 @@ class Network(_Supernet):
                                    own))
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool()
         self.classifier = nn.Linear(C_prev, num_classes)
         self._initialize_arch_parameters(self._mixtures(location))
         if edge_candidates is not None:
@@ -429,7 +429,7 @@ class SearchNetworkNB201(_Supernet):
             self.cells.extend(NB201SearchCell(stage_C, steps, self.op_names, spatial_size, partial_channels,
                                               alpha_attention) for _ in range(N))
         self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.global_pooling = GlobalAvgPool()
         self.classifier = nn.Linear(4 * C, num_classes)
         self._initialize_arch_parameters()
 

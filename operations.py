@@ -94,6 +94,25 @@ class Conv7x1_1x7(nn.Module):
         return self.op(x)
 
 
+def global_average(x):
+    """Each channel's mean, N x C x 1 x 1. Unlike adaptive pooling, its backward has a deterministic CUDA kernel
+    (--deterministic)."""
+    return x.mean((2, 3), keepdim=True)
+
+
+def global_max(x):
+    """Each channel's maximum, N x C x 1 x 1, deterministic on CUDA where adaptive max pooling is not; a tie
+    shares the gradient where max pooling gives it to one of the tied values."""
+    return x.amax((2, 3), keepdim=True)
+
+
+class GlobalAvgPool(nn.Module):
+    """global_average as a module (no weights, so state_dict keys do not change)."""
+
+    def forward(self, x):
+        return global_average(x)
+
+
 def drop_path(x, drop_prob):
     """Zero whole samples with probability drop_prob (a number or a 0-dim tensor) and rescale the rest
     (DARTS's drop path)."""

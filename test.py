@@ -136,7 +136,7 @@ def look_up(args, cell=None):
 
 
 def evaluate_weights(args, given, device, distributed):
-    utils.configure_device(device)
+    utils.configure_device(device, args.deterministic)
     amp_autocast = loop.autocast_factory(loop.amp_dtype(args.amp, device), device)
     channels_last = loop.use_channels_last(args.channels_last, device)
     logger = utils.get_logger(enabled=distributed.is_main)

@@ -156,7 +156,7 @@ def retrain(args, checkpoint, device, distributed):
     if args.sync_bn and device.type != 'cuda':
         raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
                               'statistics')
-    utils.configure_device(device)
+    utils.configure_device(device, args.deterministic)
     dtype = loop.amp_dtype(args.amp, device)
     amp_autocast, scaler = loop.autocast_factory(dtype, device), loop.grad_scaler(dtype, device)
     channels_last = loop.use_channels_last(args.channels_last, device)

@@ -376,7 +376,7 @@ def search(args, checkpoint, notes, device, distributed):
     """The search's stages (one, or P-DARTS's), each on a fresh supernet that keeps the candidates the
     previous one ranked highest, then DARTS-PT's selection if asked. Epochs count across stages; a
     checkpoint names the stage it holds."""
-    utils.configure_device(device)
+    utils.configure_device(device, args.deterministic)
     dtype = loop.amp_dtype(args.amp, device)
     amp_autocast = loop.autocast_factory(dtype, device)
     channels_last = loop.use_channels_last(args.channels_last, device)

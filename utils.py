@@ -82,9 +82,23 @@ def run_cli(main):
         sys.exit(2)
     except RunStopped as stopped:
         sys.exit(stopped.exit_status)
+    except RuntimeError as error:
+        op = nondeterministic_op(error)
+        if op is None:
+            raise
+        print(f'error: --deterministic: {op} has no deterministic implementation on this device; run without '
+              f'--deterministic', file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         sys.exit(130)
+
+
+def nondeterministic_op(error):
+    """The op PyTorch names in `error` when deterministic algorithms are on and it has none, else None."""
+    message = str(error)
+    marker = ' does not have a deterministic implementation'
+    return message.split(marker)[0].split()[-1] if marker in message else None
 
 
 class AverageMeter:
@@ -170,10 +184,17 @@ def get_device(device='auto', gpu=0):
     return torch.device('cuda', index)
 
 
-def configure_device(device):
-    """cudnn picks the fastest convolution algorithms for the fixed shapes of these networks."""
+def configure_device(device, deterministic=False):
+    """cudnn picks the fastest convolution algorithms for the fixed shapes of these networks; with
+    `deterministic` (--deterministic), deterministic algorithms everywhere instead, cuDNN's and PyTorch's, no
+    autotuning, and the cuBLAS workspace that deterministic matrix products need. An op that has no
+    deterministic version then stops the run with one sentence naming it (run_cli)."""
+    if deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
     if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
         torch.cuda.set_device(device)
 
 

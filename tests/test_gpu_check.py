@@ -17,6 +17,7 @@ def test_the_dry_run_does_every_phase_and_writes_each_ones_json(in_tmp, capsys):
         assert json.loads((in_tmp / 'check' / f'{phase}.json').read_text()) == result
     assert results['precision']['gradient_cosine'] >= 0.999 and results['recompiles']['graphs'] == 2
     assert results['resume']['deterministic']['identical'] and results['resume']['default']['identical']
+    assert results['resume']['deterministic_slowdown'] > 0
     gdas = next(row for row in results['syncs']['cases'] if row['case'] == 'gdas')
     assert gdas['host_reads_per_step'] == gdas['allowed'] == 3
     assert {row['case'] for row in results['speed']['cases']} == {

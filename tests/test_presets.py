@@ -31,7 +31,7 @@ DARTS = dict(
 PLACES = {'method', 'dataset', 'data', 'image_size', 'in_channels', 'num_classes', 'synthetic_train_size',
           'synthetic_test_size', 'synthetic_seed', 'held_out_fraction', 'workers', 'split_file', 'search_space',
           'benchmark', 'latency_table', 'amp', 'channels_last', 'save', 'exp_path', 'resume', 'seed', 'device', 'gpu',
-          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches'}
+          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches', 'deterministic'}
 
 DARTS_SPACE = {
     'darts': {},
