@@ -15,6 +15,7 @@ from attention import build_attention
 from genotypes import CellNB201
 from operations import (OPS, FactorizedReduce, GlobalAvgPool, Identity, Pooling, ReLUConvBN, ResNetBasicBlock,
                         drop_path)
+import utils
 from utils import UserError
 
 
@@ -297,3 +298,30 @@ def build_network(config, genotype):
     network = {'cifar': NetworkCIFAR, 'imagenet': NetworkImageNet}[config['kind']]
     return network(config['C'], config['num_classes'], config['layers'], config['auxiliary'], genotype,
                    in_channels=config['in_channels'], image_size=config['image_size'])
+
+
+# The evaluation networks of the papers: (network, C, cells, classes, input size); NAS-Bench-201's at its sizes.
+PAPER_SIZES = {
+    'cifar10': (NetworkCIFAR, 36, 20, 10, 32),
+    'cifar100': (NetworkCIFAR, 36, 20, 100, 32),
+    'imagenet': (NetworkImageNet, 48, 14, 1000, 224),
+}
+NB201_SIZES = {
+    'cifar10': (16, 5, 10, 32),
+    'cifar100': (16, 5, 100, 32),
+    'imagenet16-120': (16, 5, 120, 16),
+}
+
+
+def paper_network_cost(genotype, dataset):
+    """Size, parameters in millions (auxiliary head excluded) and FLOPs of the evaluation network of `genotype`
+    at the size the papers retrain it on `dataset` (a NAS-Bench-201 cell: the benchmark's)."""
+    if isinstance(genotype, CellNB201):
+        C, layers, num_classes, size = NB201_SIZES[dataset]
+        net = NetworkNB201(C, layers, genotype, num_classes)
+    else:
+        network, C, layers, num_classes, size = PAPER_SIZES[dataset]
+        net = network(C, num_classes, layers, False, genotype)
+    flops = utils.count_flops(net, (1, 3, size, size))
+    return {'C': C, 'layers': layers, 'num_classes': num_classes, 'image_size': size,
+            'params_M': utils.count_parameters_in_millions(net), 'flops': flops, 'multiply_adds': flops // 2}

@@ -14,19 +14,6 @@ import model
 import report as report_page
 import utils
 
-# The evaluation networks of the papers: (network, C, cells, classes, input size); NAS-Bench-201's at its sizes.
-PAPER_SIZES = {
-    'cifar10': (model.NetworkCIFAR, 36, 20, 10, 32),
-    'cifar100': (model.NetworkCIFAR, 36, 20, 100, 32),
-    'imagenet': (model.NetworkImageNet, 48, 14, 1000, 224),
-}
-NB201_SIZES = {
-    'cifar10': (16, 5, 10, 32),
-    'cifar100': (16, 5, 100, 32),
-    'imagenet16-120': (16, 5, 120, 16),
-}
-
-
 def build_parser():
     parser = utils.ArgumentParser(description='Draw cells, the history of a search, a run report, or network sizes.')
     parser.add_argument('genotype', nargs='?',
@@ -81,18 +68,9 @@ def summarize(genotype, datasets):
     print(row.format('dataset', 'C', 'cells', 'classes', 'input', 'params (M)', 'FLOPs (G)', 'mult-adds (M)'))
     results = {}
     for dataset in datasets:
-        if isinstance(genotype, genotypes.CellNB201):
-            C, layers, num_classes, size = NB201_SIZES[dataset]
-            net = model.NetworkNB201(C, layers, genotype, num_classes)
-        else:
-            network, C, layers, num_classes, size = PAPER_SIZES[dataset]
-            net = network(C, num_classes, layers, False, genotype)
-        flops = utils.count_flops(net, (1, 3, size, size))
-        params = utils.count_parameters_in_millions(net)
-        results[dataset] = {'C': C, 'layers': layers, 'num_classes': num_classes, 'image_size': size,
-                            'params_M': params, 'flops': flops, 'multiply_adds': flops // 2}
-        print(row.format(dataset, C, layers, num_classes, size, f'{params:.6f}', f'{flops / 1e9:.3f}',
-                         f'{flops / 2e6:.1f}'))
+        results[dataset] = cost = model.paper_network_cost(genotype, dataset)
+        print(row.format(dataset, cost['C'], cost['layers'], cost['num_classes'], cost['image_size'],
+                         f"{cost['params_M']:.6f}", f"{cost['flops'] / 1e9:.3f}", f"{cost['flops'] / 2e6:.1f}"))
     return results
 
 
@@ -115,7 +93,7 @@ def main(argv=None):
         raise utils.UserError('--view opens drawn cells; give a genotype to draw')
     if args.summary is not None:
         genotype = load_genotype(args.summary, args.search_space)
-        sizes = NB201_SIZES if isinstance(genotype, genotypes.CellNB201) else PAPER_SIZES
+        sizes = model.NB201_SIZES if isinstance(genotype, genotypes.CellNB201) else model.PAPER_SIZES
         return summarize(genotype, parse_datasets(args.dataset, sizes))
     if args.report is not None:
         run = report_page.read_run(args.report)  # before any folder is made
