@@ -145,13 +145,14 @@ def _channels_fit(name, channels):
     return channels == 3
 
 
-def split_indices(n, train_portion):
+def split_indices(n, train_portion, flag=None):
     """The search split: the first int(n * train_portion) indices train the weights, the rest the
-    architecture. Not shuffled here: the loaders reshuffle each part every epoch."""
+    architecture (train.py: the rest validates). Not shuffled here: the loaders reshuffle each part every
+    epoch. `flag` names the flag that asked for it (default: --train_portion and its value)."""
     split = int(n * train_portion)
     if split < 1 or split >= n:
-        raise UserError(f'--train_portion {train_portion} splits {n} images into {split} and {n - split}; '
-                        f'both parts need at least one image')
+        raise UserError(f'{flag or f"--train_portion {train_portion}"} splits {n} images into {split} and '
+                        f'{n - split}; both parts need at least one image')
     return torch.arange(split), torch.arange(split, n)
 
 

@@ -26,7 +26,13 @@ def build_parser():
     grid.add_argument('--search_flags', default='', help='further flags for every train_search.py run, in quotes')
     grid.add_argument('--train_flags', default='',
                       help='flags for train.py, in quotes: each searched cell is then retrained with them '
-                           '(default: no retraining)')
+                           '(default: no retraining); with --protocol best_of, the best cell of each method')
+    grid.add_argument('--protocol', choices=sweeps.PROTOCOLS, default='mean',
+                      help="mean: mean and std over the seeds; best_of: DARTS's protocol, each cell retrained "
+                           'briefly (--short_flags) and validated on 10%% of the training set, the best retrained in '
+                           'full (--train_flags)')
+    grid.add_argument('--short_flags', default='',
+                      help='best_of: flags for the short retraining of every cell, in quotes (DARTS: --epochs 100)')
     run = parser.add_argument_group('where the runs go')
     run.add_argument('--executor', choices=('local', 'slurm'), default='local',
                      help='local: processes on this machine; slurm: one job array on a SLURM cluster')
@@ -71,7 +77,7 @@ def sweep_of(args):
         return sweeps.load_sweep(args.folder)
     sweep = sweeps.Sweep(tuple(args.methods.split(',')), tuple(args.search_spaces.split(',')),
                          tuple(args.datasets.split(',')), sweeps.seeds_of(args.seeds), args.search_flags,
-                         args.train_flags)
+                         args.train_flags, args.protocol, args.short_flags)
     sweeps.save_sweep(args.folder, sweep)
     return sweep
 

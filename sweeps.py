@@ -38,22 +38,52 @@ class Run:
         return f'{self.search_space}-{self.dataset}-{self.method}-seed{self.seed}'
 
 
+PROTOCOLS = ('mean', 'best_of')
+# DARTS's short retrainings choose on held-out training images (section 3.2 of its paper); it does not say how
+# many, so the sweep holds out 10%.
+VALID_PORTION = '0.1'
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """What sweep.json records: the grid, and the flags every search and retraining gets."""
+    """What sweep.json records: the grid, the flags every search and retraining gets, and the protocol: `mean`
+    (each cell retrained with train_flags, if given) or `best_of` (DARTS's: each cell retrained briefly with
+    short_flags on 90% of the training set, and the best on the other 10% retrained in full with train_flags)."""
     methods: tuple
     search_spaces: tuple
     datasets: tuple
     seeds: tuple
     search_flags: str = ''
     train_flags: str = ''  # '' : no retraining
+    protocol: str = 'mean'
+    short_flags: str = ''
 
     def runs(self):
         return [Run(*values) for values in itertools.product(self.methods, self.search_spaces, self.datasets,
                                                              self.seeds)]
 
+    def groups(self):
+        """{(method, space, data set): its runs, one per seed}."""
+        groups = {}
+        for run in self.runs():
+            groups.setdefault((run.method, run.search_space, run.dataset), []).append(run)
+        return groups
+
+
+@dataclass(frozen=True)
+class Task:
+    """One job: `parts`, [(script, part folder name, flags)], run one after the other in `folder`."""
+    name: str
+    folder: str
+    parts: tuple
+
 
 def save_sweep(folder, sweep):
+    if sweep.protocol not in PROTOCOLS:
+        raise UserError(f'--protocol {sweep.protocol}: choose one of {", ".join(PROTOCOLS)}')
+    if sweep.protocol == 'best_of' and not (sweep.short_flags and sweep.train_flags):
+        raise UserError('--protocol best_of retrains every cell briefly (--short_flags) and the best in full '
+                        '(--train_flags); give both')
     os.makedirs(folder, exist_ok=True)
     write_json(os.path.join(folder, 'sweep.json'), asdict(sweep))
 
@@ -70,18 +100,64 @@ def run_folder(folder, run):
     return os.path.join(folder, 'runs', run.name)
 
 
-def state(folder, run):
-    """'done', 'failed', 'interrupted' (a checkpoint, no end) or 'pending'."""
-    path = run_folder(folder, run)
+def group_name(group):
+    method, space, dataset = group
+    return f'{space}-{dataset}-{method}'
+
+
+def retraining(genotype_path, dataset, seed, flags):
+    return ['--arch_path', genotype_path, '--dataset', dataset, '--seed', str(seed)] + shlex.split(flags)
+
+
+def run_task(folder, sweep, run):
+    """The search of a run, then its retraining (protocol mean) or short retraining (protocol best_of)."""
+    path = os.path.abspath(run_folder(folder, run))
+    genotype = os.path.join(path, 'search', 'genotype.json')
+    parts = [('train_search', 'search', ['--method', run.method, '--search_space', run.search_space, '--dataset',
+                                         run.dataset, '--seed', str(run.seed)] + shlex.split(sweep.search_flags))]
+    if sweep.protocol == 'best_of':
+        parts.append(('train', 'short', retraining(genotype, run.dataset, run.seed, sweep.short_flags)[:2]
+                      + ['--valid_portion', VALID_PORTION] + retraining(genotype, run.dataset, run.seed,
+                                                                        sweep.short_flags)[2:]))
+    elif sweep.train_flags:
+        parts.append(('train', 'eval', retraining(genotype, run.dataset, run.seed, sweep.train_flags)))
+    return Task(run.name, path, tuple(parts))
+
+
+def best_run(folder, runs):
+    """The run whose short retraining validated best (DARTS's choice), of `runs` that are all done."""
+    def validated(run):
+        return read_jsonl(os.path.join(run_folder(folder, run), 'short', 'metrics.jsonl'))[-1]['valid_top1']
+    return max(runs, key=validated)
+
+
+def tasks(folder, sweep):
+    """Every job of the sweep so far: the runs', and with protocol best_of the full retraining of each
+    method's best cell once all its seeds are done."""
+    result = [run_task(folder, sweep, run) for run in sweep.runs()]
+    if sweep.protocol == 'best_of':
+        for group, runs in sweep.groups().items():
+            if all(state(run_folder(folder, run)) == 'done' for run in runs):
+                best = best_run(folder, runs)
+                genotype = os.path.join(os.path.abspath(run_folder(folder, best)), 'search', 'genotype.json')
+                result.append(Task(f'best {group_name(group)}', os.path.abspath(os.path.join(folder, 'best',
+                                                                                             group_name(group))),
+                                   (('train', 'eval', retraining(genotype, best.dataset, best.seed,
+                                                                 sweep.train_flags)),)))
+    return result
+
+
+def state(path):
+    """Of a task's folder: 'done', 'failed', 'interrupted' (a checkpoint, no end) or 'pending'."""
     for name, status in (('done.json', 'done'), ('failed.json', 'failed')):
         if os.path.isfile(os.path.join(path, name)):
             return status
-    started = any(os.path.isfile(os.path.join(path, part, 'checkpoint.pt')) for part in ('search', 'eval'))
+    started = any(os.path.isfile(os.path.join(path, part, 'checkpoint.pt')) for part in ('search', 'short', 'eval'))
     return 'interrupted' if started else 'pending'
 
 
 def last_log_line(path):
-    """The last line of a run part's log.txt, or of its captured stderr, for the report of a failure."""
+    """The last line of a part's captured stderr, or of its log.txt, for the report of a failure."""
     for name in ('stderr.txt', 'log.txt'):
         file = os.path.join(path, name)
         if os.path.isfile(file):
@@ -93,17 +169,15 @@ def last_log_line(path):
 
 
 class RunScripts:
-    """What a submitit job runs: the search of one run, then its retraining, each in a process of its own,
-    resumed from its checkpoint when one is there. On SLURM, submitit calls `checkpoint` before a
-    preemption or a timeout: the script gets SIGTERM, saves where it is, and the job is queued again."""
+    """What a submitit job runs: a Task's parts, each script in a process of its own, resumed from its
+    checkpoint when one is there. On SLURM, submitit calls `checkpoint` before a preemption or a timeout: the
+    script gets SIGTERM, saves where it is, and the job is queued again."""
 
-    def __init__(self, folder, run, search_flags, train_flags):
-        self.folder, self.run, self.search_flags, self.train_flags = (os.path.abspath(folder), run, search_flags,
-                                                                     train_flags)
-        self.process = None
+    def __init__(self, task):
+        self.task, self.process = task, None
 
     def _part(self, script, part, argv):
-        path = os.path.join(run_folder(self.folder, self.run), part)
+        path = os.path.join(self.task.folder, part)
         resuming = os.path.isfile(os.path.join(path, 'checkpoint.pt'))
         command = [sys.executable, os.path.join(ROOT, f'{script}.py')] + (
             ['--resume', path] if resuming else argv + ['--exp_path', path])
@@ -115,31 +189,23 @@ class RunScripts:
         return code, path
 
     def __call__(self):
-        started, run = time.time(), self.run
-        search = ['--method', run.method, '--search_space', run.search_space, '--dataset', run.dataset,
-                  '--seed', str(run.seed)] + shlex.split(self.search_flags)
-        parts = [('train_search', 'search', search)]
-        if self.train_flags:
-            parts.append(('train', 'eval', ['--arch_path', os.path.join(run_folder(self.folder, run), 'search',
-                                                                        'genotype.json'), '--dataset', run.dataset,
-                                            '--seed', str(run.seed)] + shlex.split(self.train_flags)))
-        for script, part, argv in parts:
+        started = time.time()
+        for script, part, argv in self.task.parts:
             code, path = self._part(script, part, argv)
             if code != 0:
                 failure = {'part': part, 'exit_status': code, 'last_line': last_log_line(path)}
-                write_json(os.path.join(run_folder(self.folder, run), 'failed.json'), failure)
-                raise RuntimeError(f'{run.name}: {script}.py ended with exit status {code}: {failure["last_line"]}')
-        write_json(os.path.join(run_folder(self.folder, run), 'done.json'),
-                   {'seconds': time.time() - started, **asdict(run)})
-        return run.name
+                write_json(os.path.join(self.task.folder, 'failed.json'), failure)
+                raise RuntimeError(f'{self.task.name}: {script}.py ended with exit status {code}: '
+                                   f'{failure["last_line"]}')
+        write_json(os.path.join(self.task.folder, 'done.json'), {'seconds': time.time() - started})
+        return self.task.name
 
     def checkpoint(self):
         submitit = _submitit()
         if self.process is not None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait()
-        return submitit.helpers.DelayedSubmission(RunScripts(self.folder, self.run, self.search_flags,
-                                                             self.train_flags))
+        return submitit.helpers.DelayedSubmission(RunScripts(self.task))
 
 
 # ----------------------------------------------------------------------------------------- executors
@@ -189,61 +255,68 @@ def sbatch_text(folder, slurm, runs):
 
 
 def todo(folder, sweep):
-    """The runs not done yet; a failed run is tried again."""
-    for path in (os.path.join(run_folder(folder, run), 'failed.json') for run in sweep.runs()):
-        if os.path.isfile(path):
-            os.remove(path)
-    return [run for run in sweep.runs() if state(folder, run) != 'done']
+    """The tasks not done yet; a failed one is tried again."""
+    result = []
+    for task in tasks(folder, sweep):
+        if os.path.isfile(os.path.join(task.folder, 'failed.json')):
+            os.remove(os.path.join(task.folder, 'failed.json'))
+        if state(task.folder) != 'done':
+            result.append(task)
+    return result
 
 
 def submit_slurm(folder, sweep, slurm_executor):
-    """Every run not done, as one job array; returns the jobs."""
-    callables = [RunScripts(folder, run, sweep.search_flags, sweep.train_flags) for run in todo(folder, sweep)]
+    """Every task not done, as one job array; returns the jobs. (With protocol best_of, the full retrainings
+    of the best cells are tasks once their searches are done: run the sweep again then.)"""
     with slurm_executor.batch():
-        jobs = [slurm_executor.submit(runner) for runner in callables]
+        jobs = [slurm_executor.submit(RunScripts(task)) for task in todo(folder, sweep)]
     return jobs
 
 
 def run_local(folder, sweep, local_executor, parallel, report, poll_s=1.0):
-    """Every run not done, at most `parallel` at a time, through submitit's local executor; `report(line)`
-    tells the progress. Returns the names of the runs that failed."""
-    waiting, running, failed = todo(folder, sweep), {}, []
+    """Every task not done, at most `parallel` at a time, through submitit's local executor (with protocol
+    best_of, a method's full retraining as soon as its searches are done); `report(line)` tells the progress.
+    Returns the names of the tasks that failed."""
+    running, failed = {}, []
+    waiting = todo(folder, sweep)
     while waiting or running:
         if waiting and len(running) < parallel:
             while waiting and len(running) < parallel:
-                run = waiting.pop(0)
-                running[run] = local_executor.submit(RunScripts(folder, run, sweep.search_flags, sweep.train_flags))
+                task = waiting.pop(0)
+                running[task.name] = (task, local_executor.submit(RunScripts(task)))
             report(progress_line(folder, sweep, len(running)))
         time.sleep(poll_s)
-        for run, job in list(running.items()):
+        for name, (task, job) in list(running.items()):
             if job.done():
-                del running[run]
-                if state(folder, run) != 'done':
-                    failed.append(run.name)
-                    report(f'{run.name} failed: {last_failure(folder, run)}')
+                del running[name]
+                if state(task.folder) != 'done':
+                    failed.append(name)
+                    report(f'{name} failed: {last_failure(task.folder)}')
+        started = set(running) | set(failed) | {task.name for task in waiting}
+        waiting += [task for task in tasks(folder, sweep) if task.name not in started and state(task.folder) != 'done']
     report(progress_line(folder, sweep, 0))
     return failed
 
 
-def last_failure(folder, run):
-    path = os.path.join(run_folder(folder, run), 'failed.json')
-    if not os.path.isfile(path):
+def last_failure(path):
+    failure_file = os.path.join(path, 'failed.json')
+    if not os.path.isfile(failure_file):
         return 'the job ended without a result (see its submitit logs)'
-    with open(path, encoding='utf-8') as f:
-        failure = json.load(f)
+    failure = json_of(failure_file)
     return f"{failure['part']} exited with status {failure['exit_status']}: {failure['last_line']}"
 
 
 def progress_line(folder, sweep, running):
-    """'N done, R running, F failed, P to go; about T left' from the runs' folders."""
-    states = [state(folder, run) for run in sweep.runs()]
-    done = [json_of(os.path.join(run_folder(folder, run), 'done.json')) for run, s in zip(sweep.runs(), states)
-            if s == 'done']
-    to_go = len(states) - len(done) - states.count('failed') - running
-    line = f'{len(done)} done, {running} running, {states.count("failed")} failed, {to_go} to go'
-    if done and to_go + running:
-        mean = statistics.fmean(entry['seconds'] for entry in done)
-        line += f'; about {format_seconds(mean * (to_go + running) / max(running, 1))} left'
+    """'N done, R running, F failed, P to go; about T left' from the tasks' folders."""
+    states = [state(task.folder) for task in tasks(folder, sweep)]
+    seconds = [json_of(os.path.join(task.folder, 'done.json'))['seconds'] for task, current in
+               zip(tasks(folder, sweep), states) if current == 'done']
+    total = len(states) + (len(sweep.groups()) - sum(task.name.startswith('best ') for task in tasks(folder, sweep))
+                           if sweep.protocol == 'best_of' else 0)
+    to_go = total - len(seconds) - states.count('failed') - running
+    line = f'{len(seconds)} done, {running} running, {states.count("failed")} failed, {to_go} to go'
+    if seconds and to_go + running:
+        line += f'; about {format_seconds(statistics.fmean(seconds) * (to_go + running) / max(running, 1))} left'
     return line
 
 
@@ -260,10 +333,15 @@ def json_of(path):
 
 # ----------------------------------------------------------------------------------------- the table
 
+def read_jsonl(path):
+    with open(path, encoding='utf-8') as f:
+        return [json.loads(line) for line in f]
+
+
 def run_results(folder, run):
     """What the table reads from one finished run."""
     path = run_folder(folder, run)
-    rows = [json.loads(line) for line in open(os.path.join(path, 'search', 'metrics.jsonl'), encoding='utf-8')]
+    rows = read_jsonl(os.path.join(path, 'search', 'metrics.jsonl'))
     genotype = genotypes.parse_genotype(os.path.join(path, 'search', 'genotype.json'))
     cost = model.paper_network_cost(genotype, 'cifar10')
     result = {'final_valid_top1': rows[-1]['valid_top1'], 'best_valid_top1': max(row['valid_top1'] for row in rows),
@@ -271,38 +349,48 @@ def run_results(folder, run):
               'search_hours': sum(row['time_s'] for row in rows) / 3600,
               'images_per_s': statistics.fmean(row['images_per_s'] for row in rows)}
     result.update({key: value for key, value in rows[-1].items() if key.startswith('benchmark_')})
-    eval_metrics = os.path.join(path, 'eval', 'metrics.jsonl')
-    if os.path.isfile(eval_metrics):
-        evaluated = [json.loads(line) for line in open(eval_metrics, encoding='utf-8')]
-        result.update(final_test_top1=evaluated[-1]['test_top1'],
-                      best_test_top1=max(row['test_top1'] for row in evaluated))
+    for part, fields in (('eval', ('test_top1',)), ('short', ('valid_top1',))):
+        metrics_path = os.path.join(path, part, 'metrics.jsonl')
+        if os.path.isfile(metrics_path):
+            last = read_jsonl(metrics_path)[-1]
+            result.update({f'{"" if part == "eval" else "short_"}{field}': last[field] for field in fields})
     return result
 
 
 def table(folder, sweep):
     """[{method, search_space, dataset, runs, and mean and std of each measure}] over the seeds of the runs
-    that are done, in the grid's order."""
-    groups = {}
-    for run in sweep.runs():
-        if state(folder, run) == 'done':
-            groups.setdefault((run.method, run.search_space, run.dataset), []).append(run_results(folder, run))
+    that are done, in the grid's order; with protocol best_of also the best seed and its full retraining."""
     rows = []
-    for (method, space, dataset), results in groups.items():
+    for group, runs in sweep.groups().items():
+        done = [run for run in runs if state(run_folder(folder, run)) == 'done']
+        if not done:
+            continue
+        results = [run_results(folder, run) for run in done]
+        method, space, dataset = group
         row = {'method': method, 'search_space': space, 'dataset': dataset, 'runs': len(results)}
         for key in results[0]:
             values = [result[key] for result in results if key in result]
             row[f'{key}_mean'] = statistics.fmean(values)
             row[f'{key}_std'] = statistics.stdev(values) if len(values) > 1 else 0.0
+        best = os.path.join(folder, 'best', group_name(group))
+        if sweep.protocol == 'best_of' and state(best) == 'done':
+            row['best_seed'] = best_run(folder, runs).seed
+            row['best_test_top1'] = read_jsonl(os.path.join(best, 'eval', 'metrics.jsonl'))[-1]['test_top1']
         rows.append(row)
     return rows
 
 
 def markdown(rows):
     measures = [key[:-len('_mean')] for key in rows[0] if key.endswith('_mean')] if rows else []
-    lines = ['| method | space | data set | runs | ' + ' | '.join(measures) + ' |',
-             '| --- | --- | --- | ---: | ' + ' | '.join('---:' for _ in measures) + ' |']
+    best = any('best_test_top1' in row for row in rows)
+    lines = ['| method | space | data set | runs | ' + ' | '.join(measures) + (' | best seed | its test_top1' if best
+                                                                           else '') + ' |',
+             '| --- | --- | --- | ---: | ' + ' | '.join('---:' for _ in measures) + (' | ---: | ---:' if best else '')
+             + ' |']
     for row in rows:
         cells = [f"{row[f'{m}_mean']:.{precision(m)}f} ± {row[f'{m}_std']:.{precision(m)}f}" for m in measures]
+        if best:
+            cells += [str(row.get('best_seed', '')), f"{row['best_test_top1']:.2f}" if 'best_test_top1' in row else '']
         lines.append(f"| {row['method']} | {row['search_space']} | {row['dataset']} | {row['runs']} | "
                      + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
@@ -319,7 +407,7 @@ def write_table(folder, rows):
         f.write(markdown(rows))
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
     with open(paths[1], 'w', encoding='utf-8', newline='') as f:
@@ -334,7 +422,7 @@ def plot_comparison(rows, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    measure = 'final_test_top1' if rows and 'final_test_top1_mean' in rows[0] else 'final_valid_top1'
+    measure = 'test_top1' if rows and 'test_top1_mean' in rows[0] else 'final_valid_top1'
     benchmarks = list(dict.fromkeys((row['search_space'], row['dataset']) for row in rows))
     methods = list(dict.fromkeys(row['method'] for row in rows))
     width = 0.8 / max(len(methods), 1)
@@ -347,7 +435,7 @@ def plot_comparison(rows, path):
         axes.bar(xs, means, width, yerr=stds, capsize=3, label=method)
     axes.set_xticks([b + width * (len(methods) - 1) / 2 for b in range(len(benchmarks))])
     axes.set_xticklabels([f'{space}\n{dataset}' for space, dataset in benchmarks])
-    axes.set_ylabel(('test' if measure == 'final_test_top1' else 'search validation') + ' top-1 (%)')
+    axes.set_ylabel(('test' if measure == 'test_top1' else 'search validation') + ' top-1 (%)')
     axes.legend(fontsize='small')
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -355,12 +443,12 @@ def plot_comparison(rows, path):
 
 
 def status_lines(folder, sweep):
-    """One line per run and the progress line, for `sweep.py --status`."""
+    """One line per task and the progress line, for `sweep.py --status`."""
     lines = []
-    for run in sweep.runs():
-        current = state(folder, run)
-        detail = f': {last_failure(folder, run)}' if current == 'failed' else ''
-        lines.append(f'{run.name:<48} {current}{detail}')
+    for task in tasks(folder, sweep):
+        current = state(task.folder)
+        detail = f': {last_failure(task.folder)}' if current == 'failed' else ''
+        lines.append(f'{task.name:<48} {current}{detail}')
     # Another process cannot see the jobs of the one running the sweep: interrupted runs count as to go.
     return lines + [progress_line(folder, sweep, running=0)]
 

@@ -67,6 +67,9 @@ def build_parser():
     opt.add_argument('--grad_clip', type=utils.bounded(float, 0), default=5,
                      help='gradient norm clipping (0: none, as in nas_bench_201\'s recipe)')
     opt.add_argument('--epochs', type=utils.bounded(int, 1), default=600, help='training epochs (ImageNet: 250)')
+    opt.add_argument('--valid_portion', type=utils.bounded(float, 0, 1), default=0.0,
+                     help="train on the first 1 - P of the training set and validate on the rest after every epoch, as "
+                          "DARTS's short retraining chooses its best cell (0: train on all of it)")
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='linear learning-rate warm-up, for the large total batches of many processes')
     opt.add_argument('--sync_bn', action='store_true',
@@ -166,8 +169,14 @@ def retrain(args, checkpoint, device, distributed):
     loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                           rank=distributed.rank, world_size=distributed.world_size)
     # A compiled network would compile again for a smaller last batch: compiled training leaves it out.
+    train_part, valid_part = (data.split_indices(len(train_split), 1 - args.valid_portion,
+                                                 f'--valid_portion {args.valid_portion}')
+                              if args.valid_portion else (None, None))
     train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True, drop_last=args.compile,
-                                       augmentation=loaders.Augmentation.from_flags(args), **loader_options)
+                                       augmentation=loaders.Augmentation.from_flags(args), indices=train_part,
+                                       **loader_options)
+    valid_loader = valid_part is not None and loaders.make_loader(train_split, info, args.batch_size, train=False,
+                                                                  indices=valid_part, **loader_options)
     if len(train_loader) == 0:
         raise utils.UserError(f'--compile leaves out a last batch smaller than --batch_size {args.batch_size}, and '
                               f'this training set has no full batch; lower --batch_size')
@@ -205,11 +214,15 @@ def retrain(args, checkpoint, device, distributed):
                 epoch_run.stop(checkpoint_at(epoch, epoch_run.stopped_at, epoch_run.meters, session.history))
             test = infer(test_loader, net, forward, criterion, amp_autocast, distributed, args.compile,
                          args.batch_size)
+            valid = valid_loader and infer(valid_loader, net, forward, criterion, amp_autocast, distributed,
+                                           args.compile, args.batch_size)
             run.save(net.state_dict(), 'weights.pt')
             scheduler.step()
             epoch_run.finish(lr, {'drop_path_prob': net.drop_path_prob, 'test_loss': test['loss'],
-                                  'test_top1': test['top1'], 'test_top5': test['top5']},
-                             f'test_acc {test["top1"]:.2f} test_top5 {test["top5"]:.2f}', clock)
+                                  'test_top1': test['top1'], 'test_top5': test['top5'],
+                                  **({'valid_loss': valid['loss'], 'valid_top1': valid['top1']} if valid else {})},
+                             f'test_acc {test["top1"]:.2f} test_top5 {test["top5"]:.2f}'
+                             + (f' valid_acc {valid["top1"]:.2f}' if valid else ''), clock)
             run.save(checkpoint_at(epoch + 1, 0, loop.new_meters(), session.history))
     run.logger.info('wrote %s: weights.pt (the trained weights), checkpoint.pt, metrics.jsonl, args.json, log.txt; '
                     'test it with: python test.py --model_path %s', run.exp_dir, run.path('weights.pt'))

@@ -41,7 +41,7 @@ def test_a_sweep_runs_its_grid_tabulates_it_and_reports_a_failed_run(in_tmp, cap
               for line in (folder / 'runs' / f's4-synthetic-darts-seed{seed}' / 'search' / 'metrics.jsonl')
               .read_text().splitlines()[-1:]]
     assert float(rows[0]['final_valid_top1_mean']) == pytest.approx(sum(finals) / 2)
-    assert 'final_test_top1_mean' in rows[0] and float(rows[0]['params_M_mean']) > 0
+    assert 'test_top1_mean' in rows[0] and float(rows[0]['params_M_mean']) > 0
     assert (folder / 'table.md').read_text().startswith('| method | space | data set | runs | final_valid_top1')
     assert (folder / 'comparison.png').stat().st_size > 1000
 
@@ -69,11 +69,12 @@ def test_an_interrupted_run_resumes_and_a_new_one_starts(in_tmp, monkeypatch):
     search = in_tmp / 'runs' / run.name / 'search'
     search.mkdir(parents=True)
     (search / 'checkpoint.pt').write_bytes(b'')
-    assert sweeps.state(str(in_tmp), run) == 'interrupted'
-    sweeps.RunScripts(str(in_tmp), run, '--epochs 2', '--epochs 1')()
+    assert sweeps.state(str(search.parent)) == 'interrupted'
+    sweep_flags = sweeps.Sweep(('darts',), ('darts',), ('synthetic',), (3,), '--epochs 2', '--epochs 1')
+    sweeps.RunScripts(sweeps.run_task(str(in_tmp), sweep_flags, run))()
     assert commands[0][2:] == ['--resume', str(search)]
     assert commands[1][2:4] == ['--arch_path', os.path.join(str(in_tmp), 'runs', run.name, 'search', 'genotype.json')]
-    assert '--exp_path' in commands[1] and sweeps.state(str(in_tmp), run) == 'done'
+    assert '--exp_path' in commands[1] and sweeps.state(str(search.parent)) == 'done'
 
 
 def test_a_slurm_dry_run_writes_the_sbatch_script_of_one_job_array(in_tmp):
@@ -97,6 +98,29 @@ def test_bad_sweep_arguments_give_one_sentence(in_tmp, monkeypatch):
         sweep.main(['grid', '--methods', 'darts', '--seeds', 'a-b'])
     with pytest.raises(utils.UserError, match='--executor slurm needs --slurm_partition'):
         sweep.main(['grid', '--methods', 'darts', '--executor', 'slurm'])
+    with pytest.raises(utils.UserError, match='--protocol best_of retrains every cell briefly'):
+        sweep.main(['grid', '--methods', 'darts', '--protocol', 'best_of', '--train_flags', '--epochs 1'])
     monkeypatch.setitem(sys.modules, 'submitit', None)  # as if it were not installed
     with pytest.raises(utils.UserError, match='install it with "pip install submitit"'):
         sweep.main(['grid', '--methods', 'darts'])
+
+
+@pytest.mark.slow
+def test_darts_protocol_retrains_the_cell_that_validated_best_in_full(in_tmp):
+    sweep.main(['grid', '--methods', 'darts', '--seeds', '1-2', '--search_spaces', 'darts', '--datasets', 'synthetic',
+                '--search_flags', TINY, '--protocol', 'best_of', '--short_flags', RETRAIN, '--train_flags', RETRAIN])
+    folder = in_tmp / 'grid'
+    validated = {seed: json.loads((folder / 'runs' / f'darts-synthetic-darts-seed{seed}' / 'short' / 'metrics.jsonl')
+                                  .read_text().splitlines()[-1])['valid_top1'] for seed in (1, 2)}
+    short_args = json.loads((folder / 'runs' / 'darts-synthetic-darts-seed1' / 'short' / 'args.json').read_text())
+    assert short_args['valid_portion'] == 0.1  # DARTS's choice is made on held-out training images
+    best_seed = max(validated, key=validated.get)
+    best = json.loads((folder / 'best' / 'darts-synthetic-darts' / 'eval' / 'args.json').read_text())
+    assert best['arch_path'].endswith(f'darts-synthetic-darts-seed{best_seed}/search/genotype.json')
+    assert best['valid_portion'] == 0 and best['seed'] == best_seed
+    row = next(csv.DictReader(open(folder / 'table.csv')))
+    assert int(row['best_seed']) == best_seed and float(row['best_test_top1']) >= 0
+    assert '| best seed | its test_top1 |' in (folder / 'table.md').read_text()
+    status = sweep.main(['--status', 'grid'])
+    assert status[-2].startswith('best darts-synthetic-darts') and status[-2].endswith('done')
+    assert status[-1] == '3 done, 0 running, 0 failed, 0 to go'
