@@ -258,7 +258,8 @@ def _check_partial_channels(C, partial_channels):
 class Network(_Supernet):
     """The DARTS supernet. Options, named like the command-line flags: primitives ('darts', 'alpha_darts' or
     a comma list), partial_channels (K, 1 = off), alpha_attention, location (Att-DARTS), max_skip,
-    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS). `edge_candidates`
+    in_channels, image_size, pool_bn (a BatchNorm after each pooling candidate, as DARTS), imagenet_stem
+    (PC-DARTS's ImageNet search network: its strided stem and first cell). `edge_candidates`
     ({cell type: the ops of each edge}, spaces.edge_candidates) gives each edge its own ops instead of
     `primitives` (RobustDARTS's S1-S4): alpha's columns are their union, and the supernet's op masks start
     at each edge's own."""
@@ -268,7 +269,8 @@ class Network(_Supernet):
 
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4, stem_multiplier=3,
                  primitives='darts', partial_channels=1, alpha_attention=False, location='no_attention',
-                 max_skip=None, in_channels=3, image_size=32, pool_bn=True, edge_candidates=None):
+                 max_skip=None, in_channels=3, image_size=32, pool_bn=True, edge_candidates=None,
+                 imagenet_stem=False):
         super().__init__()
         if location not in LOCATIONS:
             raise UserError(f'unknown --location {location!r}; use one of {", ".join(LOCATIONS)}')
@@ -285,9 +287,19 @@ class Network(_Supernet):
                                                                                  in_channels, image_size)
 
         C_stem = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+        if imagenet_stem:  # PC-DARTS's ImageNet search: three stride-2 convs bring 224 pixels to 28 before the cells
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_channels, C_stem // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C_stem // 2),
+                nn.ReLU(inplace=True), nn.Conv2d(C_stem // 2, C_stem, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C_stem))
+            self.stem1 = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(C_stem, C_stem, 3, stride=2, padding=1,
+                                                                        bias=False), nn.BatchNorm2d(C_stem))
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_stem))
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
-        spatial_size, reduction_prev = image_size, False
+        # With the ImageNet stem the first cell's s0 has twice s1's resolution: it is reduced as after a reduction.
+        spatial_size, reduction_prev = (-(-image_size // 8), True) if imagenet_stem else (image_size, False)
         self.cells = nn.ModuleList()
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
@@ -329,7 +341,11 @@ class Network(_Supernet):
     def forward(self, x, weights):
         """`weights`: {cell type: CellWeights}, as architecture.Architecture.weights() gives them."""
         grams = self.grams(weights, x.device)
-        s0 = s1 = self.stem(x)
+        if hasattr(self, 'stem0'):
+            s0 = self.stem0(x)
+            s1 = self.stem1(s0)
+        else:
+            s0 = s1 = self.stem(x)
         for cell in self.cells:
             cell_type = 'reduce' if cell.reduction else 'normal'
             s0, s1 = s1, cell(s0, s1, weights[cell_type], grams.get(cell_type))

@@ -28,6 +28,7 @@ import genotypes
 import loaders
 import loop
 import methods
+import model as model_lib
 import model_search
 import parallel
 import progressive
@@ -101,8 +102,7 @@ def search_step(architect, batch, alpha_batch, w_optimizer, lr, grad_clip, unrol
 
 
 def train(epoch_run, batches, state, lr, update_architecture, grad_clip, unrolled, gradient_sync):
-    """One epoch of the search, DARTS's train(): a search_step for each pair of a training batch and a batch of
-    the architecture's half."""
+    """One epoch of the search, DARTS's train(): a search_step per training batch and batch of the architecture's."""
     state.model.train()
     for step, (batch, alpha_batch) in epoch_run.steps(batches):
         loss, logits, alpha_loss = search_step(state.architect, batch, alpha_batch, state.w_optimizer, lr, grad_clip,
@@ -254,7 +254,8 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
             args.init_channels, info.num_classes, layers, nn.CrossEntropyLoss(), primitives=args.primitives,
             partial_channels=partial_channels, max_skip=max_skip, location=args.location,
             alpha_attention=args.alpha_attention, in_channels=info.in_channels, image_size=info.image_size,
-            pool_bn=args.pool_bn, edge_candidates=spaces.edge_candidates(args.search_space))
+            pool_bn=args.pool_bn, edge_candidates=spaces.edge_candidates(args.search_space),
+            imagenet_stem=model_lib.network_kind(info.name, info.image_size) == 'imagenet')
     return architecture.Architecture(net, methods.build(vars(args)))
 
 
@@ -373,9 +374,8 @@ def main(argv=None):
 
 
 def search(args, checkpoint, notes, device, distributed):
-    """The search's stages (one, or P-DARTS's), each on a fresh supernet that keeps the candidates the
-    previous one ranked highest, then DARTS-PT's selection if asked. Epochs count across stages; a
-    checkpoint names the stage it holds."""
+    """The search's stages (one, or P-DARTS's), each on a fresh supernet that keeps the candidates the previous one
+    ranked highest, then DARTS-PT's selection if asked. Epochs count across stages; a checkpoint names its stage."""
     utils.configure_device(device, args.deterministic)
     dtype = loop.amp_dtype(args.amp, device)
     amp_autocast = loop.autocast_factory(dtype, device)

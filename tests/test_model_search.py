@@ -4,6 +4,7 @@ from conftest import supernet
 
 import methods
 import operations
+import successors  # noqa: F401  (registers the successors and their presets)
 from mixed_op import MixedOp, channel_shuffle
 from architecture import Architecture
 from model_search import Network
@@ -299,3 +300,27 @@ def test_a_methods_parameters_come_between_alpha_and_the_supernets_mixtures_as_c
     assert arch.parameters_of(arch.methods[0], 'reduce') == {'betas': arch.net.betas_reduce}
     with pytest.raises(ValueError, match='already has an architecture parameter betas_normal'):
         arch.net.add_arch_parameters('normal', {'betas': torch.zeros(14)})
+
+
+def test_the_imagenet_supernet_has_pc_darts_stem_layout_and_parameters():
+    # yuhuixu1993/PC-DARTS b74702f, model_search_imagenet.Network(16, 1000, 8, criterion):
+    # sum(p.numel() for p in model.parameters()) = 956,512 (its alphas and betas are not module parameters),
+    # with K = 2 and edge normalisation as its MixedOp and betas have them; 224 pixels reach the cells at 28.
+    arch = supernet(16, 1000, 8, partial_channels=2, image_size=224, imagenet_stem=True)
+    net = arch.net
+    assert sum(p.numel() for p in net.network_weights()) == 956512
+    assert [tuple(p.shape) for p in net.arch_parameters()] == [(14, 8), (14, 8), (14,), (14,)]
+    x = torch.randn(2, 3, 224, 224)
+    s0 = net.stem0(x)
+    assert s0.shape == (2, 48, 56, 56) and net.stem1(s0).shape == (2, 48, 28, 28)
+    inputs = net.edge_inputs(arch.weights())
+    assert inputs[0][4:] == (28, 28) and net(x, arch.weights()).shape == (2, 1000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', sorted(methods.presets()))
+def test_every_preset_searches_the_imagenet_supernet_or_is_refused_in_one_sentence(method):
+    import bench
+    sizes = dict(bench.TINY, search_channels=16 if method == 'att_darts' else 8, image_size=128)
+    case = bench.search_case(method, [], sizes, True, bench.Speed(None, False, False, torch.device('cpu')))
+    assert hasattr(case.arch.net, 'stem0') and torch.isfinite(case.step()[0])
