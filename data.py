@@ -32,6 +32,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.2)  # DARTS's ImageNet brightness, contrast, saturation, hue
 FIXED_SIZE = (*cifar_format.FORMATS, 'svhn')  # data sets whose images have one size
+CLASS_ORDERED = ('imagenet', 'folder')  # read class after class, not shuffled as CIFAR's files are
 HELD_OUT_SEED = 0  # a folder's held-out split is the same in every run, whatever --seed says
 COLOUR_MODES = {1: 'L', 3: 'RGB', 4: 'RGBA'}
 
@@ -156,12 +157,31 @@ def split_indices(n, train_portion, flag=None):
     return torch.arange(split), torch.arange(split, n)
 
 
-def search_split(size, train_portion, split_file=None):
-    """(indices that train the weights, indices that train the architecture): a NAS-Bench-201 split file's
-    train and valid lists, or the first `train_portion` of the data and the rest."""
+def first_and_rest(split, dataset, portion, flag=None):
+    """(first, rest) indices of a data split: DARTS's first `portion` of the data and the rest (split_indices);
+    for data read class by class (imagenet, folder), where that would part the classes, the first `portion`
+    of every class and the rest, so that both parts hold every class."""
+    if dataset not in CLASS_ORDERED:
+        return split_indices(len(split), portion, flag)
+    labels = torch.as_tensor(split.labels if isinstance(split, ImageData) else split.targets)
+    first, rest = [], []
+    for label in labels.unique():
+        members = (labels == label).nonzero().flatten()
+        first.append(members[:int(len(members) * portion)])
+        rest.append(members[int(len(members) * portion):])
+    first, rest = torch.cat(first).sort().values, torch.cat(rest).sort().values
+    if not len(first) or not len(rest):
+        raise UserError(f'{flag or f"--train_portion {portion}"} splits {len(labels)} images into {len(first)} and '
+                        f'{len(rest)}; both parts need at least one image')
+    return first, rest
+
+
+def search_split(split, dataset, train_portion, split_file=None):
+    """(indices that train the weights, indices that train the architecture) of the training split of
+    `dataset`: a NAS-Bench-201 split file's train and valid lists, or first_and_rest's."""
     if split_file:
-        return read_split_file(split_file, ('train', 'valid'), size)
-    return split_indices(size, train_portion)
+        return read_split_file(split_file, ('train', 'valid'), len(split))
+    return first_and_rest(split, dataset, train_portion)
 
 
 def read_split_file(path, keys, size):

@@ -169,8 +169,8 @@ def retrain(args, checkpoint, device, distributed):
     loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                           rank=distributed.rank, world_size=distributed.world_size)
     # A compiled network would compile again for a smaller last batch: compiled training leaves it out.
-    train_part, valid_part = (data.split_indices(len(train_split), 1 - args.valid_portion,
-                                                 f'--valid_portion {args.valid_portion}')
+    train_part, valid_part = (data.first_and_rest(train_split, info.name, 1 - args.valid_portion,
+                                                  f'--valid_portion {args.valid_portion}')
                               if args.valid_portion else (None, None))
     train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True, drop_last=args.compile,
                                        augmentation=loaders.Augmentation.from_flags(args), indices=train_part,

@@ -261,7 +261,7 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
 
 def build_loaders(args, train_split, info, device, distributed, channels_last):
     """Loaders of the search split: the weights' half, the architecture's half, and that half for validation."""
-    first, rest = data.search_split(len(train_split), args.train_portion, args.split_file)
+    first, rest = data.search_split(train_split, info.name, args.train_portion, args.split_file)
     options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                    rank=distributed.rank, world_size=distributed.world_size,
                    augmentation=loaders.Augmentation.from_flags(args))
