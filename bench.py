@@ -83,11 +83,16 @@ def search_case(method, extra, sizes, tiny, speed):
     depth = ['--stage_layers', ','.join([layers] * stages)] if stages else ['--layers', layers]
     sized = ([] if 'init_channels' in preset else ['--init_channels', str(sizes['search_channels'])]) + (
         depth if tiny or not (stages or 'layers' in preset) else []) + ['--batch_size', '8'] * tiny
+    image_size, classes = sizes['image_size'], 10
+    if preset.get('dataset') == 'imagenet' and not tiny:
+        # PC-DARTS's ImageNet search: 224 pixels, 1000 classes, its batch of 1024 on 8 GPUs: one GPU's share.
+        image_size, classes = data.DEFAULT_IMAGE_SIZE['imagenet'], 1000
+        sized += ['--batch_size', str(preset['batch_size'] // 8)]
     # The precision goes through train_search.py's own checks, so that a setting it refuses is refused here.
     amp = {None: 'off', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[speed.dtype]
     flags = ['--method', method, '--dataset', 'synthetic', '--amp', amp, *sized, *extra]
     search_args, _, _ = resolve_arguments(build_search_parser(), flags)
-    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
+    info = data.DatasetInfo('synthetic', classes, 3, image_size, (0.5,) * 3, (0.25,) * 3)
     stage = search_stages(search_args)[0]
     arch = build_architecture(search_args, info, stage.layers, stage.partial_channels, search_args.max_skip)
     model = arch.net.to(speed.device, memory_format=speed.memory_format)
@@ -95,7 +100,7 @@ def search_case(method, extra, sizes, tiny, speed):
     w_optimizer, _, architect = build_optimizers(search_args, arch, parallel.Distributed(), speed.autocast, 1)
     objective = architect.objective
     objective.set_epoch(search_args.epochs // 2, search_args.epochs)
-    batch, alpha_batch = (random_batch(search_args.batch_size, 3, sizes['image_size'], 10, speed) for _ in range(2))
+    batch, alpha_batch = (random_batch(search_args.batch_size, 3, image_size, classes, speed) for _ in range(2))
     model.train()
 
     def step():

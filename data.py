@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -72,11 +72,14 @@ class DataConfig:
     synthetic_test_size: int = 1000
     synthetic_seed: int = 0
     held_out_fraction: float = 0.1  # folder without a test/ or val/ subfolder
+    # Not a flag: ImageNet's training pipeline has DARTS's colour jitter, PC-DARTS's search has none.
+    colour_jitter: bool = field(default=True, metadata={'flag': False})
 
     @classmethod
-    def from_flags(cls, namespace):
-        """The config of a script's parsed flags."""
-        return cls(**{field.name: getattr(namespace, field.name) for field in fields(cls)})
+    def from_flags(cls, namespace, **settings):
+        """The config of a script's parsed flags, with `settings` that are not flags."""
+        flags = {field.name for field in fields(cls) if field.metadata.get('flag', True)}
+        return cls(**{name: getattr(namespace, name) for name in flags}, **settings)
 
 
 def add_data_arguments(parser):
@@ -157,13 +160,18 @@ def split_indices(n, train_portion, flag=None):
     return torch.arange(split), torch.arange(split, n)
 
 
+def labels_of(split):
+    """The class of every image of a split, in memory (ImageData) or a torchvision folder."""
+    return torch.as_tensor(split.labels if isinstance(split, ImageData) else split.targets)
+
+
 def first_and_rest(split, dataset, portion, flag=None):
     """(first, rest) indices of a data split: DARTS's first `portion` of the data and the rest (split_indices);
     for data read class by class (imagenet, folder), where that would part the classes, the first `portion`
     of every class and the rest, so that both parts hold every class."""
     if dataset not in CLASS_ORDERED:
         return split_indices(len(split), portion, flag)
-    labels = torch.as_tensor(split.labels if isinstance(split, ImageData) else split.targets)
+    labels = labels_of(split)
     first, rest = [], []
     for label in labels.unique():
         members = (labels == label).nonzero().flatten()
@@ -174,14 +182,6 @@ def first_and_rest(split, dataset, portion, flag=None):
         raise UserError(f'{flag or f"--train_portion {portion}"} splits {len(labels)} images into {len(first)} and '
                         f'{len(rest)}; both parts need at least one image')
     return first, rest
-
-
-def search_split(split, dataset, train_portion, split_file=None):
-    """(indices that train the weights, indices that train the architecture) of the training split of
-    `dataset`: a NAS-Bench-201 split file's train and valid lists, or first_and_rest's."""
-    if split_file:
-        return read_split_file(split_file, ('train', 'valid'), len(split))
-    return first_and_rest(split, dataset, train_portion)
 
 
 def read_split_file(path, keys, size):
@@ -234,13 +234,14 @@ def _load_svhn(config, root, image_size):
 
 # ----------------------------------------------------------------------------------------- ImageNet
 
-def _imagenet_transforms(image_size):
-    """DARTS's ImageNet pipelines; crop and resize scale together when --image_size is not 224."""
+def _imagenet_transforms(image_size, colour_jitter):
+    """DARTS's ImageNet pipelines (PC-DARTS's search: without the colour jitter); crop and resize scale together
+    when --image_size is not 224."""
     normalise = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train = transforms.Compose([
         transforms.RandomResizedCrop(image_size),
         transforms.RandomHorizontalFlip(),
-        transforms.ColorJitter(*IMAGENET_JITTER),
+        *([transforms.ColorJitter(*IMAGENET_JITTER)] if colour_jitter else []),
         transforms.ToTensor(),
         normalise,
     ])
@@ -272,7 +273,7 @@ def _load_imagenet(config, root, image_size):
     if not (os.path.isdir(train_dir) and os.path.isdir(val_dir)):
         raise UserError(f'ImageNet is expected as class folders {train_dir}/<class>/<image> and '
                         f'{val_dir}/<class>/<image>, and {root} does not have both')
-    train_transform, test_transform = _imagenet_transforms(image_size)
+    train_transform, test_transform = _imagenet_transforms(image_size, config.colour_jitter)
     try:
         train = TolerantImageFolder(train_dir, train_transform)
         test = TolerantImageFolder(val_dir, test_transform)

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -118,6 +119,22 @@ def backward_step(loss, optimizer, parameters, grad_clip, scaler=None, gradient_
 
 # ---------------------------------------------------------------------------------------------
 # The run folder.
+
+def search_schedule(optimizer, epochs, eta_min, ramp_epochs=0):
+    """The search's learning rate of w per epoch: DARTS's cosine from the optimiser's rate to `eta_min` over
+    `epochs`, with its first `ramp_epochs` epochs replaced by a linear ramp, epoch e at rate * (e + 1) / ramp_epochs
+    (PC-DARTS's ImageNet search overrides its cosine so for 5 epochs)."""
+    if not ramp_epochs:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=eta_min)
+    base = optimizer.param_groups[0]['lr']
+
+    def factor(epoch):
+        if epoch < ramp_epochs:
+            return (epoch + 1) / ramp_epochs
+        cosine = eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
+        return cosine / base if base else 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
 
 def new_meters():
     return {'loss': AverageMeter(), 'top1': AverageMeter()}

@@ -33,6 +33,7 @@ import model_search
 import parallel
 import progressive
 import search_log
+import search_split
 import selection
 import spaces
 import successors  # noqa: F401  (registers the successor methods with methods.py)
@@ -122,11 +123,7 @@ def build_parser():
     parser.add_argument('--method', choices=presets, help="a paper's settings: " + ', '.join(presets))
     data.add_data_arguments(parser)
     loaders.add_augmentation_arguments(parser, cutmix=False)
-    parser.add_argument('--train_portion', type=float, default=0.5, help='share of the training set that trains w; '
-                        'the rest trains the architecture')
-    parser.add_argument('--split_file', metavar='PATH',
-                        help="the search split as a NAS-Bench-201 split file (its cifar-split.txt): its train indices "
-                             "train w, its valid indices the architecture (instead of --train_portion)")
+    search_split.add_arguments(parser)
     space = parser.add_argument_group('search space')
     space.add_argument('--search_space', choices=SEARCH_SPACES, default='darts',
                        help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated; "
@@ -154,6 +151,9 @@ def build_parser():
     opt.add_argument('--learning_rate', type=utils.bounded(float, 0), default=0.025, help='initial learning rate of w')
     opt.add_argument('--learning_rate_min', type=utils.bounded(float, 0), default=0.001,
                      help='final learning rate of w (cosine)')
+    opt.add_argument('--lr_ramp_epochs', type=utils.bounded(int, 0), default=0,
+                     help="epoch e < N trains w at lr * (e + 1) / N, then the cosine goes on (PC-DARTS's ImageNet "
+                          "search, batches over 256: 5)")
     opt.add_argument('--momentum', type=utils.bounded(float, 0), default=0.9, help='SGD momentum of w')
     opt.add_argument('--weight_decay', type=utils.bounded(float, 0), default=3e-4, help='weight decay of w')
     opt.add_argument('--nesterov', action='store_true',
@@ -195,8 +195,8 @@ def resolve_arguments(parser, argv):
     if args.step_order is None:
         first_order_nb201 = args.search_space == 'nas_bench_201' and not args.unrolled
         args.step_order = 'weights_first' if first_order_nb201 else 'architecture_first'
-    if not 0 < args.train_portion < 1:
-        raise utils.UserError('--train_portion must lie strictly between 0 and 1')
+    search_split.check_arguments(args.train_portion, args.split_file, args.train_subset, args.arch_subset,
+                                 args.subset_file)
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
@@ -259,9 +259,12 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
     return architecture.Architecture(net, methods.build(vars(args)))
 
 
-def build_loaders(args, train_split, info, device, distributed, channels_last):
+def build_loaders(args, train_split, info, device, distributed, channels_last, run, resuming):
     """Loaders of the search split: the weights' half, the architecture's half, and that half for validation."""
-    first, rest = data.search_split(train_split, info.name, args.train_portion, args.split_file)
+    subsets = args.train_subset and dict(
+        train_share=args.train_subset, arch_share=args.arch_subset, seed=args.seed, resuming=resuming,
+        run_file=run.path(search_split.FILE_NAME), subset_file=args.subset_file, write_file=distributed.is_main)
+    first, rest = search_split.indices(train_split, info.name, args.train_portion, args.split_file, subsets)
     options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                    rank=distributed.rank, world_size=distributed.world_size,
                    augmentation=loaders.Augmentation.from_flags(args))
@@ -274,8 +277,7 @@ def build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs, gen
     architecture), as in DARTS; `generator` is where the methods draw (see SearchObjective)."""
     w_optimizer = torch.optim.SGD(arch.net.network_weights(), args.learning_rate, momentum=args.momentum,
                                   weight_decay=args.weight_decay, nesterov=args.nesterov)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_optimizer, schedule_epochs,
-                                                           eta_min=args.learning_rate_min)
+    scheduler = loop.search_schedule(w_optimizer, schedule_epochs, args.learning_rate_min, args.lr_ramp_epochs)
     objective = architect_lib.SearchObjective(arch, amp_autocast, generator,
                                               weight_step_first=args.step_order == 'weights_first')
     architect = architect_lib.Architect(objective, args.momentum, args.weight_decay, args.arch_learning_rate,
@@ -380,7 +382,7 @@ def search(args, checkpoint, notes, device, distributed):
     dtype = loop.amp_dtype(args.amp, device)
     amp_autocast = loop.autocast_factory(dtype, device)
     channels_last = loop.use_channels_last(args.channels_last, device)
-    train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args))
+    train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args, colour_jitter=False))
     utils.seed_everything(args.seed)
     # The methods' draws (GDAS's and DrNAS's samples, SDARTS's noise) come from one generator, seeded alike on
     # every rank and saved in checkpoints, so all ranks sample the same architecture, before and after a resume.
@@ -401,7 +403,8 @@ def search(args, checkpoint, notes, device, distributed):
     arch = architecture_of(stages[first])  # built first: bad options leave no run folder
     state = None
     run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
-    train_queue, alpha_queue, valid_queue = build_loaders(args, train_split, info, device, distributed, channels_last)
+    train_queue, alpha_queue, valid_queue = build_loaders(
+        args, train_split, info, device, distributed, channels_last, run, checkpoint is not None)
     search_run = SearchRun(run, {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last},
                            train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
                            args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None,

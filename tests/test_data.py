@@ -18,6 +18,7 @@ from torch import nn
 import cifar
 import data
 import loaders
+import search_split
 from utils import UserError
 
 SIDE = 16  # small images keep the augmentation checks fast
@@ -430,14 +431,14 @@ def test_a_search_split_of_data_read_class_by_class_keeps_every_class_in_both_ha
         write_images(tmp_path / 'folder' / 'test' / name, colour, 1)
     train, _, info = data.load_dataset(parse('--dataset', 'folder', '--data', tmp_path / 'folder', '--image_size', 8))
     assert train.labels.tolist() == [0] * 5 + [1] * 5  # read class after class
-    first, rest = data.search_split(train, info.name, 0.6)
+    first, rest = search_split.indices(train, info.name, 0.6)
     assert first.tolist() == [0, 1, 2, 5, 6, 7] and rest.tolist() == [3, 4, 8, 9]
     write_imagenet(tmp_path / 'imagenet', 4, (20, 20))
     train, _, info = data.load_dataset(parse('--dataset', 'imagenet', '--data', tmp_path / 'imagenet'))
-    first, rest = data.search_split(train, info.name, 0.5)
+    first, rest = search_split.indices(train, info.name, 0.5)
     assert [train.targets[i] for i in first] == [0, 0, 1, 1] and [train.targets[i] for i in rest] == [0, 0, 1, 1]
     cifar_like = data.ImageData(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1]))
-    assert [part.tolist() for part in data.search_split(cifar_like, 'cifar10', 0.5)] == [[0, 1], [2, 3]]  # DARTS's
+    assert [part.tolist() for part in search_split.indices(cifar_like, 'cifar10', 0.5)] == [[0, 1], [2, 3]]  # DARTS's
     with pytest.raises(UserError, match=r'--valid_portion 0.99 splits 10 images into 0 and 10'):
         data.first_and_rest(data.ImageData(torch.zeros(10, 3, 8, 8, dtype=torch.uint8), torch.arange(10) % 2),
                             'folder', 0.01, '--valid_portion 0.99')

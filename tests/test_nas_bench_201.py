@@ -258,15 +258,15 @@ def test_visualize_summarizes_a_cell_at_the_benchmarks_sizes(capsys):
 def test_the_search_split_can_be_the_benchmarks_split_file(tmp_path):
     path = tmp_path / 'cifar-split.txt'
     path.write_text(json.dumps({'train': ['int', ['3', '0', '7']], 'valid': ['int', ['1', '5']]}))
-    first, rest = train_search.data.search_split(range(8), 'cifar10', 0.5, str(path))
+    first, rest = train_search.search_split.indices(range(8), 'cifar10', 0.5, str(path))
     assert first.tolist() == [3, 0, 7] and rest.tolist() == [1, 5]
-    assert [t.tolist() for t in train_search.data.search_split(range(4), 'cifar10', 0.5)] == [[0, 1], [2, 3]]
+    assert [t.tolist() for t in train_search.search_split.indices(range(4), 'cifar10', 0.5)] == [[0, 1], [2, 3]]
     for content, message in (({'train': ['int', ['9']], 'valid': ['int', []]}, 'outside the 8'),
                              ({'train': ['int', ['1']], 'valid': ['int', ['1']]}, 'names an image twice'),
                              ({'train': ['int', ['1']]}, 'not a NAS-Bench-201 split file')):
         path.write_text(json.dumps(content))
         with pytest.raises(utils.UserError, match=message):
-            train_search.data.search_split(range(8), 'cifar10', 0.5, str(path))
+            train_search.search_split.indices(range(8), 'cifar10', 0.5, str(path))
 
 
 def test_a_preset_ranks_above_the_search_spaces_defaults_and_a_typed_flag_above_both():

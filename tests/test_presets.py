@@ -26,12 +26,13 @@ DARTS = dict(
     auxiliary_skip_epochs=50, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85, sdarts='off',
     sdarts_epsilon=0.3, gdas=False, tau_max=10.0, tau_min=0.1, dirichlet=False, dirichlet_kl=0.0,
     selection='darts', pt_interval=5, pt_batches=0, drop_path_prob=0.0, early_stop='off', es_window=5,
-    es_factor=1.3, es_start_epoch=10, es_delta=4, ada_factor=3.0, ada_max_weight_decay=243e-4, ada_rollback_epochs=0)
+    es_factor=1.3, es_start_epoch=10, es_delta=4, ada_factor=3.0, ada_max_weight_decay=243e-4, ada_rollback_epochs=0,
+    lr_ramp_epochs=0, train_subset=None, arch_subset=None)
 # Where the data, the output and the devices are, and what is only measured: no part of a method's settings.
 PLACES = {'method', 'dataset', 'data', 'image_size', 'in_channels', 'num_classes', 'synthetic_train_size',
           'synthetic_test_size', 'synthetic_seed', 'held_out_fraction', 'workers', 'split_file', 'search_space',
           'benchmark', 'latency_table', 'amp', 'channels_last', 'save', 'exp_path', 'resume', 'seed', 'device', 'gpu',
-          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches', 'deterministic'}
+          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches', 'deterministic', 'subset_file'}
 
 DARTS_SPACE = {
     'darts': {},
@@ -49,6 +50,12 @@ DARTS_SPACE = {
     # normalisation) in model_search.py, the architecture steps from epoch 15.
     'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
                      arch_learning_rate=6e-4, warmup_epochs=15),
+    # Its train_search_imagenet.py (argparse defaults, begin 35, lr * (epoch + 1) / 5 for the first 5 epochs at batches
+    # over 256) and model_search_imagenet.py (its MixedOp searches channels // 2: K = 2), on the 10% and 2.5% of
+    # train/ its comment names.
+    'pc_darts_imagenet': dict(partial_channels=2, edge_norm=True, batch_size=1024, learning_rate=0.5,
+                              learning_rate_min=0.0, lr_ramp_epochs=5, arch_learning_rate=6e-3, warmup_epochs=35,
+                              train_subset=0.1, arch_subset=0.025),
     # The seed documents (shared/seeds): alpha-DARTS (000), Att-DARTS (001), DADARTS (002), DA2S (004).
     'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
                         warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80),
@@ -115,7 +122,8 @@ NB201 = {
 }
 # Their authors published no NAS-Bench-201 search: their DARTS-space settings over the benchmark's DARTS search.
 NB201.update({name: {**NB201_DARTS, **DARTS_SPACE[name]}
-              for name in ('pc_darts', 'alpha_darts', 'dadarts', 'da2s', 'darts_minus', 'fair_darts')})
+              for name in ('pc_darts', 'pc_darts_imagenet', 'alpha_darts', 'dadarts', 'da2s', 'darts_minus',
+                           'fair_darts')})
 # DARTS-ES (RobustDARTS searched no NAS-Bench-201): second order there steps the architecture first, as DARTS-V2.
 NB201['darts_es'] = {**NB201_DARTS, **DARTS_SPACE['darts_es'], 'step_order': 'architecture_first'}
 NB201['darts_ada'] = {**NB201_DARTS, **DARTS_SPACE['darts_ada'], 'step_order': 'architecture_first'}
