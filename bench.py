@@ -9,13 +9,18 @@ It also times the data loader on its own, prints a table and writes JSON for BEN
 
 It reuses the scripts' own step functions, so it measures exactly what a run executes.
 """
+import atexit
 import platform
 import shlex
+import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 import architect as architect_lib
@@ -29,6 +34,7 @@ import loop
 import methods as methods_lib
 import model as model_lib
 import parallel
+import streaming
 import utils
 from train import train_step
 from train_search import build_architecture, build_optimizers, resolve_arguments, search_stages, search_step
@@ -146,13 +152,8 @@ def train_case(batch_size, sizes, speed, inference):
     return lambda: train_step(net, forward, images, targets, criterion, optimizer, speed.autocast, scaler, 0.4, 5.0)
 
 
-def loader_case(batch_size, sizes, speed):
-    count = batch_size * 8
-    split = data.ImageData(torch.randint(0, 256, (count, 3, sizes['image_size'], sizes['image_size']),
-                                         dtype=torch.uint8), torch.randint(0, 10, (count,)))
-    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
-    loader = loaders.DeviceLoader(split, info, batch_size, device=speed.device, shuffle=True, augment=True,
-                                  cutout_length=16, channels_last=speed.channels_last)
+def cycling_step(loader):
+    """One batch of `loader` per call, epoch 0 over and over."""
     batches = iter(())
 
     def step():
@@ -161,6 +162,38 @@ def loader_case(batch_size, sizes, speed):
             batches = loader.iterate(0)
             next(batches)
     return step
+
+
+def loader_case(batch_size, sizes, speed):
+    count = batch_size * 8
+    split = data.ImageData(torch.randint(0, 256, (count, 3, sizes['image_size'], sizes['image_size']),
+                                         dtype=torch.uint8), torch.randint(0, 10, (count,)))
+    info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
+    loader = loaders.DeviceLoader(split, info, batch_size, device=speed.device, shuffle=True, augment=True,
+                                  cutout_length=16, channels_last=speed.channels_last)
+    return cycling_step(loader)
+
+
+def jpeg_loader_case(batch_size, decoder, tiny, speed):
+    """Streaming ImageNet's training pipeline from JPEG files (generated: 500 x 375, ImageNet's typical size), their
+    decoding in the workers or on the device; images per second of the loader alone."""
+    folder = tempfile.mkdtemp(prefix='bench-jpeg-')
+    atexit.register(shutil.rmtree, folder, True)
+    height, width, size = (48, 64, 32) if tiny else (375, 500, 224)
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(batch_size * 4):
+        path = f'{folder}/{index}.JPEG'
+        y, x = np.mgrid[0:height, 0:width]
+        pixels = np.stack([x * 255 / width, y * 255 / height, rng.normal(128, 40, (height, width))], -1)
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+        samples.append((path, index % 10))
+    pipeline = streaming.Pipeline('random_resized_crop', size, colour_jitter=True)
+    files = streaming.StreamedFolder(folder, samples, [str(k) for k in range(10)], pipeline, decoder)
+    info = data.DatasetInfo('imagenet', 10, 3, size, data.IMAGENET_MEAN, data.IMAGENET_STD)
+    loader = loaders.FolderLoader(files, info, batch_size, device=speed.device, shuffle=True, augment=True,
+                                  channels_last=speed.channels_last, workers=0 if tiny else 4)
+    return cycling_step(loader)
 
 
 def latency_case(source, batch_size, sizes, speed):
@@ -238,6 +271,9 @@ def build_plan(args, sizes, speed):
         plan += [('curvature darts', lambda: curvature_case(sizes, args.tiny, speed))]
     if 'loader' in cases:
         plan += [(f'loader b{batches[0]}', lambda: (batches[0], loader_case(batches[0], sizes, speed)))]
+        plan += [(f'loader imagenet jpeg, decoded in {where} b{batches[0]}',
+                  lambda d=decoder: (batches[0], jpeg_loader_case(batches[0], d, args.tiny, speed)))
+                 for where, decoder in (('workers', 'workers'), ('the device', 'device'))]
     return plan
 
 

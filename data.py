@@ -1,8 +1,8 @@
-"""Reading datasets (CIFAR-10/100, SVHN, ImageNet, a folder of your own images, synthetic) and the search split.
+"""Reading datasets (CIFAR-10/100, SVHN, ImageNet, a folder of your own images, synthetic).
 
 CIFAR, SVHN, image folders and the synthetic set are held whole as uint8 tensors (`ImageData`), which
-`loaders.DeviceLoader` keeps on the device. ImageNet stays a torchvision ImageFolder with DARTS's
-transforms, decoded by `loaders.FolderLoader`'s workers.
+`loaders.DeviceLoader` keeps on the device. ImageNet, and a folder too large for that, are streamed from their
+files (`streaming.StreamedFolder`) by `loaders.FolderLoader`.
 """
 import json
 import os
@@ -14,12 +14,12 @@ from typing import Optional
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from tqdm import tqdm
 
 import cifar as cifar_format
+import streaming
 import svhn
 import synthetic
 from utils import UserError, bounded
@@ -30,7 +30,6 @@ DEFAULT_IMAGE_SIZE = {'cifar10': 32, 'cifar100': 32, 'svhn': 32, 'imagenet16-120
                       'synthetic': 32}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.2)  # DARTS's ImageNet brightness, contrast, saturation, hue
 FIXED_SIZE = (*cifar_format.FORMATS, 'svhn')  # data sets whose images have one size
 CLASS_ORDERED = ('imagenet', 'folder')  # read class after class, not shuffled as CIFAR's files are
 HELD_OUT_SEED = 0  # a folder's held-out split is the same in every run, whatever --seed says
@@ -46,6 +45,7 @@ class DatasetInfo:
     mean: tuple  # per channel, in [0, 1] units
     std: tuple
     crop_padding: int = 4  # of the training crop: DARTS's 4 (ImageNet16-120: 2, as NAS-Bench-201 trains it)
+    storage: str = 'held in memory'  # where the images are, and why, for the log
 
 
 @dataclass
@@ -72,6 +72,8 @@ class DataConfig:
     synthetic_test_size: int = 1000
     synthetic_seed: int = 0
     held_out_fraction: float = 0.1  # folder without a test/ or val/ subfolder
+    in_memory_limit: Optional[float] = None  # GB of decoded folder images held in memory; None: a share of the free
+    decoder: str = 'auto'  # where streamed images are decoded: streaming.DECODERS
     # Not a flag: ImageNet's training pipeline has DARTS's colour jitter, PC-DARTS's search has none.
     colour_jitter: bool = field(default=True, metadata={'flag': False})
 
@@ -106,19 +108,30 @@ def add_data_arguments(parser):
                        help='synthetic: seed of the generated images (independent of the training --seed)')
     group.add_argument('--held_out_fraction', type=float, default=default.held_out_fraction,
                        help='folder without a test/ or val/ subfolder: fraction of each class held out for testing')
+    group.add_argument('--in_memory_limit', type=bounded(float, 0), metavar='GB', default=default.in_memory_limit,
+                       help='folder: hold the decoded images in memory (on the device) up to this size, else stream '
+                            'them from their files as imagenet (default: a quarter of the free memory of the device)')
+    group.add_argument('--decode', dest='decoder', choices=streaming.DECODERS, default=default.decoder,
+                       help='imagenet and streamed folders: decode JPEG files on the device (torchvision.io.'
+                            'decode_jpeg, augmentation batched there) or with PIL in the workers; auto: the device '
+                            'with CUDA')
     group.add_argument('--workers', '-workers', type=bounded(int, 0), default=4,
-                       help='imagenet: DataLoader processes decoding images')
+                       help='imagenet and streamed folders: DataLoader processes reading (and with PIL decoding) files')
     return group
 
 
 # ----------------------------------------------------------------------------------------- datasets
 
-def load_dataset(config):
-    """(train split, test split, DatasetInfo) of a DataConfig. Splits are `ImageData` except for imagenet,
-    where they are torchvision ImageFolder datasets with the DARTS transforms."""
+def load_dataset(config, device='cpu'):
+    """(train split, test split, DatasetInfo) of a DataConfig. Splits are `ImageData` held in memory, or for
+    imagenet and for a folder whose decoded images would not fit `device` (see --in_memory_limit) streaming's
+    StreamedFolder."""
     _check_config(config)
     image_size = config.image_size or DEFAULT_IMAGE_SIZE[config.dataset]
-    return _READERS[config.dataset](config, os.path.expanduser(config.data), image_size)
+    root = os.path.expanduser(config.data)
+    if config.dataset == 'folder':
+        return _load_folder(config, root, image_size, device)
+    return _READERS[config.dataset](config, root, image_size)
 
 
 def _check_config(config):
@@ -234,61 +247,28 @@ def _load_svhn(config, root, image_size):
 
 # ----------------------------------------------------------------------------------------- ImageNet
 
-def _imagenet_transforms(image_size, colour_jitter):
-    """DARTS's ImageNet pipelines (PC-DARTS's search: without the colour jitter); crop and resize scale together
-    when --image_size is not 224."""
-    normalise = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train = transforms.Compose([
-        transforms.RandomResizedCrop(image_size),
-        transforms.RandomHorizontalFlip(),
-        *([transforms.ColorJitter(*IMAGENET_JITTER)] if colour_jitter else []),
-        transforms.ToTensor(),
-        normalise,
-    ])
-    test = transforms.Compose([
-        transforms.Resize(round(image_size * 256 / 224)),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        normalise,
-    ])
-    return train, test
-
-
-class TolerantImageFolder(ImageFolder):
-    """ImageFolder that serves the next readable image, with a warning, in place of an unreadable one: a
-    folder of a million files is too large to check up front, and one bad file must not end an epoch."""
-
-    def __getitem__(self, index):
-        for offset in range(len(self)):
-            position = (index + offset) % len(self)
-            try:
-                return super().__getitem__(position)
-            except _UNREADABLE:
-                warnings.warn(f'skipped unreadable image file {self.samples[position][0]}', stacklevel=2)
-        raise UserError(f'{self.root} has no readable images')
-
-
 def _load_imagenet(config, root, image_size):
     train_dir, val_dir = os.path.join(root, 'train'), os.path.join(root, 'val')
     if not (os.path.isdir(train_dir) and os.path.isdir(val_dir)):
         raise UserError(f'ImageNet is expected as class folders {train_dir}/<class>/<image> and '
                         f'{val_dir}/<class>/<image>, and {root} does not have both')
-    train_transform, test_transform = _imagenet_transforms(image_size, config.colour_jitter)
+    train_pipeline = streaming.Pipeline('random_resized_crop', image_size, config.colour_jitter)
     try:
-        train = TolerantImageFolder(train_dir, train_transform)
-        test = TolerantImageFolder(val_dir, test_transform)
+        train_files, test_files = ImageFolder(train_dir), ImageFolder(val_dir)
     except FileNotFoundError as error:  # ImageFolder's word for a folder without class folders or images
         raise UserError(f'{root} is not a usable ImageNet folder: {error}') from None
-    if test.classes != train.classes:
+    if test_files.classes != train_files.classes:
         raise UserError(f'{val_dir} and {train_dir} must hold the same class folders')
-    info = DatasetInfo('imagenet', len(train.classes), 3, image_size, IMAGENET_MEAN, IMAGENET_STD)
+    train = streaming.StreamedFolder(train_dir, train_files.samples, train_files.classes, train_pipeline,
+                                     config.decoder)
+    test = streaming.StreamedFolder(val_dir, test_files.samples, test_files.classes,
+                                    streaming.Pipeline('resize_centre_crop', image_size), config.decoder)
+    info = DatasetInfo('imagenet', len(train.classes), 3, image_size, IMAGENET_MEAN, IMAGENET_STD,
+                       storage='streamed from its files')
     return train, test, info
 
 
 # ----------------------------------------------------------------------------------------- image folders
-
-_UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what PIL raises on bad files
-
 
 def _subfolders(directory):
     return sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and entry.name[0] != '.')
@@ -332,7 +312,7 @@ def _first_mode(samples):
         try:
             with Image.open(path) as image:
                 return image.mode if image.mode in COLOUR_MODES.values() else 'RGB'
-        except _UNREADABLE:
+        except streaming.UNREADABLE:
             continue
     return 'RGB'
 
@@ -344,7 +324,7 @@ def _decode_images(samples, mode, image_size, where):
             with Image.open(path) as image:
                 arrays.append(np.asarray(image.convert(mode).resize((image_size, image_size), Image.BILINEAR)))
             labels.append(label)
-        except _UNREADABLE:
+        except streaming.UNREADABLE:
             unreadable.append(path)
     if unreadable:
         more = f' and {len(unreadable) - 3} more' if len(unreadable) > 3 else ''
@@ -356,7 +336,22 @@ def _decode_images(samples, mode, image_size, where):
     return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels))
 
 
-def _load_folder(config, root, image_size):
+def free_memory(device):
+    """Bytes free where a split held in memory lives: the GPU's memory, or the host's (Linux; else None)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gigabytes(size):
+    return f'{size / 1e9:.2f} GB'
+
+
+def _load_folder(config, root, image_size, device):
     if not os.path.isdir(root):
         raise UserError(f'the image folder {root} does not exist; --dataset folder expects '
                         f'{root}/<class>/<image> or {root}/train/<class>/<image>')
@@ -376,10 +371,37 @@ def _load_folder(config, root, image_size):
     if not test_files:
         raise UserError(f'{root} gives an empty test split; add images or a test/ subfolder')
     mode = COLOUR_MODES[config.in_channels] if config.in_channels else _first_mode(train_files)
+    size = (len(train_files) + len(test_files)) * len(mode) * image_size ** 2  # uint8, one byte per channel
+    if config.in_memory_limit is not None:
+        limit, named = config.in_memory_limit * 1e9, '--in_memory_limit'
+    else:
+        free = free_memory(device)
+        limit, named = (free / 4 if free is not None else float('inf')), f'a quarter of the free memory of {device}'
+    if size > limit:
+        return _streamed_folder(train_dir, test_dir, classes, train_files, test_files, mode, image_size, config,
+                                f'streamed from its files: {_gigabytes(size)} of decoded images exceed '
+                                f'{_gigabytes(limit)} ({named})')
     train = _decode_images(train_files, mode, image_size, train_dir)
     test = _decode_images(test_files, mode, image_size, test_dir or f'{train_dir} (held out)')
     mean, std = _channel_stats(train.images)
-    return train, test, DatasetInfo('folder', len(classes), train.images.shape[1], image_size, mean, std)
+    return train, test, DatasetInfo('folder', len(classes), train.images.shape[1], image_size, mean, std,
+                                    storage=f'held in memory: {_gigabytes(size)} of decoded images')
+
+
+STATS_SAMPLE = 1000  # images of a streamed folder whose statistics stand for all
+
+
+def _streamed_folder(train_dir, test_dir, classes, train_files, test_files, mode, image_size, config, storage):
+    """A folder too large to hold: StreamedFolders resizing to a square as the in-memory path does, normalised by
+    the statistics of a seeded sample of its training images."""
+    chosen = np.random.default_rng(HELD_OUT_SEED).permutation(len(train_files))[:STATS_SAMPLE]
+    sample = _decode_images([train_files[i] for i in sorted(chosen)], mode, image_size, f'a sample of {train_dir}')
+    mean, std = _channel_stats(sample.images)
+    pipeline = streaming.Pipeline('square', image_size, mode=mode)
+    train = streaming.StreamedFolder(train_dir, train_files, classes, pipeline, config.decoder)
+    test = streaming.StreamedFolder(test_dir or train_dir, test_files, classes, pipeline, config.decoder)
+    return train, test, DatasetInfo('folder', len(classes), len(mode), image_size, mean, std, storage=storage)
+
 
 def _load_synthetic(config, root, image_size):
     shape = (config.num_classes, config.in_channels or 3, image_size)
@@ -394,5 +416,5 @@ def _load_synthetic(config, root, image_size):
 
 
 _READERS = {'cifar10': _load_cifar, 'cifar100': _load_cifar, 'svhn': _load_svhn, 'imagenet16-120': _load_cifar,
-            'imagenet': _load_imagenet, 'folder': _load_folder, 'synthetic': _load_synthetic}
+            'imagenet': _load_imagenet, 'synthetic': _load_synthetic}
 

@@ -1,8 +1,8 @@
 """Batch loaders and batched augmentation on the device.
 
 `DeviceLoader` keeps an in-memory split on the device and augments each batch there, per sample, in a few
-batched tensor operations. `FolderLoader` batches a torchvision dataset (ImageNet) decoded by DataLoader
-workers. Both draw epoch e's order from (seed, e) and the randomness of batch (e, step) from
+batched tensor operations. `FolderLoader` streams ImageNet or a large folder from its files (see streaming.py).
+Both draw epoch e's order from (seed, e) and the randomness of batch (e, step) from
 (seed, e, step, rank), so a run resumes mid-epoch without saving any loader state.
 """
 import math
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import streaming
 from data import ImageData
 from utils import UserError, bounded
 
@@ -188,6 +189,8 @@ class DeviceLoader(_ShardedLoader):
         self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
 
+    decoding = 'decoded once when read'  # for the log, as FolderLoader's
+
     def iterate(self, epoch, start_step=0):
         """Batches start_step.. of epoch `epoch`: (float32 images, int64 classes or soft targets)."""
         order = self._order(epoch).to(self.device)
@@ -221,31 +224,62 @@ class _ShardSampler(torch.utils.data.Sampler):
 
 
 class FolderLoader(_ShardedLoader):
-    """Batches of a torchvision dataset (ImageNet) decoded by `workers` DataLoader processes, moved to the
-    device. Order and sharding are the DeviceLoader's, so resuming mid-epoch is exact in which images come;
-    crops and flips are the dataset's transforms, and `augment` adds cutout and CutMix on the device."""
+    """Batches of a streaming.StreamedFolder (ImageNet, a large folder), read by `workers` DataLoader processes
+    and decoded by them with PIL or, as the folder's decoder says, on the device, then normalised there. Order and
+    sharding are the DeviceLoader's, so resuming mid-epoch is exact in which images come; a folder resized to a
+    square is cropped and flipped as the DeviceLoader does, and `augment` adds cutout and CutMix on the device."""
 
     def __init__(self, dataset, info, batch_size, *, device, shuffle, augment, cutout_length=0, cutmix_prob=0.0,
                  cutmix_beta=1.0, indices=None, drop_last=False, seed=0, rank=0, world_size=1,
                  channels_last=False, workers=4):
-        if indices is not None:
-            dataset = torch.utils.data.Subset(dataset, torch.as_tensor(indices).tolist())
-        super().__init__(len(dataset), info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
+        samples = dataset.samples if indices is None else [dataset.samples[i] for i in torch.as_tensor(indices)]
+        super().__init__(len(samples), info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
                          cutmix_beta, drop_last, seed, rank, world_size, channels_last)
+        self.pipeline, self.crop_padding, self.workers = dataset.pipeline, info.crop_padding, workers
+        self.on_device = streaming.decodes_on_device(dataset.decoder, self.device)
+        if self.on_device:
+            files, collate = streaming.EncodedFiles(samples, self.pipeline.mode), streaming.collate
+        else:
+            files, collate = torch.utils.data.Subset(dataset, torch.as_tensor(indices).tolist()) \
+                if indices is not None else dataset, None
+        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
         self.sampler = _ShardSampler(self)
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size, sampler=self.sampler, num_workers=workers, drop_last=drop_last,
+            files, batch_size, sampler=self.sampler, num_workers=workers, drop_last=drop_last, collate_fn=collate,
             pin_memory=self.device.type == 'cuda', persistent_workers=workers > 0,
             # Worker seeds from our own generator, so that building the iterator leaves torch's RNG alone.
             generator=torch.Generator().manual_seed(_mix(seed, rank)))
 
+    @property
+    def decoding(self):
+        """Where the files are decoded, for the log."""
+        where = 'JPEG decoded on the device' if self.on_device else 'decoded with PIL'
+        return f'{where}, read by {self.workers} DataLoader worker(s)' if self.workers else f'{where}, read in the ' \
+            'main process'
+
     def iterate(self, epoch, start_step=0):
         """Batches start_step.. of epoch `epoch`, on the device."""
         self.sampler.position = (epoch, start_step)
-        for step, (images, labels) in enumerate(self.loader, start=start_step):
-            images = images.to(self.device, non_blocking=True)
+        for step, batch in enumerate(self.loader, start=start_step):
+            if self.on_device:
+                images, labels = streaming.decode(batch, self.pipeline.mode, self.device)
+                crops = torch.Generator().manual_seed(_mix(self.seed, epoch, step, self.rank))
+                images = streaming.transform(images, self.pipeline, crops)
+            else:
+                images = batch[0].to(self.device, non_blocking=True)
+                labels = batch[1]
             labels = labels.to(self.device, non_blocking=True)
-            yield self._finish(images, labels, self._generator(epoch, step) if self.augment else None)
+            generator = self._generator(epoch, step) if self.augment else None
+            if self.augment and self.pipeline.kind == 'square':
+                images = random_crop_flip(images, self.crop_padding, generator)
+            images = images.float().div_(255).sub_(self.mean).div_(self.std)
+            yield self._finish(images, labels, generator)
+
+
+def data_line(info, loader):
+    """The log's line on where a loader's images come from."""
+    return f'data: {info.name}, images {info.storage}, {loader.decoding}'
 
 
 def endless_batches(loader, epoch, start_step):

@@ -145,7 +145,7 @@ def evaluate_weights(args, given, device, distributed):
 
     # The data flags the weights were trained with, unless the command line says otherwise.
     data_flags = {**vars(args), **{k: v for k, v in saved_args.items() if k not in given and k in vars(args)}}
-    _, test_split, info = data.load_dataset(data.DataConfig.from_flags(argparse.Namespace(**data_flags)))
+    _, test_split, info = data.load_dataset(data.DataConfig.from_flags(argparse.Namespace(**data_flags)), device)
     config = {**config, 'num_classes': info.num_classes, 'in_channels': info.in_channels,
               'image_size': info.image_size, 'kind': model_lib.network_kind(info.name, info.image_size, genotype)}
     net = model_lib.build_network(config, genotype)
@@ -157,6 +157,7 @@ def evaluate_weights(args, given, device, distributed):
                                  world_size=distributed.world_size)
 
     logger.info('network: %s', told)
+    logger.info(loaders.data_line(info, loader))
     logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
     if args.export:
         return export_network(net, args.export, loader, logger) if distributed.is_main else {}

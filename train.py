@@ -165,7 +165,7 @@ def retrain(args, checkpoint, device, distributed):
     channels_last = loop.use_channels_last(args.channels_last, device)
     genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch,
                                                               space=args.search_space)
-    train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args))
+    train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args), device)
     loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                           rank=distributed.rank, world_size=distributed.world_size)
     # A compiled network would compile again for a smaller last batch: compiled training leaves it out.
@@ -203,6 +203,7 @@ def retrain(args, checkpoint, device, distributed):
                         info.num_classes)
         run.logger.info('%d epoch(s) of %d steps, each epoch followed by a test pass of %d batches', args.epochs,
                         len(train_loader), len(test_loader))
+        run.logger.info(loaders.data_line(info, train_loader))
         clock = loop.RunClock(start.epoch, args.epochs)
         for epoch in session.epochs(0, args.epochs):
             net.drop_path_prob = args.drop_path_prob * epoch / args.epochs

@@ -382,7 +382,7 @@ def search(args, checkpoint, notes, device, distributed):
     dtype = loop.amp_dtype(args.amp, device)
     amp_autocast = loop.autocast_factory(dtype, device)
     channels_last = loop.use_channels_last(args.channels_last, device)
-    train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args, colour_jitter=False))
+    train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args, colour_jitter=False), device)
     utils.seed_everything(args.seed)
     # The methods' draws (GDAS's and DrNAS's samples, SDARTS's noise) come from one generator, seeded alike on
     # every rank and saved in checkpoints, so all ranks sample the same architecture, before and after a resume.
@@ -427,9 +427,9 @@ def search(args, checkpoint, notes, device, distributed):
                     progressive.prune_architecture(model, masks)
             if stage.index == first:
                 begin(session, search_run, checkpoint, state)
-                search_log.log_plan(run.logger, notes, arch, info.num_classes, args.batch_size,
-                                    distributed.world_size, len(stages), args.epochs, len(train_queue),
-                                    args.warmup_epochs, len(valid_queue))
+                search_log.log_plan(run.logger, [*notes, loaders.data_line(info, train_queue)], arch,
+                                    info.num_classes, args.batch_size, distributed.world_size, len(stages), args.epochs,
+                                    len(train_queue), args.warmup_epochs, len(valid_queue))
                 search_log.log_precision(run.logger, dtype, args.unrolled)
             if len(stages) > 1:
                 search_log.log_stage(run.logger, stage, stages, model)

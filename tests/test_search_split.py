@@ -12,6 +12,7 @@ from PIL import Image
 import data
 import loop
 import search_split
+import streaming
 from utils import UserError
 
 train_search = load_script('train_search')
@@ -101,7 +102,7 @@ def test_the_pc_darts_imagenet_preset_builds_its_supernet_and_searches_without_c
     info = data.DatasetInfo('imagenet', 1000, 3, 224, data.IMAGENET_MEAN, data.IMAGENET_STD)
     arch = train_search.build_architecture(args, info, args.layers, args.partial_channels, args.max_skip)
     assert sum(p.numel() for p in arch.net.network_weights()) == 956512  # model_search_imagenet.py's
-    config = data.DataConfig.from_flags(args, colour_jitter=False)
-    train, _ = data._imagenet_transforms(224, config.colour_jitter)
-    assert [type(t).__name__ for t in train.transforms] == ['RandomResizedCrop', 'RandomHorizontalFlip', 'ToTensor',
-                                                           'Normalize']
+    for jitter, steps in ((False, []), (True, ['ColorJitter'])):
+        pipeline = streaming.Pipeline('random_resized_crop', 224, jitter)
+        assert [type(t).__name__ for t in pipeline.pil_transform().transforms] == [
+            'partial', 'RandomResizedCrop', 'RandomHorizontalFlip', *steps, 'PILToTensor']

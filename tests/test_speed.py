@@ -105,7 +105,8 @@ def test_bench_runs_on_the_cpu_and_prints_the_table(in_tmp, capsys):
     printed = capsys.readouterr().out
     names = [row['case'] for row in report['results']]
     assert names == ['search darts', 'search darts (2nd order)', 'search pc_darts',
-                     'search pc_darts (2nd order)', 'train DARTS_V2 b8', 'infer DARTS_V2 b8', 'loader b8']
+                     'search pc_darts (2nd order)', 'train DARTS_V2 b8', 'infer DARTS_V2 b8', 'loader b8',
+                     'loader imagenet jpeg, decoded in workers b8', 'loader imagenet jpeg, decoded in the device b8']
     assert all(name in printed for name in names) and 'images/s' in printed
     saved = json.loads((in_tmp / 'bench.json').read_text())
     assert saved['results'] == report['results']
