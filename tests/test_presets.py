@@ -32,7 +32,8 @@ DARTS = dict(
 PLACES = {'method', 'dataset', 'data', 'image_size', 'in_channels', 'num_classes', 'synthetic_train_size',
           'synthetic_test_size', 'synthetic_seed', 'held_out_fraction', 'workers', 'split_file', 'search_space',
           'benchmark', 'latency_table', 'amp', 'channels_last', 'save', 'exp_path', 'resume', 'seed', 'device', 'gpu',
-          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches', 'deterministic', 'subset_file'}
+          'report_freq', 'tensorboard', 'hessian_eigenvalue', 'hessian_batches', 'deterministic', 'subset_file',
+          'in_memory_limit', 'decoder'}
 
 DARTS_SPACE = {
     'darts': {},
