@@ -147,6 +147,8 @@ class _ShardedLoader:
         self.cutout_length, self.cutmix_prob, self.cutmix_beta = cutout_length, cutmix_prob, cutmix_beta
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
 
     def __len__(self):
         samples = _rank_samples(self.num_samples, self.shuffle, self.rank, self.world_size)
@@ -157,6 +159,10 @@ class _ShardedLoader:
 
     def _generator(self, epoch, step):
         return torch.Generator(device=self.device).manual_seed(_mix(self.seed, epoch, step, self.rank))
+
+    def _normalise(self, images):
+        """uint8 images as the network takes them: in [0, 1] units, less the mean, over the std."""
+        return images.float().div_(255).sub_(self.mean).div_(self.std)
 
     def _finish(self, images, labels, generator):
         """Cutout and CutMix on the normalised batch; soft targets whenever CutMix is on."""
@@ -186,8 +192,6 @@ class DeviceLoader(_ShardedLoader):
                          cutmix_beta, drop_last, seed, rank, world_size, channels_last)
         self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
         self.crop_padding = info.crop_padding
-        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
 
     decoding = 'decoded once when read'  # for the log, as FolderLoader's
 
@@ -202,7 +206,7 @@ class DeviceLoader(_ShardedLoader):
         images, labels = self.images[index], self.labels[index]
         if self.augment:
             images = random_crop_flip(images, self.crop_padding, generator)
-        images = images.float().div_(255).sub_(self.mean).div_(self.std)
+        images = self._normalise(images)
         return self._finish(images, labels, generator)
 
 
@@ -242,8 +246,6 @@ class FolderLoader(_ShardedLoader):
         else:
             files, collate = torch.utils.data.Subset(dataset, torch.as_tensor(indices).tolist()) \
                 if indices is not None else dataset, None
-        self.mean = torch.tensor(info.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(info.std, device=self.device).view(1, -1, 1, 1)
         self.sampler = _ShardSampler(self)
         self.loader = torch.utils.data.DataLoader(
             files, batch_size, sampler=self.sampler, num_workers=workers, drop_last=drop_last, collate_fn=collate,
@@ -273,7 +275,7 @@ class FolderLoader(_ShardedLoader):
             generator = self._generator(epoch, step) if self.augment else None
             if self.augment and self.pipeline.kind == 'square':
                 images = random_crop_flip(images, self.crop_padding, generator)
-            images = images.float().div_(255).sub_(self.mean).div_(self.std)
+            images = self._normalise(images)
             yield self._finish(images, labels, generator)
 
 
