@@ -75,11 +75,21 @@ class Speed:
         return loop.memory_format(self.channels_last)
 
 
+class Timed(NamedTuple):
+    """What a case times: `step` runs `batches` batches of `batch_size` per call; `runtime` names what ran it."""
+    batch_size: int
+    step: Callable
+    runtime: Optional[str] = None
+    batches: int = 1
+
+
 class SearchCase(NamedTuple):
     batch_size: int
     step: Callable  # () -> the search step's (loss, logits, architecture loss)
     arch: object  # the architecture.Architecture searched (its supernet is arch.net)
     validate: Callable  # () -> logits of the validation pass on one batch
+    weight_step: Callable  # () -> the step of a warm-up epoch: the weights alone
+    search_args: object  # train_search.py's arguments of the search, resolved
 
 
 def search_case(method, extra, sizes, tiny, speed):
@@ -94,12 +104,17 @@ def search_case(method, extra, sizes, tiny, speed):
         # PC-DARTS's ImageNet search: 224 pixels, 1000 classes, its batch of 1024 on 8 GPUs: one GPU's share.
         image_size, classes = data.DEFAULT_IMAGE_SIZE['imagenet'], 1000
         sized += ['--batch_size', str(preset['batch_size'] // 8)]
+    return search_case_of(['--method', method, *sized, *extra], image_size, classes, speed)
+
+
+def search_case_of(flags, image_size, classes, speed, stage_index=0):
+    """The step of a search with train_search.py's `flags`, on random images of `image_size` pixels and
+    `classes` classes, in stage `stage_index` of the search."""
     # The precision goes through train_search.py's own checks, so that a setting it refuses is refused here.
     amp = {None: 'off', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[speed.dtype]
-    flags = ['--method', method, '--dataset', 'synthetic', '--amp', amp, *sized, *extra]
-    search_args, _, _ = resolve_arguments(build_search_parser(), flags)
+    search_args, _, _ = resolve_arguments(build_search_parser(), [*flags, '--dataset', 'synthetic', '--amp', amp])
     info = data.DatasetInfo('synthetic', classes, 3, image_size, (0.5,) * 3, (0.25,) * 3)
-    stage = search_stages(search_args)[0]
+    stage = search_stages(search_args)[stage_index]
     arch = build_architecture(search_args, info, stage.layers, stage.partial_channels, search_args.max_skip)
     model = arch.net.to(speed.device, memory_format=speed.memory_format)
     model.skip_dropout = stage.skip_dropout
@@ -109,9 +124,9 @@ def search_case(method, extra, sizes, tiny, speed):
     batch, alpha_batch = (random_batch(search_args.batch_size, 3, image_size, classes, speed) for _ in range(2))
     model.train()
 
-    def step():
+    def step(update_architecture=True):
         return search_step(architect, batch, alpha_batch, w_optimizer, 0.025, search_args.grad_clip,
-                           search_args.unrolled, update_architecture=True)
+                           search_args.unrolled, update_architecture=update_architecture)
 
     def validate():
         model.eval()
@@ -119,7 +134,9 @@ def search_case(method, extra, sizes, tiny, speed):
             logits = model(alpha_batch[0], objective.arch_weights('eval'))
         model.train()
         return logits
-    return SearchCase(search_args.batch_size, step, arch, validate)
+    def weight_step():
+        return step(update_architecture=False)
+    return SearchCase(search_args.batch_size, step, arch, validate, weight_step, search_args)
 
 
 def curvature_case(sizes, tiny, speed):
@@ -152,16 +169,10 @@ def train_case(batch_size, sizes, speed, inference):
     return lambda: train_step(net, forward, images, targets, criterion, optimizer, speed.autocast, scaler, 0.4, 5.0)
 
 
-def cycling_step(loader):
-    """One batch of `loader` per call, epoch 0 over and over."""
-    batches = iter(())
-
-    def step():
-        nonlocal batches
-        if next(batches, None) is None:
-            batches = loader.iterate(0)
-            next(batches)
-    return step
+def epoch_case(loader, batch_size):
+    """A whole epoch of `loader` per call: a loader's workers read ahead, so only an epoch, their start and their
+    waits included, shows the rate they keep up."""
+    return Timed(batch_size, lambda: sum(1 for _ in loader.iterate(0)), batches=len(loader))
 
 
 def loader_case(batch_size, sizes, speed):
@@ -171,7 +182,7 @@ def loader_case(batch_size, sizes, speed):
     info = data.DatasetInfo('synthetic', 10, 3, sizes['image_size'], (0.5,) * 3, (0.25,) * 3)
     loader = loaders.DeviceLoader(split, info, batch_size, device=speed.device, shuffle=True, augment=True,
                                   cutout_length=16, channels_last=speed.channels_last)
-    return cycling_step(loader)
+    return epoch_case(loader, batch_size)
 
 
 def jpeg_loader_case(batch_size, decoder, tiny, speed):
@@ -182,7 +193,7 @@ def jpeg_loader_case(batch_size, decoder, tiny, speed):
     height, width, size = (48, 64, 32) if tiny else (375, 500, 224)
     rng = np.random.default_rng(0)
     samples = []
-    for index in range(batch_size * 4):
+    for index in range(batch_size * 8):
         path = f'{folder}/{index}.JPEG'
         y, x = np.mgrid[0:height, 0:width]
         pixels = np.stack([x * 255 / width, y * 255 / height, rng.normal(128, 40, (height, width))], -1)
@@ -193,7 +204,7 @@ def jpeg_loader_case(batch_size, decoder, tiny, speed):
     info = data.DatasetInfo('imagenet', 10, 3, size, data.IMAGENET_MEAN, data.IMAGENET_STD)
     loader = loaders.FolderLoader(files, info, batch_size, device=speed.device, shuffle=True, augment=True,
                                   channels_last=speed.channels_last, workers=0 if tiny else 4)
-    return cycling_step(loader)
+    return epoch_case(loader, batch_size)
 
 
 def latency_case(source, batch_size, sizes, speed):
@@ -249,11 +260,11 @@ def names_from(text, allowed, flag):
 
 
 def build_plan(args, sizes, speed):
-    """[(case name, build)] where build() returns (batch size, one step to time)."""
+    """[(case name, build)] where build() returns the Timed case."""
     batches = [8] if args.tiny else list(args.batch_sizes)
     if args.latency:
         label = 'DARTS_V2 (eager)' if args.latency == 'eager' else args.latency
-        return [(f'latency {label} b{b}', lambda b=b: (b, *latency_case(args.latency, b, sizes, speed)))
+        return [(f'latency {label} b{b}', lambda b=b: Timed(b, *latency_case(args.latency, b, sizes, speed)))
                 for b in dict.fromkeys([1, *batches])]
     cases = names_from(args.cases, CASES, '--cases')
     methods = names_from(args.methods, methods_lib.presets(), '--methods')
@@ -261,18 +272,18 @@ def build_plan(args, sizes, speed):
     if 'search' in cases:
         runs = [(method, method, []) for method in methods]
         runs += [(f'{method} (2nd order)', method, ['--unrolled']) for method in SECOND_ORDER if method in methods]
-        plan += [(f'search {name}', lambda m=method, e=extra: search_case(m, e, sizes, args.tiny, speed)[:2])
+        plan += [(f'search {name}', lambda m=method, e=extra: Timed(*search_case(m, e, sizes, args.tiny, speed)[:2]))
                  for name, method, extra in sorted(runs)]
     for case, inference in (('train', False), ('infer', True)):
         if case in cases:
-            plan += [(f'{case} DARTS_V2 b{b}', lambda b=b, i=inference: (b, train_case(b, sizes, speed, i)))
+            plan += [(f'{case} DARTS_V2 b{b}', lambda b=b, i=inference: Timed(b, train_case(b, sizes, speed, i)))
                      for b in batches]
     if 'curvature' in cases:
-        plan += [('curvature darts', lambda: curvature_case(sizes, args.tiny, speed))]
+        plan += [('curvature darts', lambda: Timed(*curvature_case(sizes, args.tiny, speed)))]
     if 'loader' in cases:
-        plan += [(f'loader b{batches[0]}', lambda: (batches[0], loader_case(batches[0], sizes, speed)))]
+        plan += [(f'loader b{batches[0]}', lambda: loader_case(batches[0], sizes, speed))]
         plan += [(f'loader imagenet jpeg, decoded in {where} b{batches[0]}',
-                  lambda d=decoder: (batches[0], jpeg_loader_case(batches[0], d, args.tiny, speed)))
+                  lambda d=decoder: jpeg_loader_case(batches[0], d, args.tiny, speed))
                  for where, decoder in (('workers', 'workers'), ('the device', 'device'))]
     return plan
 
@@ -313,17 +324,18 @@ def main(argv=None):
         torch.manual_seed(0)
         utils.reset_peak_memory(device)
         try:
-            batch_size, step, *runtime = build()
+            case = build()
         except utils.UserError as refused:  # what the scripts refuse (an fp16 search) is not timed
             results.append({'case': name, 'refused': str(refused)})
             print(f'{name:<32} not timed: {refused}', flush=True)
             continue
-        seconds = utils.timed(step, sync, args.steps, args.warmup)
-        row = {'case': name, 'batch': batch_size, 'images_per_s': batch_size / seconds, 'ms_per_step': seconds * 1e3,
-               'peak_memory_mb': utils.peak_memory_mb(device), **({'runtime': runtime[0]} if runtime else {})}
+        seconds = utils.timed(case.step, sync, args.steps, args.warmup) / case.batches
+        row = {'case': name, 'batch': case.batch_size, 'images_per_s': case.batch_size / seconds,
+               'ms_per_step': seconds * 1e3, 'peak_memory_mb': utils.peak_memory_mb(device),
+               **({'runtime': case.runtime} if case.runtime else {})}
         results.append(row)
-        print(f'{name:<32} {batch_size:>5} {row["images_per_s"]:>10.1f} {row["ms_per_step"]:>9.2f} '
-              f'{row["peak_memory_mb"]:>9.0f}{"  " + runtime[0] if runtime else ""}', flush=True)
+        print(f'{name:<32} {case.batch_size:>5} {row["images_per_s"]:>10.1f} {row["ms_per_step"]:>9.2f} '
+              f'{row["peak_memory_mb"]:>9.0f}{"  " + case.runtime if case.runtime else ""}', flush=True)
     report = {**setting, 'cpu_threads': torch.get_num_threads(), 'commit': git_commit(), 'sizes': sizes,
               'results': results}
     utils.write_json(args.output, report)

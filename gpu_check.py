@@ -1,6 +1,8 @@
 """The GPU check: what only a GPU can show, measured in one command, into JSON files and a printed table.
 
-    python gpu_check.py --output gpu-check             # on one H100 or H200: at most about 8 minutes
+    python gpu_check.py --output gpu-check             # on one H100 or H200: about 10 minutes (not yet run on one)
+    python gpu_check.py --phases environment,syncs,precision,speed,projections --output gpu-check   # or in two
+    python gpu_check.py --phases recompiles,resume,cuda_tests --output gpu-check                   # calls
     python gpu_check.py --dry --output gpu-check-dry   # every phase at toy size on the CPU (a test runs it)
 
 Phases, each written to FOLDER/PHASE.json; one that fails is reported and the others still run:
@@ -8,6 +10,8 @@ Phases, each written to FOLDER/PHASE.json; one that fails is reported and the ot
   syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
   precision     the second-order architecture gradient under bf16 against float32
   speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
+  projections   the hours of the README's runs (NAS-Bench-201 sweep, DARTS's best of four, the ImageNet search
+                on one and eight GPUs) from their steps' and the loader's measured rates
   recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
   resume        a training run stopped by SIGTERM and resumed, against an uninterrupted one, with and
                 without --deterministic, and the time --deterministic costs
@@ -18,6 +22,7 @@ import contextlib
 import functools
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -30,6 +35,7 @@ import torch
 import bench
 import host_reads
 import loop
+import train_search
 import utils
 from architect import Architect, SearchObjective
 from architecture import Architecture
@@ -39,6 +45,18 @@ from model_search import Network
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # CIFAR-10: a search epoch trains w on 25,000 images, a retraining epoch on 50,000.
 PROJECTIONS = {'search': (50, 25_000), 'train': (600, 50_000)}
+# The searches whose run times the README states: (name, train_search.py flags, image size, classes, images of
+# an epoch: the weights' share and the validation pass's). The methods are the README's NAS-Bench-201 sweep;
+# ImageNet's subsets are 10% and 2.5% of its 1,281,167 training images.
+CIFAR_HALVES = (25_000, 25_000)
+NB201_SWEEP = ('darts', 'pc_darts', 'gdas', 'drnas', 'sdarts_rs', 'beta_darts')
+PROJECTED_SEARCHES = (
+    *((f'nas_bench_201 {method}', ['--method', method, '--search_space', 'nas_bench_201'], 32, 10, CIFAR_HALVES)
+      for method in NB201_SWEEP),
+    ('darts --unrolled', ['--method', 'darts', '--unrolled'], 32, 10, CIFAR_HALVES),
+    ('pc_darts_imagenet b128', ['--method', 'pc_darts_imagenet', '--batch_size', '128'], 224, 1000,
+     (128_117, 32_029)),
+)
 
 
 def build_parser():
@@ -162,6 +180,67 @@ def speed(device, dry, folder):
     return {'ok': True, 'cases': rows}
 
 
+def search_hours(flags, image_size, classes, images, speed, sync, steps, warmup):
+    """(hours of the search of train_search.py's `flags`, [its stages' step images per second]): each stage's
+    warm-up epochs at the weight step's rate, its other epochs at the whole step's, each epoch's validation pass
+    over images[1]; the weights see images[0] an epoch."""
+    seconds, rates, stage_index, stages = 0.0, [], 0, 1
+    while stage_index < stages:
+        case = bench.search_case_of(flags, image_size, classes, speed, stage_index)
+        args, stages = case.search_args, len(train_search.search_stages(case.search_args))
+        per_batch = {name: utils.timed(step, sync, steps, warmup)
+                     for name, step in (('step', case.step), ('weights', case.weight_step),
+                                        ('validate', case.validate))}
+        batches = [math.ceil(share / args.batch_size) for share in images]
+        frozen = min(args.warmup_epochs, args.epochs)
+        seconds += batches[0] * (frozen * per_batch['weights'] + (args.epochs - frozen) * per_batch['step'])
+        seconds += args.epochs * batches[1] * per_batch['validate']
+        rates.append(args.batch_size / per_batch['step'])
+        stage_index += 1
+    return seconds / 3600, rates, args
+
+
+def projections(device, dry, folder):
+    """Estimated hours of the README's runs on this GPU, from measured steps: each search of the NAS-Bench-201
+    sweep and DARTS's second order; DARTS's best of four (4 searches, 4 retrainings of 100 epochs on 45,000
+    images, one of 600 on 50,000, each epoch tested); PC-DARTS's ImageNet search at batch 128, bound by its step
+    or by the loader, whichever is slower, on one GPU and on eight (one GPU's time over eight: the gradients'
+    averaging is not counted)."""
+    speed = default_speed(device)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    steps, warmup = (1, 0) if dry else (5, 3)
+    toy = ['--init_channels', '8', '--batch_size', '8'] if dry else []
+    rows, hours = [], {}
+    for name, flags, image_size, classes, images in PROJECTED_SEARCHES:
+        hours[name], rates, args = search_hours(flags + toy, 16 if dry else image_size, classes, images, speed, sync,
+                                                steps, warmup)
+        rows.append({'case': name, 'batch': args.batch_size, 'epochs': args.epochs,
+                     'warmup_epochs': args.warmup_epochs, 'step_images_per_s': rates, 'hours': hours[name]})
+    batch = 8 if dry else 96
+    rate = {case: batch / utils.timed(bench.train_case(batch, bench.TINY if dry else bench.PAPER, speed, inference),
+                                      sync, steps, warmup)
+            for case, inference in (('train', False), ('infer', True))}
+    retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
+                  for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
+    rows.append({'case': 'NAS-Bench-201 sweep, 4 seeds',
+                 'hours': 4 * sum(hours[f'nas_bench_201 {method}'] for method in NB201_SWEEP)})
+    rows.append({'case': 'DARTS best of four', 'retraining_images_per_s': rate['train'],
+                 'hours': 4 * hours['darts --unrolled'] + 4 * retraining[100] + retraining[600]})
+    loader = {}
+    for decoder in ('device', 'workers'):
+        timed = bench.jpeg_loader_case(8 if dry else 128, decoder, dry, speed)
+        loader[decoder] = timed.batch_size * timed.batches / utils.timed(timed.step, sync, 1 if dry else 3, 1)
+    # The loaders read each epoch's weight batches, as many architecture batches after the warm-up, and the
+    # validation pass; one loader's rate is taken for all three, though they read in parallel.
+    imagenet = rows[len(NB201_SWEEP) + 1]
+    weights, validation = PROJECTED_SEARCHES[-1][4]
+    loaded = imagenet['epochs'] * (weights + validation) + (imagenet['epochs'] - imagenet['warmup_epochs']) * weights
+    one_gpu = max(imagenet['hours'], loaded / loader['device'] / 3600)
+    rows.append({'case': 'PC-DARTS ImageNet search', 'loader_images_per_s': loader, 'hours_one_gpu': one_gpu,
+                 'hours_eight_gpus': one_gpu / 8})
+    return {'ok': True, 'cases': rows}
+
+
 def recompiles(device, dry, folder):
     """Graphs of compiled retraining over 3 epochs (dynamo's count, with the eager backend)."""
     from torch._dynamo.testing import CompileCounter
@@ -244,7 +323,7 @@ def cuda_tests(device, dry, folder):
 
 
 PHASES = {'environment': environment, 'syncs': syncs, 'precision': precision, 'speed': speed,
-          'recompiles': recompiles, 'resume': resume, 'cuda_tests': cuda_tests}
+          'projections': projections, 'recompiles': recompiles, 'resume': resume, 'cuda_tests': cuda_tests}
 
 
 def main(argv=None):

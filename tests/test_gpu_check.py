@@ -27,6 +27,29 @@ def test_the_dry_run_does_every_phase_and_writes_each_ones_json(in_tmp, capsys):
     assert all(f'{phase} ' in table for phase in gpu_check.PHASES)
 
 
+def test_projected_hours_add_up_each_stage_warm_up_and_validation_pass(monkeypatch):
+    """With each whole search step timed at 20 ms, each weight step at 10 ms and each validation batch at 5 ms
+    (batch 8 in the dry run), the hours are the epochs' sums."""
+    seconds = {'step': 0.02, 'weight_step': 0.01, 'validate': 0.005}
+    monkeypatch.setattr(gpu_check.utils, 'timed', lambda step, *_: seconds.get(step.__name__, 0.01))
+    rows = {row['case']: row for row in gpu_check.projections(torch.device('cpu'), True, None)['cases']}
+    search = 3125 * (15 * 0.01 + 35 * 0.02) + 50 * 3125 * 0.005  # 25,000 / 8 batches, warm-up 15 of 50 epochs
+    assert rows['nas_bench_201 pc_darts']['hours'] == pytest.approx(search / 3600)
+    stage = 3125 * (10 * 0.01 + 40 * 0.02) + 50 * 3125 * 0.005  # DrNAS: two stages of 50 epochs, warm-up 10
+    assert len(rows['nas_bench_201 drnas']['step_images_per_s']) == 2
+    assert rows['nas_bench_201 drnas']['hours'] == pytest.approx(2 * stage / 3600)
+    assert rows['NAS-Bench-201 sweep, 4 seeds']['hours'] == pytest.approx(
+        4 * sum(rows[f'nas_bench_201 {method}']['hours'] for method in gpu_check.NB201_SWEEP))
+    imagenet = 16_015 * (35 * 0.01 + 15 * 0.02) + 50 * 4004 * 0.005  # 128,117 and 32,029 images, warm-up 35
+    assert rows['PC-DARTS ImageNet search']['hours_one_gpu'] == pytest.approx(imagenet / 3600)
+    assert rows['PC-DARTS ImageNet search']['hours_eight_gpus'] == pytest.approx(imagenet / 3600 / 8)
+    # Retraining's batches of 8 at 10 ms (800 images a second), its inference's (a function named step) at 20 ms:
+    # four short retrainings on 45,000 images, each epoch validated on 5,000; one long one on 50,000, tested on 10,000.
+    retraining = 4 * 100 * (45_000 / 800 + 5_000 / 400) + 600 * (50_000 / 800 + 10_000 / 400)
+    assert rows['DARTS best of four']['hours'] == pytest.approx(4 * rows['darts --unrolled']['hours']
+                                                                + retraining / 3600)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message of a machine without CUDA')
 def test_without_a_gpu_it_says_to_use_dry():
     with pytest.raises(UserError, match='there is no CUDA device here; run the check on a GPU machine, or give --dry'):

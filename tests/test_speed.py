@@ -129,7 +129,7 @@ def test_bench_reports_the_median_of_the_timed_steps_after_the_warm_up(monkeypat
 def test_the_benchmarked_search_step_is_a_real_one():
     """It moves both the architecture (first, on its batch) and the weights, as a search step does."""
     speed = bench.Speed(None, False, False, torch.device('cpu'))
-    batch_size, step, arch, _ = bench.search_case('pc_darts', [], bench.TINY, True, speed)
+    batch_size, step, arch, *_ = bench.search_case('pc_darts', [], bench.TINY, True, speed)
     before = {name: value.clone() for name, value in arch.net.state_dict().items()}
     step()
     after = arch.net.state_dict()
