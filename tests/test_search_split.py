@@ -106,3 +106,22 @@ def test_the_pc_darts_imagenet_preset_builds_its_supernet_and_searches_without_c
         pipeline = streaming.Pipeline('random_resized_crop', 224, jitter)
         assert [type(t).__name__ for t in pipeline.pil_transform().transforms] == [
             'partial', 'RandomResizedCrop', 'RandomHorizontalFlip', *steps, 'PILToTensor']
+
+
+@pytest.mark.slow
+def test_a_cell_searched_on_imagenet_with_the_strided_stem_is_retrained_and_tested(in_tmp):
+    """PC-DARTS's ImageNet search at toy size (its preset, its stem from --image_size 128 up), then the found
+    cell retrained and tested at ImageNet's layout by the existing scripts."""
+    write_imagenet(in_tmp / 'imagenet', [8, 8])
+    data_flags = ['--dataset', 'imagenet', '--data', 'imagenet', '--image_size', '128', '--workers', '0',
+                  '--device', 'cpu', '--report_freq', '1000']
+    train_search.main(['--method', 'pc_darts_imagenet', '--train_subset', '0.5', '--arch_subset', '0.25',
+                       '--init_channels', '4', '--layers', '2', '--batch_size', '4', '--epochs', '1',
+                       '--exp_path', 'search'] + data_flags)
+    supernet = torch.load(in_tmp / 'search' / 'checkpoint.pt', weights_only=True, map_location='cpu')['model']
+    assert {'stem0.0.weight', 'stem1.1.weight'} <= set(supernet)  # the strided stems, not CIFAR's stem
+    assert (in_tmp / 'search' / 'subsets.json').is_file()
+    final = load_script('train').main(['--arch_path', 'search/genotype.json', '--init_channels', '4', '--layers', '3',
+                                       '--batch_size', '4', '--epochs', '1', '--exp_path', 'eval'] + data_flags)
+    result = load_script('test').main(['--model_path', 'eval/checkpoint.pt', '--workers', '0'])
+    assert result['images'] == 4 and result['top1'] == pytest.approx(final['test_top1'])
