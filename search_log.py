@@ -10,9 +10,11 @@ def log_plan(logger, notes, arch, num_classes, batch_size, processes, stages, ep
     """The first lines of a search: notes on its arguments, its space and methods, and the steps ahead."""
     for note in notes:
         logger.info(note)
-    logger.info('search space: %s; supernet of %.6f M parameters; %d process(es) of batch %d; %d classes; methods: %s',
-                ', '.join(arch.net.op_names), utils.count_parameters_in_millions(arch.net), processes, batch_size,
-                num_classes, ', '.join(type(method).__name__ for method in arch.methods) or 'DARTS')
+    stem = (f" (PC-DARTS's ImageNet stem: {arch.net.image_size} pixels strided to {-(-arch.net.image_size // 8)} "
+            'before the cells)' if hasattr(arch.net, 'stem0') else '')
+    logger.info('search space: %s; supernet of %.6f M parameters%s; %d process(es) of batch %d; %d classes; methods: '
+                '%s', ', '.join(arch.net.op_names), utils.count_parameters_in_millions(arch.net), stem, processes,
+                batch_size, num_classes, ', '.join(type(method).__name__ for method in arch.methods) or 'DARTS')
     logger.info('%s%d epoch(s) of %d steps (each an architecture step, from epoch %d on, and a weight step), each '
                 'epoch followed by a validation pass of %d batches', f'{stages} stages, each of ' if stages > 1 else '',
                 epochs, steps, warmup_epochs, valid_batches)

@@ -121,6 +121,8 @@ def test_a_cell_searched_on_imagenet_with_the_strided_stem_is_retrained_and_test
     supernet = torch.load(in_tmp / 'search' / 'checkpoint.pt', weights_only=True, map_location='cpu')['model']
     assert {'stem0.0.weight', 'stem1.1.weight'} <= set(supernet)  # the strided stems, not CIFAR's stem
     assert (in_tmp / 'search' / 'subsets.json').is_file()
+    log = (in_tmp / 'search' / 'log.txt').read_text()
+    assert "(PC-DARTS's ImageNet stem: 128 pixels strided to 16 before the cells)" in log
     final = load_script('train').main(['--arch_path', 'search/genotype.json', '--init_channels', '4', '--layers', '3',
                                        '--batch_size', '4', '--epochs', '1', '--exp_path', 'eval'] + data_flags)
     result = load_script('test').main(['--model_path', 'eval/checkpoint.pt', '--workers', '0'])
