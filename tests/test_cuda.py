@@ -11,7 +11,10 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, finish, metrics, run_script, wait_for_log
+from test_streaming import grey_levels, write_jpegs
 
+import data
+import loaders
 import methods
 import successors  # noqa: F401  (registers the successor methods with methods.py)
 
@@ -141,3 +144,26 @@ def test_weights_trained_on_cuda_export_and_time_on_cuda(in_tmp):
                       '--device', 'cuda', '--output', f'{ending}.json'], in_tmp)
         rows = json.loads((in_tmp / f'{ending}.json').read_text())['results']
         assert [row['batch'] for row in rows] == [1, 16] and all(row['ms_per_step'] > 0 for row in rows)
+
+
+def test_jpeg_decoded_by_nvjpeg_matches_pil_and_the_crops_repeat(tmp_path):
+    """The device path on CUDA: nvJPEG's batched decode and the resize of ImageNet's evaluation against PIL in the
+    workers (another IDCT: a few grey levels apart at most), and the training crops drawn again for a resumed
+    epoch."""
+    write_jpegs(tmp_path)
+    batches = {}
+    for decoder in ('workers', 'device'):
+        splits = data.load_dataset(data.DataConfig(dataset='imagenet', data=str(tmp_path), image_size=32,
+                                                   decoder=decoder), torch.device('cuda'))
+        loader = loaders.FolderLoader(splits[1], splits[2], 12, device='cuda', shuffle=False, augment=False,
+                                      workers=0)
+        batches[decoder] = next(loader.iterate(0))
+        assert loader.on_device == (decoder == 'device')
+    difference = grey_levels(batches['device'][0].cpu(), batches['workers'][0].cpu(), splits[2])
+    assert torch.equal(batches['device'][1].cpu(), batches['workers'][1].cpu())
+    assert difference.max() <= 8 and difference.mean() < 1
+    train = loaders.FolderLoader(splits[0], splits[2], 4, device='cuda', shuffle=True, augment=True, workers=0)
+    epoch = list(train.iterate(1))
+    resumed = list(train.iterate(1, start_step=1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch[1:], resumed, strict=True))
+    assert epoch[0][0].device.type == 'cuda' and epoch[0][0].shape == (4, 3, 32, 32)
