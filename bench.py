@@ -134,6 +134,7 @@ def search_case_of(flags, image_size, classes, speed, stage_index=0):
             logits = model(alpha_batch[0], objective.arch_weights('eval'))
         model.train()
         return logits
+
     def weight_step():
         return step(update_architecture=False)
     return SearchCase(search_args.batch_size, step, arch, validate, weight_step, search_args)

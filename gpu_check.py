@@ -181,13 +181,14 @@ def speed(device, dry, folder):
 
 
 def search_hours(flags, image_size, classes, images, speed, sync, steps, warmup):
-    """(hours of the search of train_search.py's `flags`, [its stages' step images per second]): each stage's
-    warm-up epochs at the weight step's rate, its other epochs at the whole step's, each epoch's validation pass
-    over images[1]; the weights see images[0] an epoch."""
-    seconds, rates, stage_index, stages = 0.0, [], 0, 1
-    while stage_index < stages:
-        case = bench.search_case_of(flags, image_size, classes, speed, stage_index)
-        args, stages = case.search_args, len(train_search.search_stages(case.search_args))
+    """(hours of the search of train_search.py's `flags`, [its stages' step images per second], its resolved
+    arguments): each stage's warm-up epochs at the weight step's rate, its other epochs at the whole step's, each
+    epoch's validation pass over images[1]; the weights see images[0] an epoch."""
+    case = bench.search_case_of(flags, image_size, classes, speed)
+    args, seconds, rates = case.search_args, 0.0, []
+    for stage_index in range(len(train_search.search_stages(args))):
+        if stage_index:
+            case = bench.search_case_of(flags, image_size, classes, speed, stage_index)
         per_batch = {name: utils.timed(step, sync, steps, warmup)
                      for name, step in (('step', case.step), ('weights', case.weight_step),
                                         ('validate', case.validate))}
@@ -196,7 +197,6 @@ def search_hours(flags, image_size, classes, images, speed, sync, steps, warmup)
         seconds += batches[0] * (frozen * per_batch['weights'] + (args.epochs - frozen) * per_batch['step'])
         seconds += args.epochs * batches[1] * per_batch['validate']
         rates.append(args.batch_size / per_batch['step'])
-        stage_index += 1
     return seconds / 3600, rates, args
 
 
@@ -210,12 +210,13 @@ def projections(device, dry, folder):
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     steps, warmup = (1, 0) if dry else (5, 3)
     toy = ['--init_channels', '8', '--batch_size', '8'] if dry else []
-    rows, hours = [], {}
+    searches = {}
     for name, flags, image_size, classes, images in PROJECTED_SEARCHES:
-        hours[name], rates, args = search_hours(flags + toy, 16 if dry else image_size, classes, images, speed, sync,
-                                                steps, warmup)
-        rows.append({'case': name, 'batch': args.batch_size, 'epochs': args.epochs,
-                     'warmup_epochs': args.warmup_epochs, 'step_images_per_s': rates, 'hours': hours[name]})
+        hours, rates, args = search_hours(flags + toy, 16 if dry else image_size, classes, images, speed, sync,
+                                          steps, warmup)
+        searches[name] = {'case': name, 'batch': args.batch_size, 'epochs': args.epochs,
+                          'warmup_epochs': args.warmup_epochs, 'step_images_per_s': rates, 'hours': hours}
+    rows = list(searches.values())
     batch = 8 if dry else 96
     rate = {case: batch / utils.timed(bench.train_case(batch, bench.TINY if dry else bench.PAPER, speed, inference),
                                       sync, steps, warmup)
@@ -223,16 +224,16 @@ def projections(device, dry, folder):
     retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
                   for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
     rows.append({'case': 'NAS-Bench-201 sweep, 4 seeds',
-                 'hours': 4 * sum(hours[f'nas_bench_201 {method}'] for method in NB201_SWEEP)})
+                 'hours': 4 * sum(searches[f'nas_bench_201 {method}']['hours'] for method in NB201_SWEEP)})
     rows.append({'case': 'DARTS best of four', 'retraining_images_per_s': rate['train'],
-                 'hours': 4 * hours['darts --unrolled'] + 4 * retraining[100] + retraining[600]})
+                 'hours': 4 * searches['darts --unrolled']['hours'] + 4 * retraining[100] + retraining[600]})
     loader = {}
     for decoder in ('device', 'workers'):
         timed = bench.jpeg_loader_case(8 if dry else 128, decoder, dry, speed)
         loader[decoder] = timed.batch_size * timed.batches / utils.timed(timed.step, sync, 1 if dry else 3, 1)
     # The loaders read each epoch's weight batches, as many architecture batches after the warm-up, and the
     # validation pass; one loader's rate is taken for all three, though they read in parallel.
-    imagenet = rows[len(NB201_SWEEP) + 1]
+    imagenet = searches['pc_darts_imagenet b128']
     weights, validation = PROJECTED_SEARCHES[-1][4]
     loaded = imagenet['epochs'] * (weights + validation) + (imagenet['epochs'] - imagenet['warmup_epochs']) * weights
     one_gpu = max(imagenet['hours'], loaded / loader['device'] / 3600)
