@@ -86,10 +86,15 @@ def first_readable(samples, index, read, errors):
 
 
 def decodes_on_device(decoder, device):
-    """Whether `decoder` (auto, device, workers) decodes on `device`: auto does on CUDA."""
+    """Whether `decoder` (auto, device, workers) decodes on `device`: auto does on CUDA, where this torchvision
+    still decodes (0.29 deprecated its decoders in favour of TorchCodec)."""
     if decoder not in DECODERS:
         raise UserError(f'--decode {decoder} is unknown; choose one of {", ".join(DECODERS)}')
-    return decoder == 'device' or (decoder == 'auto' and torch.device(device).type == 'cuda')
+    available = hasattr(torchvision.io, 'decode_jpeg')
+    if decoder == 'device' and not available:
+        raise UserError(f'torchvision {torchvision.__version__} no longer decodes JPEG on the device; give --decode '
+                        'workers, or install a torchvision that has torchvision.io.decode_jpeg')
+    return decoder == 'device' or (decoder == 'auto' and available and torch.device(device).type == 'cuda')
 
 
 class EncodedFiles(torch.utils.data.Dataset):

@@ -54,6 +54,13 @@ def test_jpeg_decoded_on_the_device_equals_pil_in_the_workers_within_decoder_tol
     assert streaming.decodes_on_device('auto', 'cuda') and not streaming.decodes_on_device('auto', 'cpu')
 
 
+def test_a_torchvision_without_jpeg_decoding_falls_back_to_the_workers_or_says_so(monkeypatch):
+    monkeypatch.delattr(streaming.torchvision.io, 'decode_jpeg')
+    assert not streaming.decodes_on_device('auto', 'cuda') and not streaming.decodes_on_device('workers', 'cuda')
+    with pytest.raises(streaming.UserError, match='no longer decodes JPEG on the device; give --decode workers'):
+        streaming.decodes_on_device('device', 'cuda')
+
+
 def test_the_device_paths_random_crops_are_seeded_bounded_and_resumable(tmp_path):
     write_jpegs(tmp_path)
     config = dict(dataset='imagenet', data=str(tmp_path), image_size=24, decoder='device')
