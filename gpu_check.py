@@ -239,7 +239,25 @@ def projections(device, dry, folder):
     one_gpu = max(imagenet['hours'], loaded / loader['device'] / 3600)
     rows.append({'case': 'PC-DARTS ImageNet search', 'loader_images_per_s': loader, 'hours_one_gpu': one_gpu,
                  'hours_eight_gpus': one_gpu / 8})
+    if folder:
+        with open(os.path.join(folder, 'projections.md'), 'w', encoding='utf-8') as f:
+            f.write(projections_markdown(rows))
     return {'ok': True, 'cases': rows}
+
+
+def projections_markdown(rows):
+    """The projections as a Markdown table, for BENCHMARKS.md and the README."""
+    lines = ['| run | measured images/s | projected hours |', '| --- | --- | --- |']
+    for row in rows:
+        if 'loader_images_per_s' in row:
+            shown = ', '.join(f'loader {rate:,.0f} ({decoder})' for decoder, rate in row['loader_images_per_s'].items())
+            hours = f"{row['hours_one_gpu']:.2f} on one GPU, {row['hours_eight_gpus']:.2f} on eight"
+        else:
+            shown = ', '.join(f'{rate:,.0f}' for rate in row.get('step_images_per_s', [])) or (
+                f"retraining {row['retraining_images_per_s']:,.0f}" if 'retraining_images_per_s' in row else '-')
+            hours = f"{row['hours']:.2f}"
+        lines.append(f"| {row['case']} | {shown} | {hours} |")
+    return '\n'.join(lines) + '\n'
 
 
 def recompiles(device, dry, folder):

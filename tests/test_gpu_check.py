@@ -23,6 +23,9 @@ def test_the_dry_run_does_every_phase_and_writes_each_ones_json(in_tmp, capsys):
     assert {row['case'] for row in results['speed']['cases']} == {
         'search darts', 'search darts (2nd order)', 'search pc_darts', 'search pc_darts (2nd order)',
         'train DARTS_V2 b8'}
+    projected = (in_tmp / 'check' / 'projections.md').read_text().splitlines()
+    assert len(projected) == 2 + len(results['projections']['cases'])
+    assert projected[-1].startswith('| PC-DARTS ImageNet search | loader ') and projected[-1].endswith(' on eight |')
     table = capsys.readouterr().out
     assert all(f'{phase} ' in table for phase in gpu_check.PHASES)
 
