@@ -236,19 +236,24 @@ def _shift_hue(images, shift):
 
 
 def colour_jitter(images, generator):
-    """ColorJitter(0.4, 0.4, 0.4, 0.2) of each image in [0, 1]: its own factors and its own order of the four."""
+    """ColorJitter(0.4, 0.4, 0.4, 0.2) of each image in [0, 1]: its own factors and its own order of the four.
+    Each op runs on the images that take it at each position; the order is drawn on the CPU, so choosing them
+    never waits for the device."""
     n, device = len(images), images.device
     low_high = [(1 - JITTER[0], 1 + JITTER[0]), (1 - JITTER[1], 1 + JITTER[1]), (1 - JITTER[2], 1 + JITTER[2]),
                 (-JITTER[3], JITTER[3])]
     factors = [(low + (high - low) * torch.rand(n, generator=generator)).to(device).view(-1, 1, 1, 1)
                for low, high in low_high]
-    order = torch.rand(n, 4, generator=generator).argsort(1).to(device)
-    steps = [lambda x: (x * factors[0]).clamp_(0, 1),
-             lambda x: _blend(x, _grey(x).mean((1, 2, 3), keepdim=True), factors[1]),
-             lambda x: _blend(x, _grey(x), factors[2]),
-             lambda x: _shift_hue(x, factors[3])]
+    order = torch.rand(n, 4, generator=generator).argsort(1)
+    steps = [lambda x, f: (x * f).clamp_(0, 1),
+             lambda x, f: _blend(x, _grey(x).mean((1, 2, 3), keepdim=True), f),
+             lambda x, f: _blend(x, _grey(x), f),
+             lambda x, f: _shift_hue(x, f)]
+    images = images.clone()
     for position in range(4):
         for k, step in enumerate(steps):
-            chosen = (order[:, position] == k).view(-1, 1, 1, 1)
-            images = torch.where(chosen, step(images), images)
+            chosen = (order[:, position] == k).nonzero().flatten()
+            if len(chosen):
+                chosen = chosen.to(device, non_blocking=True)
+                images[chosen] = step(images[chosen], factors[k][chosen])
     return images
