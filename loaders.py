@@ -236,7 +236,8 @@ class FolderLoader(_ShardedLoader):
     def __init__(self, dataset, info, batch_size, *, device, shuffle, augment, cutout_length=0, cutmix_prob=0.0,
                  cutmix_beta=1.0, indices=None, drop_last=False, seed=0, rank=0, world_size=1,
                  channels_last=False, workers=4):
-        samples = dataset.samples if indices is None else [dataset.samples[i] for i in torch.as_tensor(indices)]
+        chosen = None if indices is None else torch.as_tensor(indices).tolist()  # once: a list indexes 16x faster
+        samples = dataset.samples if chosen is None else [dataset.samples[i] for i in chosen]
         super().__init__(len(samples), info, batch_size, device, shuffle, augment, cutout_length, cutmix_prob,
                          cutmix_beta, drop_last, seed, rank, world_size, channels_last)
         self.pipeline, self.crop_padding, self.workers = dataset.pipeline, info.crop_padding, workers
@@ -244,8 +245,7 @@ class FolderLoader(_ShardedLoader):
         if self.on_device:
             files, collate = streaming.EncodedFiles(samples, self.pipeline.mode), streaming.collate
         else:
-            files, collate = torch.utils.data.Subset(dataset, torch.as_tensor(indices).tolist()) \
-                if indices is not None else dataset, None
+            files, collate = (dataset if chosen is None else torch.utils.data.Subset(dataset, chosen)), None
         self.sampler = _ShardSampler(self)
         self.loader = torch.utils.data.DataLoader(
             files, batch_size, sampler=self.sampler, num_workers=workers, drop_last=drop_last, collate_fn=collate,
