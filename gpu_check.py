@@ -1,17 +1,17 @@
 """The GPU check: what only a GPU can show, measured in one command, into JSON files and a printed table.
 
     python gpu_check.py --output gpu-check             # on one H100 or H200: about 10 minutes (not yet run on one)
-    python gpu_check.py --phases environment,syncs,precision,speed,projections --output gpu-check   # or in two
+    python gpu_check.py --phases environment,projections,speed,precision,syncs --output gpu-check   # or in two
     python gpu_check.py --phases recompiles,resume,cuda_tests --output gpu-check                   # calls
     python gpu_check.py --dry --output gpu-check-dry   # every phase at toy size on the CPU (a test runs it)
 
 Phases, each written to FOLDER/PHASE.json; one that fails is reported and the others still run:
   environment   GPU, PyTorch, cuDNN, TF32 and speed settings
-  syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
-  precision     the second-order architecture gradient under bf16 against float32
-  speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
   projections   the hours of the README's runs (NAS-Bench-201 sweep, DARTS's best of four, the ImageNet search
                 on one and eight GPUs) from their steps' and the loader's measured rates
+  speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
+  precision     the second-order architecture gradient under bf16 against float32
+  syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
   recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
   resume        a training run stopped by SIGTERM and resumed, against an uninterrupted one, with and
                 without --deterministic, and the time --deterministic costs
@@ -341,8 +341,9 @@ def cuda_tests(device, dry, folder):
             'ok': done.returncode == 0}
 
 
-PHASES = {'environment': environment, 'syncs': syncs, 'precision': precision, 'speed': speed,
-          'projections': projections, 'recompiles': recompiles, 'resume': resume, 'cuda_tests': cuda_tests}
+# In this order, so that a run cut short by a time limit has written the README's figures first.
+PHASES = {'environment': environment, 'projections': projections, 'speed': speed, 'precision': precision,
+          'syncs': syncs, 'recompiles': recompiles, 'resume': resume, 'cuda_tests': cuda_tests}
 
 
 def main(argv=None):
