@@ -436,6 +436,12 @@ class Epoch:
         return row
 
 
+def eager_smaller_batches(compiled, net, batch_size):
+    """A forward pass that runs `compiled` on batches of `batch_size` and the eager `net` on a smaller last
+    batch, for which the compiled network would compile a second graph."""
+    return lambda images: compiled(images) if images.size(0) == batch_size else net(images)
+
+
 def evaluate(model, loader, criterion, forward=None, amp_autocast=contextlib.nullcontext, distributed=None,
              batch_statistics=False, max_batches=0):
     """Loss and top-1/top-5 accuracy over `loader` (no gradients); `forward` replaces `model(x)`. In a

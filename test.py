@@ -161,8 +161,8 @@ def evaluate_weights(args, given, device, distributed):
     logger.info('cell %s: %s', genotype_source, genotypes.genotype_repr(genotype))
     if args.export:
         return export_network(net, args.export, loader, logger) if distributed.is_main else {}
-    result = loop.evaluate(net, loader, nn.CrossEntropyLoss(), torch.compile(net) if args.compile else net,
-                           amp_autocast, distributed)
+    forward = loop.eager_smaller_batches(torch.compile(net), net, args.batch_size) if args.compile else net
+    result = loop.evaluate(net, loader, nn.CrossEntropyLoss(), forward, amp_autocast, distributed)
     flops = utils.count_flops(net, (1, info.in_channels, info.image_size, info.image_size))
     result.update(params_M=utils.count_parameters_in_millions(net), flops=flops, multiply_adds=flops // 2,
                   dataset=info.name, model_path=args.model_path, genotype=genotypes.genotype_to_dict(genotype))

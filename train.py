@@ -142,9 +142,8 @@ def train(epoch_run, loader, net, forward, criterion, optimizer, amp_autocast, s
 def infer(loader, net, forward, criterion, amp_autocast, distributed, compiled, batch_size):
     """Loss and accuracy on the test set, DARTS's infer(). A compiled network runs the smaller last batch
     eagerly, so that evaluation stays one graph."""
-    def evaluation_forward(images):
-        return forward(images) if not compiled or images.size(0) == batch_size else net(images)
-    return loop.evaluate(net, loader, criterion, evaluation_forward, amp_autocast, distributed)
+    forward = loop.eager_smaller_batches(forward, net, batch_size) if compiled else forward
+    return loop.evaluate(net, loader, criterion, forward, amp_autocast, distributed)
 
 
 def main(argv=None):

@@ -193,7 +193,8 @@ def test_a_finished_run_continues_for_more_epochs_on_the_longer_schedule(in_tmp,
 
 @pytest.mark.slow
 def test_compiled_training_compiles_one_graph_for_training_and_one_for_evaluation(in_tmp, monkeypatch):
-    """Over epochs of changing drop-path probability, with a partial last batch in training and in the test."""
+    """Over epochs of changing drop-path probability, with a partial last batch in training and in the test;
+    then test.py --compile compiles one graph, for the same partial last batch."""
     from torch._dynamo.testing import CompileCounter
     counter, compile_with = CompileCounter(), torch.compile
     monkeypatch.setattr(torch, 'compile', lambda model, **options: compile_with(model, backend=counter))
@@ -204,3 +205,9 @@ def test_compiled_training_compiles_one_graph_for_training_and_one_for_evaluatio
                        '--exp_path', 'eval'])
     assert counter.frame_count == 2
     assert rows['drop_path_prob'] == pytest.approx(0.2 * 2 / 3)
+    counter.frame_count = 0
+    torch._dynamo.reset()
+    tested = [test.main(['--model_path', 'eval/weights.pt', '--batch_size', '32', *flag])
+              for flag in (['--compile'], [])]
+    assert counter.frame_count == 1 and tested[0]['images'] == 40
+    assert tested[0]['top1'] == tested[1]['top1'] and tested[0]['loss'] == pytest.approx(tested[1]['loss'], abs=1e-6)
