@@ -188,10 +188,13 @@ def add_arguments(parser):
         method_class.add_arguments(parser)
 
 
-def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs, search_space='darts'):
+def fit_warmup(method, epochs, warmup_epochs, typed, default_epochs, search_space='darts', fix_alpha=False):
     """(warm-up epochs, what to tell the user). A preset's warm-up (PC-DARTS: 15 of 50 epochs) would freeze
     the architecture for the whole of a short run; unless --warmup_epochs was typed, it shrinks with the
-    run, keeping the paper's share, and at least one epoch trains the architecture."""
+    run, keeping the paper's share, and at least one epoch trains the architecture. With `fix_alpha` the
+    whole search is a warm-up."""
+    if fix_alpha:
+        return epochs, ["--fix_alpha: the architecture weights keep their initial values (DARTS-PT's fixed alpha)"]
     if warmup_epochs < epochs:
         return warmup_epochs, []
     if typed:

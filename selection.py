@@ -38,6 +38,9 @@ def add_arguments(parser):
                        help='epochs of fine-tuning between two DARTS-PT decisions (DARTS-PT: 5)')
     group.add_argument('--pt_batches', type=bounded(int, 0), default=0,
                        help='validation batches that measure each DARTS-PT candidate (0: the whole validation half)')
+    group.add_argument('--fix_alpha', action='store_true',
+                       help="DARTS-PT's fixed-alpha supernet (its code's 'blank' method): the architecture weights "
+                            'keep their initial values through the search and the fine-tuning; needs --selection pt')
 
 
 def choosable_nodes(net):
@@ -129,13 +132,14 @@ def fine_tuning_optimizer(net, learning_rate, momentum, weight_decay):
     return sgd, torch.optim.lr_scheduler.ConstantLR(sgd, factor=1.0, total_iters=0)
 
 
-def decision_epochs(net, interval, seed, objective, accuracy_of, logger):
+def decision_epochs(net, interval, seed, objective, accuracy_of, logger, train_architecture=True):
     """The fine-tuning's begin_epoch for train_search.search_epochs: a round's decisions at the start of every
-    `interval`-th epoch, unless the masks hold them already (a resumed run); the architecture keeps training."""
+    `interval`-th epoch, unless the masks hold them already (a resumed run); the architecture keeps training
+    if `train_architecture`."""
     def begin_epoch(epoch):
         done = rounds_done(net)
         if epoch % interval == 0 and done == epoch // interval < rounds(net):
             decide(net, done, seed, lambda: objective.arch_weights('eval'), accuracy_of, logger)
             done += 1
-        return True, {'pt_decisions': done}
+        return train_architecture, {'pt_decisions': done}
     return begin_epoch

@@ -200,6 +200,9 @@ def resolve_arguments(parser, argv):
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
+    if args.fix_alpha and args.selection != 'pt':
+        raise utils.UserError('--fix_alpha leaves the architecture weights where they start, so DARTS-PT chooses '
+                              'the cell: give --selection pt too')
     if checkpoint:
         if checkpoints.selecting(checkpoint) and args.selection != 'pt':
             raise utils.UserError('this run is in its DARTS-PT selection; resume it with --selection pt')
@@ -219,9 +222,8 @@ def resolve_arguments(parser, argv):
     args.primitives, notes = spaces.primitives_in(args.search_space, args.primitives, 'primitives' in given,
                                                   parser.get_default('primitives'), args.method)
     search_stages(args)
-    typed = 'warmup_epochs' in given
-    warmup, warmup_notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, typed,
-                                              parser.get_default('epochs'), args.search_space)
+    warmup, warmup_notes = methods.fit_warmup(args.method, args.epochs, args.warmup_epochs, 'warmup_epochs' in given,
+                                              parser.get_default('epochs'), args.search_space, args.fix_alpha)
     return argparse.Namespace(**{**vars(args), 'warmup_epochs': warmup}), None, notes + warmup_notes
 
 
@@ -364,7 +366,7 @@ def select_cell(search_run, session, state, stage, first_epoch, args, checkpoint
     search_run.run.logger.info('DARTS-PT selection: %d rounds of decisions, %d epoch(s) of fine-tuning apart',
                                selection.rounds(model), args.pt_interval)
     begin_epoch = selection.decision_epochs(model, args.pt_interval, args.seed, state.architect.objective,
-                                            accuracy_of, search_run.run.logger)
+                                            accuracy_of, search_run.run.logger, train_architecture=not args.fix_alpha)
     search_epochs(search_run, session, stage, 'the DARTS-PT selection', state, first_epoch,
                   selection.epochs(model, args.pt_interval), begin_epoch, held_after=args.epochs)
 

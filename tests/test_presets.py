@@ -25,7 +25,7 @@ DARTS = dict(
     stage_partial_channels=None, stage_continue=False, stage_lr='restart', beta_decay_weight=0.0, auxiliary_skip=0.0,
     auxiliary_skip_epochs=50, sigmoid_weights=False, zero_one_weight=10.0, fair_threshold=0.85, sdarts='off',
     sdarts_epsilon=0.3, gdas=False, tau_max=10.0, tau_min=0.1, dirichlet=False, dirichlet_kl=0.0,
-    selection='darts', pt_interval=5, pt_batches=0, drop_path_prob=0.0, early_stop='off', es_window=5,
+    selection='darts', pt_interval=5, pt_batches=0, fix_alpha=False, drop_path_prob=0.0, early_stop='off', es_window=5,
     es_factor=1.3, es_start_epoch=10, es_delta=4, ada_factor=3.0, ada_max_weight_decay=243e-4, ada_rollback_epochs=0,
     lr_ramp_epochs=0, train_subset=None, arch_subset=None)
 # Where the data, the output and the devices are, and what is only measured: no part of a method's settings.

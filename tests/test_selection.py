@@ -109,6 +109,29 @@ def test_pt_after_a_search_equals_pt_on_the_finished_folder(in_tmp):
     assert 'DARTS-PT round 17: reduce node' in (in_tmp / 'later' / 'log.txt').read_text()
 
 
+@pytest.mark.slow
+def test_fixed_alpha_keeps_the_initial_architecture_through_the_search_and_the_selection(in_tmp):
+    """DARTS-PT's 'blank' supernet: Adam never steps the architecture, in the search or the fine-tuning, and the
+    cell is DARTS-PT's decisions."""
+    pt = ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1', '--fix_alpha']
+    cell = train_search.main(TINY + ['--epochs', '2', '--exp_path', 'run'] + pt)
+    checkpoint = torch.load(in_tmp / 'run' / 'checkpoint.pt', weights_only=False)
+    assert checkpoint['optimizers']['alpha']['state'] == {}
+    rows = metrics(in_tmp / 'run')
+    assert [row['stage'] for row in rows] == [0, 0] + ['pt'] * 17
+    for cell_type in ('normal', 'reduce'):
+        assert torch.allclose(torch.tensor(rows[0]['arch_weights'][cell_type]['ops']),
+                              torch.softmax(checkpoint['model'][f'alphas_{cell_type}'], -1), atol=1e-4)
+    assert cell == genotypes.parse_genotype(str(in_tmp / 'run' / 'genotype.json'))
+    assert "--fix_alpha: the architecture weights keep their initial values" in (in_tmp / 'run' / 'log.txt').read_text()
+
+
+def test_fixed_alpha_without_darts_pt_is_refused(in_tmp):
+    with pytest.raises(UserError, match='so DARTS-PT chooses the cell: give --selection pt too'):
+        train_search.main(TINY + ['--fix_alpha', '--exp_path', 'refused'])
+    assert not (in_tmp / 'refused').exists()
+
+
 def test_a_checkpoint_of_the_selection_names_the_last_stage_and_one_of_the_old_form_still_resumes(in_tmp):
     pt = ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1']
     cell = train_search.main(TINY + ['--epochs', '1', '--exp_path', 'run'] + pt)
