@@ -245,7 +245,7 @@ def build_parser():
     parser.add_argument('--latency_table', metavar='PATH',
                         help="instead: time every op of a supernet's edges, one image at a time, and write the table "
                              'that train_search.py --cost latency reads')
-    parser.add_argument('--search_flags', default='',
+    parser.add_argument('--search_flags', default='', metavar='FLAGS',
                         help='with --latency_table: the flags of the search whose supernet is measured (its sizes, '
                              'dataset, search space)')
     return parser

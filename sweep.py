@@ -23,15 +23,16 @@ def build_parser():
     grid.add_argument('--seeds', default='1', help='seeds, as 1,2,3 or 1-4 (default 1)')
     grid.add_argument('--search_spaces', default='darts', help='comma-separated --search_space values (default darts)')
     grid.add_argument('--datasets', default='cifar10', help='comma-separated --dataset values (default cifar10)')
-    grid.add_argument('--search_flags', default='', help='further flags for every train_search.py run, in quotes')
-    grid.add_argument('--train_flags', default='',
+    grid.add_argument('--search_flags', default='', metavar='FLAGS',
+                      help='further flags for every train_search.py run, in quotes')
+    grid.add_argument('--train_flags', default='', metavar='FLAGS',
                       help='flags for train.py, in quotes: each searched cell is then retrained with them '
                            '(default: no retraining); with --protocol best_of, the best cell of each method')
     grid.add_argument('--protocol', choices=sweeps.PROTOCOLS, default='mean',
                       help="mean: mean and std over the seeds; best_of: DARTS's protocol, each cell retrained "
                            'briefly (--short_flags) and validated on 10%% of the training set, the best retrained in '
                            'full (--train_flags)')
-    grid.add_argument('--short_flags', default='',
+    grid.add_argument('--short_flags', default='', metavar='FLAGS',
                       help='best_of: flags for the short retraining of every cell, in quotes (DARTS: --epochs 100)')
     run = parser.add_argument_group('where the runs go')
     run.add_argument('--executor', choices=('local', 'slurm'), default='local',

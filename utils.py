@@ -21,7 +21,20 @@ class UserError(ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad argument gets one sentence (and a pointer to --help) instead of a usage block."""
+    """argparse, but a bad argument gets one sentence (and a pointer to --help) instead of a usage block, and an
+    option whose metavar is FLAGS (another script's flags, in quotes) takes a value that starts with '--'."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse reads `--search_flags "--unrolled"` as two options; glue such a value to its option first.
+        args = sys.argv[1:] if args is None else list(args)
+        takes_flags = {name for action in self._actions if action.metavar == 'FLAGS' for name in action.option_strings}
+        glued = []
+        for word in args:
+            if glued and glued[-1] in takes_flags:
+                glued[-1] = f'{glued[-1]}={word}'
+            else:
+                glued.append(word)
+        return super().parse_known_args(glued, namespace)
 
     def error(self, message):
         print(f'error: {message} (see {self.prog} --help)', file=sys.stderr)

@@ -63,3 +63,14 @@ def test_architecture_weights_are_summarized_in_one_line():
     assert utils.summarize_weights(uniform) == 'largest per edge 0.125 0.125; mean entropy 2.079 (uniform 2.079)'
     assert utils.summarize_weights([[1.0, 0.0], [0.5, 0.5]]).endswith('mean entropy 0.347 (uniform 0.693)')
     assert utils.summarize_weights([0.5, 0.25, 0.25]) == '0.500 0.250 0.250'
+
+
+def test_an_option_of_flags_takes_a_value_that_starts_with_two_dashes(capsys):
+    parser = utils.ArgumentParser(prog='sweep.py')
+    parser.add_argument('--search_flags', default='', metavar='FLAGS')
+    parser.add_argument('--other', default='')
+    assert parser.parse_args(['--search_flags', '--unrolled']).search_flags == '--unrolled'
+    assert parser.parse_args(['--search_flags', '--epochs 3 --unrolled']).search_flags == '--epochs 3 --unrolled'
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--other', '--unrolled'])
+    assert 'error: argument --other: expected one argument (see sweep.py --help)' in capsys.readouterr().err
