@@ -1,6 +1,6 @@
 """Every command of the README's and the docs' shell blocks parses: each script's flags exist and take the values
-written there, and so do the flags that sweep.py and bench.py hand on to train_search.py and train.py. (The
-demo's commands run in full in tests/test_search.py.)"""
+written there, and so do the flags that sweep.py and bench.py hand on to train_search.py and train.py; a search's
+flags also pass its checks of presets and spaces. demo.sh's commands too."""
 import glob
 import os
 import re
@@ -9,27 +9,31 @@ import shlex
 import pytest
 from conftest import ROOT, load_script
 
+from utils import UserError
+
 PAGES = [os.path.join(ROOT, 'README.md'), os.path.join(ROOT, 'BENCHMARKS.md'),
-         *sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md')))]
+         *sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))), os.path.join(ROOT, 'demo.sh')]
 SCRIPTS = ('train_search', 'train', 'test', 'visualize', 'sweep', 'bench', 'gpu_check')
 
 
 def shell_commands():
-    """(page, command line) of every script run in a shell block, its continuation lines joined, its shell
-    variables replaced by the block's assignments or the first value of its for loops ("$@" by nothing)."""
+    """(page, command line) of every script run in a shell block (or in demo.sh), its continuation lines joined,
+    its shell variables replaced by the block's assignments or the first value of its for loops ("$@" by
+    nothing)."""
     commands = []
     for page in PAGES:
         text = open(page, encoding='utf-8').read()
-        for block in re.findall(r'```(?:sh|bash)?\n(.*?)```', text, re.S):
+        for block in [text] if page.endswith('.sh') else re.findall(r'```(?:sh|bash)?\n(.*?)```', text, re.S):
             block = re.sub(r'\\\n\s*', ' ', block)
-            values = dict(re.findall(r'^(\w+)=(\S+)$', block, re.M))
+            # A value computed by the shell (demo.sh's folder) stands for itself, by its name.
+            values = {name: name if '$(' in value else value.strip('"')
+                      for name, value in re.findall(r'^(\w+)=("[^"]*"|\S+)$', block, re.M)}
             values.update(re.findall(r'\bfor (\w+) in (\S+)', block))
-            values['@'] = ''
             for line in block.splitlines():
-                for part in re.split(r';|\bdo\b|\bdone\b|&&', line):
-                    if re.search(r'\b(python|torchrun)\b.*\b\w+\.py\b', part):
-                        command = re.sub(r'"?\$\{?(\w+|@)\}?"?', lambda match, known=values: known[match.group(1)],
-                                         part)
+                for part in re.split(r';|\bdo\b|\bdone\b|\bthen\b|&&', line):
+                    if re.match(r'\s*(exec\s+)?(python|torchrun)\b.*\b\w+\.py\b', part):
+                        command = re.sub(r'\$\{?(\w+)\}?', lambda match, known=values: known[match.group(1)],
+                                         part.replace('"$@"', ''))
                         commands.append((os.path.relpath(page, ROOT), command.strip()))
     return commands
 
@@ -42,10 +46,15 @@ def script_and_arguments(command):
 
 def parses(script, argv):
     """None, or why `argv` does not parse with `script`'s parser."""
+    module = load_script(script)
     try:
-        args = load_script(script).build_parser().parse_args(argv)
+        args = module.build_parser().parse_args(argv)
+        if script == 'train_search' and '--resume' not in argv:  # a preset's and a space's checks, before any data
+            module.resolve_arguments(module.build_parser(), argv)
     except SystemExit:
         return f'{script}.py does not take {argv}'
+    except UserError as error:
+        return f'train_search.py refuses {argv}: {error}'
     if script == 'sweep' and args.methods:
         for method, space, dataset in ((m, s, d) for m in args.methods.split(',')
                                        for s in args.search_spaces.split(',') for d in args.datasets.split(',')):
