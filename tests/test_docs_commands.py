@@ -83,3 +83,9 @@ def test_every_command_of_the_readme_and_the_docs_parses(page, command, capsys):
     assert script in SCRIPTS, f'{page}: {command}'
     failure = parses(script, argv)
     assert failure is None, f'{page}: {command}\n{failure}\n{capsys.readouterr().err}'
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_flag_of_every_script_has_help(script):
+    parser = load_script(script).build_parser()
+    assert [action.dest for action in parser._actions if action.dest != 'help' and not action.help] == []
