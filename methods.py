@@ -229,11 +229,12 @@ class EdgeNormalization(Method):
     presets = {'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1,
                                 learning_rate_min=0.0, arch_learning_rate=6e-4, warmup_epochs=15),
                # yuhuixu1993/PC-DARTS b74702f, train_search_imagenet.py and model_search_imagenet.py (K = 2), on its
-               # class-balanced 10% and 2.5% of train/; 8 GPUs there, so the batch of 1024 is theirs in all.
+               # class-balanced 10% and 2.5% of train/; 8 GPUs there, so the batch of 1024 is theirs in all. Its
+               # architecture step clips the architecture's gradient at --grad_clip (5), which its CIFAR one does not.
                'pc_darts_imagenet': dict(dataset='imagenet', partial_channels=2, edge_norm=True, batch_size=1024,
                                          learning_rate=0.5, learning_rate_min=0.0, lr_ramp_epochs=5,
                                          arch_learning_rate=6e-3, warmup_epochs=35, train_subset=0.1,
-                                         arch_subset=0.025)}
+                                         arch_subset=0.025, arch_grad_clip=5.0)}
     switch = '--edge_norm (on by default with --partial_channels or --alpha_attention)'
 
     def __init__(self, edge_norm=None, partial_channels=1, alpha_attention=False, stage_partial_channels=()):

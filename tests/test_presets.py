@@ -52,11 +52,12 @@ DARTS_SPACE = {
     'pc_darts': dict(partial_channels=4, edge_norm=True, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
                      arch_learning_rate=6e-4, warmup_epochs=15),
     # Its train_search_imagenet.py (argparse defaults, begin 35, lr * (epoch + 1) / 5 for the first 5 epochs at batches
-    # over 256) and model_search_imagenet.py (its MixedOp searches channels // 2: K = 2), on the 10% and 2.5% of
-    # train/ its comment names.
+    # over 256, clip_grad_norm_ of arch_parameters() at grad_clip 5 before optimizer_a.step()) and
+    # model_search_imagenet.py (its MixedOp searches channels // 2: K = 2), on the 10% and 2.5% of train/ its comment
+    # names.
     'pc_darts_imagenet': dict(partial_channels=2, edge_norm=True, batch_size=1024, learning_rate=0.5,
                               learning_rate_min=0.0, lr_ramp_epochs=5, arch_learning_rate=6e-3, warmup_epochs=35,
-                              train_subset=0.1, arch_subset=0.025),
+                              train_subset=0.1, arch_subset=0.025, arch_grad_clip=5.0),
     # The seed documents (shared/seeds): alpha-DARTS (000), Att-DARTS (001), DADARTS (002), DA2S (004).
     'alpha_darts': dict(alpha_attention=True, partial_channels=4, edge_norm=True, primitives='alpha_darts',
                         warmup_epochs=15, learning_rate_min=0.0, arch_learning_rate=6e-4, epochs=80),
