@@ -122,18 +122,23 @@ def backward_step(loss, optimizer, parameters, grad_clip, scaler=None, gradient_
 
 def search_schedule(optimizer, epochs, eta_min, ramp_epochs=0):
     """The search's learning rate of w per epoch: DARTS's cosine from the optimiser's rate to `eta_min` over
-    `epochs`, with its first `ramp_epochs` epochs replaced by a linear ramp, epoch e at rate * (e + 1) / ramp_epochs
-    (PC-DARTS's ImageNet search overrides its cosine so for 5 epochs)."""
+    `epochs`, with its first `ramp_epochs` epochs replaced by a linear ramp (ramped)."""
     if not ramp_epochs:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, eta_min=eta_min)
-    base = optimizer.param_groups[0]['lr']
+    return ramped(optimizer, cosine_factor(optimizer.param_groups[0]['lr'], eta_min, epochs), ramp_epochs)
 
-    def factor(epoch):
-        if epoch < ramp_epochs:
-            return (epoch + 1) / ramp_epochs
-        cosine = eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
-        return cosine / base if base else 1.0
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def ramped(optimizer, factor, ramp_epochs):
+    """The optimiser's rate times `factor(epoch)`, but epoch e < `ramp_epochs` at rate * (e + 1) / ramp_epochs:
+    PC-DARTS's ImageNet search and retraining override their schedules so for 5 epochs at batches over 256."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: (epoch + 1) / ramp_epochs if epoch < ramp_epochs else factor(epoch))
+
+
+def cosine_factor(base, eta_min, epochs):
+    """CosineAnnealingLR's rate from `base` to `eta_min` over `epochs`, as a multiple of `base`."""
+    return lambda epoch: (eta_min + (base - eta_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2) / base \
+        if base else 1.0
 
 
 def new_meters():

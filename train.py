@@ -20,7 +20,10 @@ import utils
 
 # DARTS's train_imagenet.py defaults, used with --dataset imagenet unless a flag says otherwise.
 IMAGENET_DEFAULTS = dict(init_channels=48, layers=14, batch_size=128, learning_rate=0.1, weight_decay=3e-5,
-                         label_smooth=0.1, lr_scheduler='step', epochs=250)
+                         label_smooth=0.1, lr_scheduler='step', epochs=250, drop_path_prob=0.0)
+# ImageNet recipes of other papers over DARTS's: PC-DARTS's train_imagenet.py (yuhuixu1993/PC-DARTS b74702f) trains
+# with batch 1024 on 8 GPUs at 0.5, its linear decay (adjust_lr) after 5 epochs of ramp.
+RECIPES = {'darts': {}, 'pc_darts': dict(batch_size=1024, learning_rate=0.5, lr_scheduler='linear', lr_ramp_epochs=5)}
 # NAS-Bench-201's training recipe, used with --search_space nas_bench_201 unless a flag says otherwise: C = 16,
 # N = 5, 200 epochs of Nesterov SGD, learning rate 0.1 with cosine decay to 0, weight decay 5e-4, batch 256.
 NB201_DEFAULTS = dict(init_channels=16, layers=5, batch_size=256, learning_rate=0.1, learning_rate_min=0.0,
@@ -54,8 +57,15 @@ def build_parser():
                      help='initial learning rate (ImageNet: 0.1)')
     opt.add_argument('--learning_rate_min', type=utils.bounded(float, 0), default=0.0,
                      help='final learning rate of the cosine schedule')
-    opt.add_argument('--lr_scheduler', choices=['cosine', 'step'], default='cosine',
-                     help='cosine to learning_rate_min, or multiply by --gamma every --decay_period epochs (ImageNet)')
+    opt.add_argument('--recipe', choices=tuple(RECIPES), default='darts',
+                     help="ImageNet's training recipe: DARTS's train_imagenet.py, or PC-DARTS's (batch 1024, learning "
+                          'rate 0.5, --lr_scheduler linear, --lr_ramp_epochs 5)')
+    opt.add_argument('--lr_scheduler', choices=['cosine', 'step', 'linear'], default='cosine',
+                     help='cosine to learning_rate_min; step: multiply by --gamma every --decay_period epochs '
+                          "(DARTS's ImageNet); linear: to 0 over all but the last 5 epochs, which go on at a fifth "
+                          "of the slope (PC-DARTS's ImageNet)")
+    opt.add_argument('--lr_ramp_epochs', type=utils.bounded(int, 0), default=0,
+                     help="epoch e < N trains at lr * (e + 1) / N, then the schedule goes on (PC-DARTS's ImageNet: 5)")
     opt.add_argument('--gamma', type=utils.bounded(float, 0), default=0.97, help='step schedule: decay factor')
     opt.add_argument('--decay_period', type=utils.bounded(int, 1), default=1,
                      help='step schedule: epochs between decays')
@@ -80,11 +90,19 @@ def build_parser():
 
 
 def resolve_arguments(parser, argv):
-    """Command line over (resumed arguments, or DARTS's ImageNet defaults and NAS-Bench-201's recipe) over
-    parser defaults."""
-    return checkpoints.resolve_arguments(parser, argv, 'train', lambda args: {
-        **(IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {}),
+    """Command line over (resumed arguments, or the ImageNet recipe over DARTS's ImageNet defaults, and
+    NAS-Bench-201's recipe) over parser defaults."""
+    args, checkpoint = checkpoints.resolve_arguments(parser, argv, 'train', lambda args: {
+        **(IMAGENET_DEFAULTS if args.dataset == 'imagenet' else {}), **RECIPES[args.recipe],
         **(NB201_DEFAULTS if args.search_space == 'nas_bench_201' else {})})
+    if args.recipe != 'darts' and args.dataset != 'imagenet':
+        raise utils.UserError(f'--recipe {args.recipe} is its ImageNet recipe (on CIFAR it retrains as DARTS does): '
+                              'give --dataset imagenet')
+    if args.lr_ramp_epochs and args.warmup_epochs:
+        raise utils.UserError('--lr_ramp_epochs and --warmup_epochs both warm the learning rate up; give one of them')
+    if args.lr_scheduler == 'linear' and args.epochs <= 5:
+        raise utils.UserError('--lr_scheduler linear slows down for the last 5 epochs of the run; give --epochs over 5')
+    return args, checkpoint
 
 
 def train_step(net, forward, images, targets, criterion, optimizer, amp_autocast, scaler, auxiliary_weight,
@@ -102,7 +120,13 @@ def train_step(net, forward, images, targets, criterion, optimizer, amp_autocast
 
 
 def build_scheduler(optimizer, args):
-    """Cosine (CIFAR) or step decay (ImageNet), after a linear warm-up of --warmup_epochs for large batches."""
+    """Cosine (CIFAR), step decay (DARTS's ImageNet) or linear decay (PC-DARTS's ImageNet), after a linear warm-up
+    of --warmup_epochs for large batches, or with the first --lr_ramp_epochs replaced by a ramp (loop.ramped)."""
+    if args.lr_scheduler == 'linear' or args.lr_ramp_epochs:
+        factor = {'linear': functools.partial(pc_darts_linear_decay, args.epochs),
+                  'step': lambda epoch: args.gamma ** (epoch // args.decay_period),
+                  'cosine': loop.cosine_factor(args.learning_rate, args.learning_rate_min, args.epochs)}
+        return loop.ramped(optimizer, factor[args.lr_scheduler], args.lr_ramp_epochs)
     epochs = args.epochs - args.warmup_epochs
     if args.lr_scheduler == 'cosine':
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1), eta_min=args.learning_rate_min)
@@ -112,6 +136,12 @@ def build_scheduler(optimizer, args):
         return main
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, 1 / (args.warmup_epochs + 1), total_iters=args.warmup_epochs)
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[args.warmup_epochs])
+
+
+def pc_darts_linear_decay(epochs, epoch):
+    """PC-DARTS's adjust_lr in train_imagenet.py, as a multiple of the initial rate: to 0 over epochs - 5 epochs,
+    the last 5 at a fifth of that slope, because the rate 1/(epochs - 5) is still large there."""
+    return (epochs - 5 - epoch) / (epochs - 5) if epochs - epoch > 5 else (epochs - epoch) / ((epochs - 5) * 5)
 
 
 def prepare_network(args, info, genotype, device, distributed, channels_last):

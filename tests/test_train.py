@@ -80,8 +80,26 @@ def test_imagenet_defaults_apply_unless_given():
     args, _ = train.resolve_arguments(parser, ['--dataset', 'imagenet', '--layers', '12'])
     assert (args.init_channels, args.layers, args.batch_size, args.learning_rate) == (48, 12, 128, 0.1)
     assert (args.weight_decay, args.label_smooth, args.lr_scheduler, args.epochs) == (3e-5, 0.1, 'step', 250)
+    assert args.drop_path_prob == 0.0  # quark0/darts cnn/train_imagenet.py: --drop_path_prob 0
     args, _ = train.resolve_arguments(parser, [])
-    assert (args.init_channels, args.layers, args.epochs, args.arch) == (36, 20, 600, None)
+    assert (args.init_channels, args.layers, args.epochs, args.arch, args.drop_path_prob) == (36, 20, 600, None, 0.2)
+
+
+def test_pc_darts_imagenet_recipe_ramps_then_decays_linearly_as_its_train_imagenet_does():
+    parser = train.build_parser()
+    args, _ = train.resolve_arguments(parser, ['--dataset', 'imagenet', '--recipe', 'pc_darts'])
+    assert (args.batch_size, args.learning_rate, args.weight_decay, args.label_smooth) == (1024, 0.5, 3e-5, 0.1)
+    assert (args.init_channels, args.layers, args.epochs, args.drop_path_prob) == (48, 14, 250, 0.0)
+    rates = learning_rates(args)
+    # yuhuixu1993/PC-DARTS train_imagenet.py: 0.5 * (e + 1) / 5 for e < 5; adjust_lr: 0.5 * (245 - e) / 245 while
+    # 250 - e > 5, then 0.5 * (250 - e) / (245 * 5).
+    assert rates[:6] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.5 * 240 / 245])
+    assert rates[244:] == pytest.approx([0.5 / 245, 0.5 / 245, 0.4 / 245, 0.3 / 245, 0.2 / 245, 0.1 / 245])
+    for flags, message in ((['--recipe', 'pc_darts'], 'is its ImageNet recipe .*: give --dataset imagenet'),
+                           (['--lr_ramp_epochs', '5', '--warmup_epochs', '5'], 'give one of them'),
+                           (['--lr_scheduler', 'linear', '--epochs', '5'], 'give --epochs over 5')):
+        with pytest.raises(train.utils.UserError, match=message):
+            train.resolve_arguments(parser, flags)
 
 
 def test_genotype_flags_and_their_errors(in_tmp):
@@ -109,16 +127,22 @@ def test_test_py_names_mismatching_keys(in_tmp):
                    '--synthetic_test_size', '32', '--device', 'cpu'])
 
 
-def test_learning_rate_warm_up_then_the_schedule():
-    parser = train.build_parser()
-    args, _ = train.resolve_arguments(parser, ['--epochs', '10', '--warmup_epochs', '3', '--learning_rate', '0.4'])
+def learning_rates(args):
+    """The learning rate of every epoch of train.py's schedule for `args`."""
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], args.learning_rate)
     scheduler = train.build_scheduler(optimizer, args)
     rates = []
-    for _ in range(10):
+    for _ in range(args.epochs):
         rates.append(scheduler.get_last_lr()[0])
         optimizer.step()
         scheduler.step()
+    return rates
+
+
+def test_learning_rate_warm_up_then_the_schedule():
+    parser = train.build_parser()
+    args, _ = train.resolve_arguments(parser, ['--epochs', '10', '--warmup_epochs', '3', '--learning_rate', '0.4'])
+    rates = learning_rates(args)
     assert rates[:4] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert rates[4] < 0.4 and rates == sorted(rates[:4]) + sorted(rates[4:], reverse=True)
 
