@@ -89,3 +89,17 @@ def test_every_command_of_the_readme_and_the_docs_parses(page, command, capsys):
 def test_every_flag_of_every_script_has_help(script):
     parser = load_script(script).build_parser()
     assert [action.dest for action in parser._actions if action.dest != 'help' and not action.help] == []
+
+
+# Flags of other tools that the pages name (pip, torchrun, TensorBoard, vulture), and the example method's own.
+OTHER_TOOLS = {'--index-url', '--no-deps', '--nproc_per_node', '--nnodes', '--node_rank', '--master_addr',
+               '--master_port', '--logdir', '--min-confidence', '--ignore-decorators', '--entropy_weight'}
+
+
+def test_every_flag_the_pages_name_is_a_flag_of_a_script():
+    known = {name for script in SCRIPTS for action in load_script(script).build_parser()._actions
+             for name in action.option_strings}
+    unknown = sorted({(os.path.relpath(page, ROOT), flag) for page in PAGES[:-1]
+                      for flag in re.findall(r'(?<![\w-])(--[a-z][\w-]*)', open(page, encoding='utf-8').read())
+                      if flag not in known | OTHER_TOOLS})
+    assert unknown == []
