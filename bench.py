@@ -149,13 +149,15 @@ def curvature_case(sizes, tiny, speed):
     return case.batch_size, lambda: curvature.hessian_eigenvalue(objective, [batch])
 
 
-def train_case(batch_size, sizes, speed, inference):
-    config = dict(kind='cifar', C=sizes['train_channels'], num_classes=10, layers=sizes['train_layers'],
-                  auxiliary=True, in_channels=3, image_size=sizes['image_size'])
+def train_case(batch_size, sizes, speed, inference, classes=10):
+    """A training step (or an inference) of DARTS_V2 at `sizes`, ImageNet's network from 128 pixels up."""
+    config = dict(kind=model_lib.network_kind('', sizes['image_size']), C=sizes['train_channels'],
+                  num_classes=classes, layers=sizes['train_layers'], auxiliary=True, in_channels=3,
+                  image_size=sizes['image_size'])
     net = model_lib.build_network(config, genotypes.DARTS_V2).to(speed.device, memory_format=speed.memory_format)
     net.drop_path_prob = 0.1
     forward = torch.compile(net) if speed.compile else net
-    images, targets = random_batch(batch_size, 3, sizes['image_size'], 10, speed)
+    images, targets = random_batch(batch_size, 3, sizes['image_size'], classes, speed)
     if inference:
         net.eval()
 

@@ -49,6 +49,10 @@ PROJECTIONS = {'search': (50, 25_000), 'train': (600, 50_000)}
 # an epoch: the weights' share and the validation pass's). The methods are the README's NAS-Bench-201 sweep;
 # ImageNet's subsets are 10% and 2.5% of its 1,281,167 training images.
 CIFAR_HALVES = (25_000, 25_000)
+# DARTS_V2 as DARTS's train_imagenet.py trains it (C = 48, 14 cells, 224 pixels), for 250 epochs of ImageNet's
+# 1,281,167 training images, each tested on its 50,000 validation images.
+IMAGENET_NETWORK = dict(train_channels=48, train_layers=14, image_size=224)
+IMAGENET_RETRAINING = (250, 1_281_167, 50_000)
 NB201_SWEEP = ('darts', 'pc_darts', 'gdas', 'drnas', 'sdarts_rs', 'beta_darts')
 PROJECTED_SEARCHES = (
     *((f'nas_bench_201 {method}', ['--method', method, '--search_space', 'nas_bench_201'], 32, 10, CIFAR_HALVES)
@@ -200,12 +204,18 @@ def search_hours(flags, image_size, classes, images, speed, sync, steps, warmup)
     return seconds / 3600, rates, args
 
 
+def retraining_rates(batch, sizes, classes, speed, sync, steps, warmup):
+    """Images per second of DARTS_V2's training step ('train') and of its inference ('infer') at `sizes`."""
+    return {case: batch / utils.timed(bench.train_case(batch, sizes, speed, inference, classes), sync, steps, warmup)
+            for case, inference in (('train', False), ('infer', True))}
+
+
 def projections(device, dry, folder):
     """Estimated hours of the README's runs on this GPU, from measured steps: each search of the NAS-Bench-201
     sweep and DARTS's second order; DARTS's best of four (4 searches, 4 retrainings of 100 epochs on 45,000
-    images, one of 600 on 50,000, each epoch tested); PC-DARTS's ImageNet search at batch 128, bound by its step
-    or by the loader, whichever is slower, on one GPU and on eight (one GPU's time over eight: the gradients'
-    averaging is not counted)."""
+    images, one of 600 on 50,000, each epoch tested); PC-DARTS's ImageNet search and ImageNet's retraining at
+    batch 128, each bound by its step or by the loader, whichever is slower, on one GPU and on eight (one GPU's
+    time over eight: the gradients' averaging is not counted)."""
     speed = default_speed(device)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     steps, warmup = (1, 0) if dry else (5, 3)
@@ -217,10 +227,7 @@ def projections(device, dry, folder):
         searches[name] = {'case': name, 'batch': args.batch_size, 'epochs': args.epochs,
                           'warmup_epochs': args.warmup_epochs, 'step_images_per_s': rates, 'hours': hours}
     rows = list(searches.values())
-    batch = 8 if dry else 96
-    rate = {case: batch / utils.timed(bench.train_case(batch, bench.TINY if dry else bench.PAPER, speed, inference),
-                                      sync, steps, warmup)
-            for case, inference in (('train', False), ('infer', True))}
+    rate = retraining_rates(8 if dry else 96, bench.TINY if dry else bench.PAPER, 10, speed, sync, steps, warmup)
     retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
                   for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
     rows.append({'case': 'NAS-Bench-201 sweep, 4 seeds',
@@ -239,6 +246,15 @@ def projections(device, dry, folder):
     one_gpu = max(imagenet['hours'], loaded / loader['device'] / 3600)
     rows.append({'case': 'PC-DARTS ImageNet search', 'loader_images_per_s': loader, 'hours_one_gpu': one_gpu,
                  'hours_eight_gpus': one_gpu / 8})
+    # Retraining on ImageNet (DARTS's recipe, or PC-DARTS's over 8 GPUs: batch 128 a GPU either way), each epoch
+    # tested on the 50,000 validation images; bound by the step or by the loader of its training pipeline.
+    imagenet_rate = retraining_rates(8 if dry else 128, bench.TINY if dry else IMAGENET_NETWORK, 1000, speed, sync,
+                                     steps, warmup)
+    epochs, trained, tested = IMAGENET_RETRAINING
+    stepping = epochs * (trained / imagenet_rate['train'] + tested / imagenet_rate['infer']) / 3600
+    one_gpu = max(stepping, epochs * trained / loader['device'] / 3600)
+    rows.append({'case': 'ImageNet retraining, 250 epochs', 'retraining_images_per_s': imagenet_rate['train'],
+                 'loader_images_per_s': loader, 'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8})
     if folder:
         with open(os.path.join(folder, 'projections.md'), 'w', encoding='utf-8') as f:
             f.write(projections_markdown(rows))
@@ -249,14 +265,13 @@ def projections_markdown(rows):
     """The projections as a Markdown table, for BENCHMARKS.md and the README."""
     lines = ['| run | measured images/s | projected hours |', '| --- | --- | --- |']
     for row in rows:
-        if 'loader_images_per_s' in row:
-            shown = ', '.join(f'loader {rate:,.0f} ({decoder})' for decoder, rate in row['loader_images_per_s'].items())
-            hours = f"{row['hours_one_gpu']:.2f} on one GPU, {row['hours_eight_gpus']:.2f} on eight"
-        else:
-            shown = ', '.join(f'{rate:,.0f}' for rate in row.get('step_images_per_s', [])) or (
-                f"retraining {row['retraining_images_per_s']:,.0f}" if 'retraining_images_per_s' in row else '-')
-            hours = f"{row['hours']:.2f}"
-        lines.append(f"| {row['case']} | {shown} | {hours} |")
+        shown = [f'{rate:,.0f}' for rate in row.get('step_images_per_s', [])]
+        if 'retraining_images_per_s' in row:
+            shown.append(f"retraining {row['retraining_images_per_s']:,.0f}")
+        shown += [f'loader {rate:,.0f} ({decoder})' for decoder, rate in row.get('loader_images_per_s', {}).items()]
+        hours = (f"{row['hours_one_gpu']:.2f} on one GPU, {row['hours_eight_gpus']:.2f} on eight"
+                 if 'hours_one_gpu' in row else f"{row['hours']:.2f}")
+        lines.append(f"| {row['case']} | {', '.join(shown) or '-'} | {hours} |")
     return '\n'.join(lines) + '\n'
 
 

@@ -25,7 +25,7 @@ def test_the_dry_run_does_every_phase_and_writes_each_ones_json(in_tmp, capsys):
         'train DARTS_V2 b8'}
     projected = (in_tmp / 'check' / 'projections.md').read_text().splitlines()
     assert len(projected) == 2 + len(results['projections']['cases'])
-    assert projected[-1].startswith('| PC-DARTS ImageNet search | loader ') and projected[-1].endswith(' on eight |')
+    assert projected[-2].startswith('| PC-DARTS ImageNet search | loader ') and projected[-2].endswith(' on eight |')
     table = capsys.readouterr().out
     assert all(f'{phase} ' in table for phase in gpu_check.PHASES)
 
@@ -51,6 +51,13 @@ def test_projected_hours_add_up_each_stage_warm_up_and_validation_pass(monkeypat
     retraining = 4 * 100 * (45_000 / 800 + 5_000 / 400) + 600 * (50_000 / 800 + 10_000 / 400)
     assert rows['DARTS best of four']['hours'] == pytest.approx(4 * rows['darts --unrolled']['hours']
                                                                 + retraining / 3600)
+    # ImageNet's: 250 epochs of 1,281,167 images, each tested on 50,000, or the loader's time if that is longer.
+    imagenet = rows['ImageNet retraining, 250 epochs']
+    loaded = 250 * 1_281_167 / imagenet['loader_images_per_s']['device']
+    assert imagenet['hours_one_gpu'] == pytest.approx(max(250 * (1_281_167 / 800 + 50_000 / 400), loaded) / 3600)
+    assert imagenet['hours_eight_gpus'] == pytest.approx(imagenet['hours_one_gpu'] / 8)
+    table = gpu_check.projections_markdown(rows.values())
+    assert '| ImageNet retraining, 250 epochs | retraining 800, loader ' in table
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message of a machine without CUDA')
