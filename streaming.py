@@ -8,6 +8,7 @@ on the device. On the device path the workers only read file bytes; `decode` tur
 images with `torchvision.io.decode_jpeg` on the device (nvJPEG on CUDA), other formats being decoded by the
 workers, and `transform` crops, resizes, flips and jitters them there.
 """
+import contextlib
 import functools
 import math
 import warnings
@@ -126,19 +127,54 @@ def collate(items):
     return list(zip(*items))
 
 
+_DECODING_STREAMS = {}  # a CUDA device's stream for decoding
+
+
+@contextlib.contextmanager
+def decoding_stream(device):
+    """Decode on a CUDA stream of its own. torchvision's nvJPEG decoder allocates its outputs on the current stream
+    but writes them from a stream of its own that does not wait for the current one (pytorch/vision#9606): with
+    the training stream current it could be handed, and overwrite, a block that queued kernels still read. With
+    this stream current, its outputs come from blocks only decoding has used, which `handed_over` keeps from
+    reuse until the training stream is done with them."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        yield
+        return
+    if device not in _DECODING_STREAMS:
+        _DECODING_STREAMS[device] = torch.cuda.Stream(device)
+    training, decoding = torch.cuda.current_stream(device), _DECODING_STREAMS[device]
+    with torch.cuda.stream(decoding):
+        yield
+    training.wait_stream(decoding)
+
+
+def handed_over(images, device):
+    """`images` decoded on decoding_stream, for the current stream to use: each block is not reused before that
+    stream has finished with it."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        for image in images:
+            if image is not None:
+                image.record_stream(torch.cuda.current_stream(device))
+    return images
+
+
 def _decode_jpegs(raws, paths, mode, device):
     """Decoded images (None for a file that fails), batched on the device; one by one to name a failing file."""
     read_mode = ImageReadMode.RGB if mode == 'RGBA' else READ_MODES[mode]  # JPEG has no alpha channel
-    try:
-        images = torchvision.io.decode_jpeg(list(raws), mode=read_mode, device=device)
-    except RuntimeError:
-        images = []
-        for raw, path in zip(raws, paths):
-            try:
-                images.append(torchvision.io.decode_jpeg(raw, mode=read_mode, device=device))
-            except RuntimeError:
-                warnings.warn(f'skipped unreadable image file {path}', stacklevel=2)
-                images.append(None)
+    with decoding_stream(device):
+        try:
+            images = torchvision.io.decode_jpeg(list(raws), mode=read_mode, device=device)
+        except RuntimeError:
+            images = []
+            for raw, path in zip(raws, paths):
+                try:
+                    images.append(torchvision.io.decode_jpeg(raw, mode=read_mode, device=device))
+                except RuntimeError:
+                    warnings.warn(f'skipped unreadable image file {path}', stacklevel=2)
+                    images.append(None)
+    images = handed_over(images, device)
     if mode == 'RGBA':
         images = [None if image is None else torch.cat([image, torch.full_like(image[:1], 255)]) for image in images]
     return images

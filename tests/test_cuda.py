@@ -16,6 +16,7 @@ from test_streaming import grey_levels, write_jpegs
 import data
 import loaders
 import methods
+import streaming
 import successors  # noqa: F401  (registers the successor methods with methods.py)
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')]
@@ -167,3 +168,23 @@ def test_jpeg_decoded_by_nvjpeg_matches_pil_and_the_crops_repeat(tmp_path):
     resumed = list(train.iterate(1, start_step=1))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(epoch[1:], resumed, strict=True))
     assert epoch[0][0].device.type == 'cuda' and epoch[0][0].shape == (4, 3, 32, 32)
+
+
+def test_decoding_never_writes_into_memory_that_queued_kernels_still_read(tmp_path):
+    """pytorch/vision#9606: nvJPEG's outputs come from the current stream's freed blocks but are written at once.
+    Here tensors of a decoded image's size are freed while reductions of them wait behind a long kernel; the
+    decode must leave what those reductions read untouched."""
+    write_jpegs(tmp_path, splits=('train',), per_class=8)
+    files = [path.read_bytes() for path in sorted((tmp_path / 'train').rglob('*.JPEG'))]
+    batch = (files, [0] * len(files), [True] * len(files), ['x'] * len(files))
+    sizes = [image.numel() for image in streaming.decode(batch, 'RGB', 'cpu')[0]]
+    for _ in range(20):
+        held = [torch.full((size,), index % 7, dtype=torch.uint8, device='cuda') for index, size in enumerate(sizes)]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(50_000_000)  # tens of milliseconds of a kernel that keeps the stream busy
+        sums = [tensor.sum(dtype=torch.int64) for tensor in held]
+        del held  # freed while their sums are still queued
+        images = streaming.decode(batch, 'RGB', 'cuda')[0]
+        torch.cuda.synchronize()
+        assert [int(total) for total in sums] == [index % 7 * size for index, size in enumerate(sizes)]
+        assert [image.numel() for image in images] == sizes
