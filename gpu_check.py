@@ -215,50 +215,90 @@ def projections(device, dry, folder):
     sweep and DARTS's second order; DARTS's best of four (4 searches, 4 retrainings of 100 epochs on 45,000
     images, one of 600 on 50,000, each epoch tested); PC-DARTS's ImageNet search and ImageNet's retraining at
     batch 128, each bound by its step or by the loader, whichever is slower, on one GPU and on eight (one GPU's
-    time over eight: the gradients' averaging is not counted)."""
+    time over eight: the gradients' averaging is not counted). A case that fails is reported in its row (and in
+    the rows built on it); the others are still measured."""
     speed = default_speed(device)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     steps, warmup = (1, 0) if dry else (5, 3)
     toy = ['--init_channels', '8', '--batch_size', '8'] if dry else []
-    searches = {}
+    rows = {}
+
+    def measure(case, compute):
+        try:
+            rows[case] = {'case': case, **compute()}
+        except Exception as error:  # one failing case leaves the others' figures
+            rows[case] = {'case': case, 'error': f'{type(error).__name__}: {error}'[:300]}
+        return rows[case]
+
+    def measured(case):
+        if 'error' in rows[case]:
+            raise RuntimeError(f'{case} failed')
+        return rows[case]
+
     for name, flags, image_size, classes, images in PROJECTED_SEARCHES:
-        hours, rates, args = search_hours(flags + toy, 16 if dry else image_size, classes, images, speed, sync,
-                                          steps, warmup)
-        searches[name] = {'case': name, 'batch': args.batch_size, 'epochs': args.epochs,
-                          'warmup_epochs': args.warmup_epochs, 'step_images_per_s': rates, 'hours': hours}
-    rows = list(searches.values())
-    rate = retraining_rates(8 if dry else 96, bench.TINY if dry else bench.PAPER, 10, speed, sync, steps, warmup)
-    retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
-                  for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
-    rows.append({'case': 'NAS-Bench-201 sweep, 4 seeds',
-                 'hours': 4 * sum(searches[f'nas_bench_201 {method}']['hours'] for method in NB201_SWEEP)})
-    rows.append({'case': 'DARTS best of four', 'retraining_images_per_s': rate['train'],
-                 'hours': 4 * searches['darts --unrolled']['hours'] + 4 * retraining[100] + retraining[600]})
-    loader = {}
-    for decoder in ('device', 'workers'):
-        timed = bench.jpeg_loader_case(8 if dry else 128, decoder, dry, speed)
-        loader[decoder] = timed.batch_size * timed.batches / utils.timed(timed.step, sync, 1 if dry else 3, 1)
-    # The loaders read each epoch's weight batches, as many architecture batches after the warm-up, and the
-    # validation pass; one loader's rate is taken for all three, though they read in parallel.
-    imagenet = searches['pc_darts_imagenet b128']
-    weights, validation = PROJECTED_SEARCHES[-1][4]
-    loaded = imagenet['epochs'] * (weights + validation) + (imagenet['epochs'] - imagenet['warmup_epochs']) * weights
-    one_gpu = max(imagenet['hours'], loaded / loader['device'] / 3600)
-    rows.append({'case': 'PC-DARTS ImageNet search', 'loader_images_per_s': loader, 'hours_one_gpu': one_gpu,
-                 'hours_eight_gpus': one_gpu / 8})
-    # Retraining on ImageNet (DARTS's recipe, or PC-DARTS's over 8 GPUs: batch 128 a GPU either way), each epoch
-    # tested on the 50,000 validation images; bound by the step or by the loader of its training pipeline.
-    imagenet_rate = retraining_rates(8 if dry else 128, bench.TINY if dry else IMAGENET_NETWORK, 1000, speed, sync,
-                                     steps, warmup)
-    epochs, trained, tested = IMAGENET_RETRAINING
-    stepping = epochs * (trained / imagenet_rate['train'] + tested / imagenet_rate['infer']) / 3600
-    one_gpu = max(stepping, epochs * trained / loader['device'] / 3600)
-    rows.append({'case': 'ImageNet retraining, 250 epochs', 'retraining_images_per_s': imagenet_rate['train'],
-                 'loader_images_per_s': loader, 'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8})
+        measure(name, functools.partial(search_row, flags + toy, 16 if dry else image_size, classes, images, speed,
+                                        sync, steps, warmup))
+    measure('retraining DARTS_V2 b96', lambda: retraining_rates(
+        8 if dry else 96, bench.TINY if dry else bench.PAPER, 10, speed, sync, steps, warmup))
+    measure('NAS-Bench-201 sweep, 4 seeds',
+            lambda: {'hours': 4 * sum(measured(f'nas_bench_201 {method}')['hours'] for method in NB201_SWEEP)})
+
+    def best_of_four():
+        rate, search = measured('retraining DARTS_V2 b96'), measured('darts --unrolled')
+        retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
+                      for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
+        return {'retraining_images_per_s': rate['train'],
+                'hours': 4 * search['hours'] + 4 * retraining[100] + retraining[600]}
+    measure('DARTS best of four', best_of_four)
+    measure('ImageNet loader b128', lambda: loader_rates(8 if dry else 128, dry, speed, sync))
+
+    def imagenet_search():
+        # The loaders read each epoch's weight batches, as many architecture batches after the warm-up, and the
+        # validation pass; one loader's rate is taken for all three, though they read in parallel.
+        search, loader = measured('pc_darts_imagenet b128'), measured('ImageNet loader b128')
+        weights, validation = PROJECTED_SEARCHES[-1][4]
+        loaded = search['epochs'] * (weights + validation) + (search['epochs'] - search['warmup_epochs']) * weights
+        one_gpu = max(search['hours'], loaded / loader['device'] / 3600)
+        return {'loader_images_per_s': loader_only(loader), 'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8}
+    measure('PC-DARTS ImageNet search', imagenet_search)
+
+    def imagenet_retraining():
+        # DARTS's recipe, or PC-DARTS's over 8 GPUs: batch 128 a GPU either way; each epoch tested on the 50,000
+        # validation images; bound by the step or by the loader of its training pipeline.
+        loader = measured('ImageNet loader b128')
+        rates = retraining_rates(8 if dry else 128, bench.TINY if dry else IMAGENET_NETWORK, 1000, speed, sync,
+                                 steps, warmup)
+        epochs, trained, tested = IMAGENET_RETRAINING
+        stepping = epochs * (trained / rates['train'] + tested / rates['infer']) / 3600
+        one_gpu = max(stepping, epochs * trained / loader['device'] / 3600)
+        return {'retraining_images_per_s': rates['train'], 'loader_images_per_s': loader_only(loader),
+                'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8}
+    measure('ImageNet retraining, 250 epochs', imagenet_retraining)
+    shown = [row for case, row in rows.items() if case not in ('retraining DARTS_V2 b96', 'ImageNet loader b128')
+             or 'error' in row]
     if folder:
         with open(os.path.join(folder, 'projections.md'), 'w', encoding='utf-8') as f:
-            f.write(projections_markdown(rows))
-    return {'ok': True, 'cases': rows}
+            f.write(projections_markdown(shown))
+    return {'ok': all('error' not in row for row in rows.values()), 'cases': shown}
+
+
+def search_row(flags, image_size, classes, images, speed, sync, steps, warmup):
+    hours, rates, args = search_hours(flags, image_size, classes, images, speed, sync, steps, warmup)
+    return {'batch': args.batch_size, 'epochs': args.epochs, 'warmup_epochs': args.warmup_epochs,
+            'step_images_per_s': rates, 'hours': hours}
+
+
+def loader_rates(batch_size, dry, speed, sync):
+    """Images per second of ImageNet's training pipeline from JPEG files, decoded on the device and in workers."""
+    rates = {}
+    for decoder in ('device', 'workers'):
+        timed = bench.jpeg_loader_case(batch_size, decoder, dry, speed)
+        rates[decoder] = timed.batch_size * timed.batches / utils.timed(timed.step, sync, 1 if dry else 3, 1)
+    return rates
+
+
+def loader_only(row):
+    return {decoder: row[decoder] for decoder in ('device', 'workers')}
 
 
 def projections_markdown(rows):
@@ -269,7 +309,8 @@ def projections_markdown(rows):
         if 'retraining_images_per_s' in row:
             shown.append(f"retraining {row['retraining_images_per_s']:,.0f}")
         shown += [f'loader {rate:,.0f} ({decoder})' for decoder, rate in row.get('loader_images_per_s', {}).items()]
-        hours = (f"{row['hours_one_gpu']:.2f} on one GPU, {row['hours_eight_gpus']:.2f} on eight"
+        hours = (f"failed: {row['error']}" if 'error' in row else
+                 f"{row['hours_one_gpu']:.2f} on one GPU, {row['hours_eight_gpus']:.2f} on eight"
                  if 'hours_one_gpu' in row else f"{row['hours']:.2f}")
         lines.append(f"| {row['case']} | {', '.join(shown) or '-'} | {hours} |")
     return '\n'.join(lines) + '\n'

@@ -64,3 +64,20 @@ def test_projected_hours_add_up_each_stage_warm_up_and_validation_pass(monkeypat
 def test_without_a_gpu_it_says_to_use_dry():
     with pytest.raises(UserError, match='there is no CUDA device here; run the check on a GPU machine, or give --dry'):
         gpu_check.main(['--output', 'never'])
+
+
+def test_a_projection_that_fails_is_reported_and_the_others_still_measured(monkeypatch):
+    search_hours = gpu_check.search_hours
+
+    def failing(flags, *rest):
+        if '--unrolled' in flags:
+            raise RuntimeError('CUDA out of memory')
+        return search_hours(flags, *rest)
+    monkeypatch.setattr(gpu_check, 'search_hours', failing)
+    result = gpu_check.projections(torch.device('cpu'), True, None)
+    rows = {row['case']: row for row in result['cases']}
+    assert not result['ok'] and rows['darts --unrolled']['error'] == 'RuntimeError: CUDA out of memory'
+    assert rows['DARTS best of four']['error'] == 'RuntimeError: darts --unrolled failed'
+    assert rows['NAS-Bench-201 sweep, 4 seeds']['hours'] > 0 and rows['PC-DARTS ImageNet search']['hours_one_gpu'] > 0
+    assert '| darts --unrolled | - | failed: RuntimeError: CUDA out of memory |' in gpu_check.projections_markdown(
+        result['cases'])
