@@ -222,64 +222,67 @@ def projections(device, dry, folder):
     steps, warmup = (1, 0) if dry else (5, 3)
     toy = ['--init_channels', '8', '--batch_size', '8'] if dry else []
     rows = {}
-
-    def measure(case, compute):
-        try:
-            rows[case] = {'case': case, **compute()}
-        except Exception as error:  # one failing case leaves the others' figures
-            rows[case] = {'case': case, 'error': f'{type(error).__name__}: {error}'[:300]}
-        return rows[case]
-
-    def measured(case):
-        if 'error' in rows[case]:
-            raise RuntimeError(f'{case} failed')
-        return rows[case]
-
     for name, flags, image_size, classes, images in PROJECTED_SEARCHES:
-        measure(name, functools.partial(search_row, flags + toy, 16 if dry else image_size, classes, images, speed,
-                                        sync, steps, warmup))
-    measure('retraining DARTS_V2 b96', lambda: retraining_rates(
+        measure(rows, name, functools.partial(search_row, flags + toy, 16 if dry else image_size, classes, images,
+                                              speed, sync, steps, warmup))
+    measure(rows, 'retraining DARTS_V2 b96', lambda: retraining_rates(
         8 if dry else 96, bench.TINY if dry else bench.PAPER, 10, speed, sync, steps, warmup))
-    measure('NAS-Bench-201 sweep, 4 seeds',
-            lambda: {'hours': 4 * sum(measured(f'nas_bench_201 {method}')['hours'] for method in NB201_SWEEP)})
-
-    def best_of_four():
-        rate, search = measured('retraining DARTS_V2 b96'), measured('darts --unrolled')
-        retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
-                      for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
-        return {'retraining_images_per_s': rate['train'],
-                'hours': 4 * search['hours'] + 4 * retraining[100] + retraining[600]}
-    measure('DARTS best of four', best_of_four)
-    measure('ImageNet loader b128', lambda: loader_rates(8 if dry else 128, dry, speed, sync))
-
-    def imagenet_search():
-        # The loaders read each epoch's weight batches, as many architecture batches after the warm-up, and the
-        # validation pass; one loader's rate is taken for all three, though they read in parallel.
-        search, loader = measured('pc_darts_imagenet b128'), measured('ImageNet loader b128')
-        weights, validation = PROJECTED_SEARCHES[-1][4]
-        loaded = search['epochs'] * (weights + validation) + (search['epochs'] - search['warmup_epochs']) * weights
-        one_gpu = max(search['hours'], loaded / loader['device'] / 3600)
-        return {'loader_images_per_s': loader_only(loader), 'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8}
-    measure('PC-DARTS ImageNet search', imagenet_search)
-
-    def imagenet_retraining():
-        # DARTS's recipe, or PC-DARTS's over 8 GPUs: batch 128 a GPU either way; each epoch tested on the 50,000
-        # validation images; bound by the step or by the loader of its training pipeline.
-        loader = measured('ImageNet loader b128')
-        rates = retraining_rates(8 if dry else 128, bench.TINY if dry else IMAGENET_NETWORK, 1000, speed, sync,
-                                 steps, warmup)
-        epochs, trained, tested = IMAGENET_RETRAINING
-        stepping = epochs * (trained / rates['train'] + tested / rates['infer']) / 3600
-        one_gpu = max(stepping, epochs * trained / loader['device'] / 3600)
-        return {'retraining_images_per_s': rates['train'], 'loader_images_per_s': loader_only(loader),
-                'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8}
-    measure('ImageNet retraining, 250 epochs', imagenet_retraining)
+    measure(rows, 'NAS-Bench-201 sweep, 4 seeds', lambda: {
+        'hours': 4 * sum(measured(rows, f'nas_bench_201 {method}')['hours'] for method in NB201_SWEEP)})
+    measure(rows, 'DARTS best of four', lambda: best_of_four(rows))
+    measure(rows, 'ImageNet loader b128', lambda: loader_rates(8 if dry else 128, dry, speed, sync))
+    measure(rows, 'PC-DARTS ImageNet search', lambda: imagenet_search(rows))
+    measure(rows, 'ImageNet retraining, 250 epochs', lambda: imagenet_retraining(rows, retraining_rates(
+        8 if dry else 128, bench.TINY if dry else IMAGENET_NETWORK, 1000, speed, sync, steps, warmup)))
     shown = [row for case, row in rows.items() if case not in ('retraining DARTS_V2 b96', 'ImageNet loader b128')
              or 'error' in row]
     if folder:
         with open(os.path.join(folder, 'projections.md'), 'w', encoding='utf-8') as f:
             f.write(projections_markdown(shown))
     return {'ok': all('error' not in row for row in rows.values()), 'cases': shown}
+
+
+def measure(rows, case, compute):
+    """rows[case]: what compute() measured, or why it failed."""
+    try:
+        rows[case] = {'case': case, **compute()}
+    except Exception as error:  # one failing case leaves the others' figures
+        rows[case] = {'case': case, 'error': f'{type(error).__name__}: {error}'[:300]}
+
+
+def measured(rows, case):
+    if 'error' in rows[case]:
+        raise RuntimeError(f'{case} failed')
+    return rows[case]
+
+
+def best_of_four(rows):
+    rate, search = measured(rows, 'retraining DARTS_V2 b96'), measured(rows, 'darts --unrolled')
+    retraining = {epochs: epochs * (trained / rate['train'] + tested / rate['infer']) / 3600
+                  for epochs, trained, tested in ((100, 45_000, 5_000), (600, 50_000, 10_000))}
+    return {'retraining_images_per_s': rate['train'],
+            'hours': 4 * search['hours'] + 4 * retraining[100] + retraining[600]}
+
+
+def imagenet_search(rows):
+    """The loaders read each epoch's weight batches, as many architecture batches after the warm-up, and the
+    validation pass; one loader's rate is taken for all three, though they read in parallel."""
+    search, loader = measured(rows, 'pc_darts_imagenet b128'), measured(rows, 'ImageNet loader b128')
+    weights, validation = PROJECTED_SEARCHES[-1][4]
+    loaded = search['epochs'] * (weights + validation) + (search['epochs'] - search['warmup_epochs']) * weights
+    one_gpu = max(search['hours'], loaded / loader['device'] / 3600)
+    return {'loader_images_per_s': loader_only(loader), 'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8}
+
+
+def imagenet_retraining(rows, rates):
+    """DARTS's recipe, or PC-DARTS's over 8 GPUs (batch 128 a GPU either way) at `rates`, each epoch tested on the
+    50,000 validation images; bound by the step or by the loader of its training pipeline."""
+    loader = measured(rows, 'ImageNet loader b128')
+    epochs, trained, tested = IMAGENET_RETRAINING
+    stepping = epochs * (trained / rates['train'] + tested / rates['infer']) / 3600
+    one_gpu = max(stepping, epochs * trained / loader['device'] / 3600)
+    return {'retraining_images_per_s': rates['train'], 'loader_images_per_s': loader_only(loader),
+            'hours_one_gpu': one_gpu, 'hours_eight_gpus': one_gpu / 8}
 
 
 def search_row(flags, image_size, classes, images, speed, sync, steps, warmup):
