@@ -51,10 +51,12 @@ def none_column(op_names):
 
 
 def edge_strength(weights, op_names):
-    """DARTS's strength of every edge: its best non-`none` op weight, times its edge weight if it has one."""
+    """DARTS's strength of every edge: its best non-`none` op weight, times its edge weight if it has one. The
+    product is taken in the weights' precision, as PC-DARTS's genotype() multiplies its float32 arrays, so that
+    two edges whose strengths are equal there tie, and the lower index wins."""
     ops = weights.ops.detach()
-    best = ops.gather(1, best_ops(ops, none_column(op_names)).unsqueeze(1)).squeeze(1).double()
-    return best if weights.edges is None else best * weights.edges.detach().double()
+    best = ops.gather(1, best_ops(ops, none_column(op_names)).unsqueeze(1)).squeeze(1)
+    return best if weights.edges is None else best * weights.edges.detach()
 
 
 def derive_cell(weights, op_names, steps, strength):

@@ -1,4 +1,5 @@
 """derivation.py: one rule derives every cell, and every place that derives one agrees with it."""
+import numpy as np
 import pytest
 import torch
 from conftest import supernet
@@ -19,10 +20,11 @@ alphas_of = st.lists(st.integers(0, 3), min_size=14 * 8, max_size=14 * 8)
 
 def reference_cell(ops, edges, steps=4):
     """DARTS's derivation written plainly, for the test: each edge's best non-`none` op (column 0) of the
-    lowest index among equals, its strength that op's weight times the edge's weight, and per node the two
-    strongest edges, the lower index first among equals."""
+    lowest index among equals, its strength that op's weight times the edge's weight in float32 (PC-DARTS's
+    genotype() multiplies float32 arrays), and per node the two strongest edges, the lower index first among
+    equals."""
     best = [max(range(1, len(row)), key=lambda i: (row[i], -i)) for row in ops]
-    strength = [row[i] * edge for row, i, edge in zip(ops, best, edges)]
+    strength = [np.float32(row[i]) * np.float32(edge) for row, i, edge in zip(ops, best, edges)]
     cell, start = [], 0
     for node in range(steps):
         kept = sorted(range(start, start + node + 2), key=lambda e: (-strength[e], e))[:2]

@@ -132,6 +132,7 @@ def test_fixed_alpha_without_darts_pt_is_refused(in_tmp):
     assert not (in_tmp / 'refused').exists()
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_the_selection_names_the_last_stage_and_one_of_the_old_form_still_resumes(in_tmp):
     pt = ['--selection', 'pt', '--pt_interval', '1', '--pt_batches', '1']
     cell = train_search.main(TINY + ['--epochs', '1', '--exp_path', 'run'] + pt)
