@@ -99,7 +99,9 @@ def resolve_arguments(parser, argv):
         raise utils.UserError(f'--recipe {args.recipe} is its ImageNet recipe (on CIFAR it retrains as DARTS does): '
                               'give --dataset imagenet')
     if args.lr_ramp_epochs and args.warmup_epochs:
-        raise utils.UserError('--lr_ramp_epochs and --warmup_epochs both warm the learning rate up; give one of them')
+        raise utils.UserError(f'--lr_ramp_epochs {args.lr_ramp_epochs} (--recipe pc_darts sets 5) and '
+                              '--warmup_epochs both warm the learning rate up; give one of them (--lr_ramp_epochs 0 '
+                              'turns the ramp off)')
     if args.lr_scheduler == 'linear' and args.epochs <= 5:
         raise utils.UserError('--lr_scheduler linear slows down for the last 5 epochs of the run; give --epochs over 5')
     return args, checkpoint
