@@ -11,7 +11,7 @@ import contextlib
 import torch
 from torch.func import functional_call
 
-import loop
+import precision
 
 
 class SearchObjective:
@@ -75,7 +75,7 @@ class SearchObjective:
         amp_autocast = self.amp_autocast
         self.amp_autocast = contextlib.nullcontext
         try:
-            with loop.exact_float32():
+            with precision.exact_float32():
                 yield
         finally:
             self.amp_autocast = amp_autocast

@@ -30,10 +30,10 @@ import data
 import export
 import genotypes
 import loaders
-import loop
 import methods as methods_lib
 import model as model_lib
 import parallel
+import precision
 import streaming
 import utils
 from train import train_step
@@ -68,11 +68,11 @@ class Speed:
     device: torch.device
 
     def autocast(self):
-        return loop.autocast_factory(self.dtype, self.device)()
+        return precision.autocast_factory(self.dtype, self.device)()
 
     @property
     def memory_format(self):
-        return loop.memory_format(self.channels_last)
+        return precision.memory_format(self.channels_last)
 
 
 class Timed(NamedTuple):
@@ -168,7 +168,7 @@ def train_case(batch_size, sizes, speed, inference, classes=10):
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
     criterion = nn.CrossEntropyLoss()
-    scaler = loop.grad_scaler(speed.dtype, speed.device)
+    scaler = precision.grad_scaler(speed.dtype, speed.device)
     return lambda: train_step(net, forward, images, targets, criterion, optimizer, speed.autocast, scaler, 0.4, 5.0)
 
 
@@ -239,7 +239,7 @@ def build_parser():
     parser.add_argument('--baseline', action='store_true',
                         help="the original repositories' setting: float32, NCHW, no compilation, cudnn autotuning on")
     parser.add_argument('--output', default='bench.json', help='where to write the results as JSON')
-    loop.add_speed_arguments(parser, compile_option=True)
+    precision.add_speed_arguments(parser, compile_option=True)
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N, or auto')
     parser.add_argument('--latency', nargs='?', const='eager', metavar='FILE',
                         help="instead: inference latency at batch 1 and at --batch_sizes, of an exported network "
@@ -315,7 +315,7 @@ def main(argv=None):
     if args.baseline:
         speed = Speed(None, False, False, device)
     else:
-        speed = Speed(loop.amp_dtype(args.amp, device), loop.use_channels_last(args.channels_last, device),
+        speed = Speed(precision.amp_dtype(args.amp, device), precision.use_channels_last(args.channels_last, device),
                       args.compile, device)
     sizes = TINY if args.tiny else PAPER
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)

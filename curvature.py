@@ -9,7 +9,7 @@ products (double backward) finds it, which costs a few dozen backward passes wha
 """
 import torch
 
-import loop
+import precision
 import utils
 
 
@@ -59,7 +59,7 @@ def hessian_eigenvalue(objective, batches, arch_weight_decay=0.0, iterations=100
     devices = [device] if device.type == 'cuda' else []
     net.train()
     try:
-        with torch.random.fork_rng(devices=devices), loop.exact_float32():
+        with torch.random.fork_rng(devices=devices), precision.exact_float32():
             loss = sum(net.criterion(net(images, objective.arch.weights()), targets) for images, targets in batches)
             loss = loss / len(batches)
             gradient = _flat(torch.autograd.grad(loss, parameters, create_graph=True, allow_unused=True), parameters)

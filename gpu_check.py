@@ -34,13 +34,13 @@ import torch
 
 import bench
 import host_reads
-import loop
 import train_search
 import utils
 from architect import Architect, SearchObjective
 from architecture import Architecture
 from methods import Methods
 from model_search import Network
+from precision import amp_dtype
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # CIFAR-10: a search epoch trains w on 25,000 images, a retraining epoch on 50,000.
@@ -74,7 +74,7 @@ def build_parser():
 
 def default_speed(device):
     """The speed settings the scripts choose by default on `device` (bf16 and channels_last on a GPU)."""
-    return bench.Speed(loop.amp_dtype('auto', device), device.type == 'cuda', False, device)
+    return bench.Speed(amp_dtype('auto', device), device.type == 'cuda', False, device)
 
 
 def environment(device, dry, folder):

@@ -21,6 +21,7 @@ import loaders
 import loop
 import model as model_lib
 import parallel
+import precision
 import utils
 
 # Defaults for a bare state_dict, as DARTS's test.py and test_imagenet.py had them.
@@ -56,7 +57,7 @@ def build_parser():
     run.add_argument('--export', metavar='FILE',
                      help='instead of testing, export the evaluation network to FILE.onnx (ONNX), FILE.pt '
                           '(TorchScript) or FILE.pt2 (torch.export) and check it on a test batch')
-    loop.add_speed_arguments(parser, compile_option=True)
+    precision.add_speed_arguments(parser, compile_option=True)
     return parser
 
 
@@ -137,8 +138,8 @@ def look_up(args, cell=None):
 
 def evaluate_weights(args, given, device, distributed):
     utils.configure_device(device, args.deterministic)
-    amp_autocast = loop.autocast_factory(loop.amp_dtype(args.amp, device), device)
-    channels_last = loop.use_channels_last(args.channels_last, device)
+    amp_autocast = precision.autocast_factory(precision.amp_dtype(args.amp, device), device)
+    channels_last = precision.use_channels_last(args.channels_last, device)
     logger = utils.get_logger(enabled=distributed.is_main)
     source = checkpoints.load_checkpoint(args.model_path)
     config, genotype, saved_args, told, genotype_source = describe_model(args, given, source)
@@ -151,7 +152,7 @@ def evaluate_weights(args, given, device, distributed):
     net = model_lib.build_network(config, genotype)
     checkpoints.load_weights(net, source, origin=args.model_path,
                              hint=f'it was built with {told}; give the flags the weights were trained with')
-    net.to(device, memory_format=loop.memory_format(channels_last))
+    net.to(device, memory_format=precision.memory_format(channels_last))
     loader = loaders.make_loader(test_split, info, args.batch_size, device=device, train=False,
                                  channels_last=channels_last, workers=data_flags['workers'], rank=distributed.rank,
                                  world_size=distributed.world_size)

@@ -16,6 +16,7 @@ import loaders
 import loop
 import model as model_lib
 import parallel
+import precision
 import utils
 
 # DARTS's train_imagenet.py defaults, used with --dataset imagenet unless a flag says otherwise.
@@ -84,7 +85,7 @@ def build_parser():
                      help='linear learning-rate warm-up, for the large total batches of many processes')
     opt.add_argument('--sync_bn', action='store_true',
                      help='with torchrun on GPUs: BatchNorm statistics over the whole batch of all processes')
-    loop.add_speed_arguments(parser, compile_option=True)
+    precision.add_speed_arguments(parser, compile_option=True)
     loop.add_run_arguments(parser, default_seed=0)
     return parser
 
@@ -152,7 +153,7 @@ def prepare_network(args, info, genotype, device, distributed, channels_last):
                   num_classes=info.num_classes, layers=args.layers, auxiliary=args.auxiliary,
                   in_channels=info.in_channels, image_size=info.image_size)
     utils.seed_everything(args.seed)  # the same initial weights on every rank
-    net = model_lib.build_network(config, genotype).to(device, memory_format=loop.memory_format(channels_last))
+    net = model_lib.build_network(config, genotype).to(device, memory_format=precision.memory_format(channels_last))
     utils.seed_everything(args.seed + distributed.rank)  # each rank its own drop-path stream
     forward = net
     if distributed.enabled:
@@ -191,9 +192,9 @@ def retrain(args, checkpoint, device, distributed):
         raise utils.UserError('--sync_bn needs CUDA devices; on the CPU each process keeps its own BatchNorm '
                               'statistics')
     utils.configure_device(device, args.deterministic)
-    dtype = loop.amp_dtype(args.amp, device)
-    amp_autocast, scaler = loop.autocast_factory(dtype, device), loop.grad_scaler(dtype, device)
-    channels_last = loop.use_channels_last(args.channels_last, device)
+    dtype = precision.amp_dtype(args.amp, device)
+    amp_autocast, scaler = precision.autocast_factory(dtype, device), precision.grad_scaler(dtype, device)
+    channels_last = precision.use_channels_last(args.channels_last, device)
     genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch,
                                                               space=args.search_space)
     train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args), device)

@@ -31,6 +31,7 @@ import methods
 import model as model_lib
 import model_search
 import parallel
+import precision
 import progressive
 import search_log
 import search_split
@@ -181,7 +182,7 @@ def build_parser():
     curvature.add_arguments(parser)
     early_stopping.add_arguments(parser)
     selection.add_arguments(parser)
-    loop.add_speed_arguments(parser)
+    precision.add_speed_arguments(parser)
     loop.add_run_arguments(parser, default_seed=2)
     return parser
 
@@ -381,9 +382,9 @@ def search(args, checkpoint, notes, device, distributed):
     """The search's stages (one, or P-DARTS's), each on a fresh supernet that keeps the candidates the previous one
     ranked highest, then DARTS-PT's selection if asked. Epochs count across stages; a checkpoint names its stage."""
     utils.configure_device(device, args.deterministic)
-    dtype = loop.amp_dtype(args.amp, device)
-    amp_autocast = loop.autocast_factory(dtype, device)
-    channels_last = loop.use_channels_last(args.channels_last, device)
+    dtype = precision.amp_dtype(args.amp, device)
+    amp_autocast = precision.autocast_factory(dtype, device)
+    channels_last = precision.use_channels_last(args.channels_last, device)
     train_split, _, info = data.load_dataset(data.DataConfig.from_flags(args, colour_jitter=False), device)
     utils.seed_everything(args.seed)
     # The methods' draws (GDAS's and DrNAS's samples, SDARTS's noise) come from one generator, seeded alike on
@@ -398,7 +399,7 @@ def search(args, checkpoint, notes, device, distributed):
 
     def architecture_of(stage):
         arch = build_architecture(args, info, stage.layers, stage.partial_channels, args.max_skip)
-        arch.net.to(device, memory_format=loop.memory_format(channels_last))
+        arch.net.to(device, memory_format=precision.memory_format(channels_last))
         return arch
 
     schedule_epochs = args.epochs * (len(stages) if args.stage_continue else 1)

@@ -1,4 +1,4 @@
-"""loop.py: mixed precision, the non-finite loss guard, progress lines, stop requests and the epoch helpers."""
+"""loop.py and precision.py: mixed precision, the loss guard, progress lines, stop requests, the epoch helpers."""
 import contextlib
 import re
 
@@ -8,6 +8,7 @@ from torch import nn
 
 import loop
 import parallel
+import precision
 import utils
 
 SINGLE = parallel.Distributed()  # the Distributed of a run without torchrun
@@ -15,15 +16,15 @@ SINGLE = parallel.Distributed()  # the Distributed of a run without torchrun
 
 def test_automatic_precision_scaler_and_memory_format():
     cpu = torch.device('cpu')
-    assert loop.amp_dtype('auto', cpu) is None and loop.amp_dtype('bf16', cpu) == torch.bfloat16
-    assert loop.autocast_factory(None, cpu) is contextlib.nullcontext
-    with loop.autocast_factory(torch.bfloat16, cpu)():
+    assert precision.amp_dtype('auto', cpu) is None and precision.amp_dtype('bf16', cpu) == torch.bfloat16
+    assert precision.autocast_factory(None, cpu) is contextlib.nullcontext
+    with precision.autocast_factory(torch.bfloat16, cpu)():
         assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
-    assert loop.grad_scaler(None, cpu) is None and loop.grad_scaler(torch.bfloat16, cpu) is None
-    assert isinstance(loop.grad_scaler(torch.float16, cpu), torch.amp.GradScaler)
-    assert not loop.use_channels_last(None, cpu) and loop.use_channels_last(True, cpu)
+    assert precision.grad_scaler(None, cpu) is None and precision.grad_scaler(torch.bfloat16, cpu) is None
+    assert isinstance(precision.grad_scaler(torch.float16, cpu), torch.amp.GradScaler)
+    assert not precision.use_channels_last(None, cpu) and precision.use_channels_last(True, cpu)
     cuda = torch.device('cuda')
-    assert loop.use_channels_last(None, cuda) and not loop.use_channels_last(False, cuda)
+    assert precision.use_channels_last(None, cuda) and not precision.use_channels_last(False, cuda)
 
 
 def test_backward_step_clips_and_steps():

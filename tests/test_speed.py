@@ -6,7 +6,7 @@ import torch
 from conftest import load_script, supernet
 
 import genotypes
-import loop
+import precision
 import model
 import utils
 from architect import SearchObjective
@@ -29,7 +29,7 @@ def test_bf16_logits_are_within_one_percent_of_float32():
     net, x = eval_net(), torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         reference = net(x)[0]
-        with loop.autocast_factory(torch.bfloat16, torch.device('cpu'))():
+        with precision.autocast_factory(torch.bfloat16, torch.device('cpu'))():
             low = net(x)[0]
     assert low.dtype == torch.bfloat16 and relative_error(low, reference) < 1e-2
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def test_bf16_logits_are_within_one_percent_of_float32():
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         reference = arch.net(x, arch.weights())
-        with loop.autocast_factory(torch.bfloat16, torch.device('cpu'))():
+        with precision.autocast_factory(torch.bfloat16, torch.device('cpu'))():
             weights = arch.weights()
             low = arch.net(x, weights)
     assert relative_error(low, reference) < 1e-2
