@@ -9,6 +9,7 @@ mean ± std over the seeds, on this machine or on a SLURM cluster through submit
 """
 import os
 
+import sweep_table
 import sweeps
 import utils
 
@@ -99,8 +100,8 @@ def submit(args, sweep):
 
 
 def tabulate(folder):
-    rows = sweeps.table(folder, sweeps.load_sweep(folder))
-    paths = sweeps.write_table(folder, rows)
+    rows = sweep_table.table(folder, sweeps.load_sweep(folder))
+    paths = sweep_table.write_table(folder, rows)
     print(open(paths[0], encoding='utf-8').read(), end='')
     print(f'wrote {", ".join(paths)}')
     return rows
