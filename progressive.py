@@ -87,6 +87,19 @@ def stage_epochs(stage, net, warmup_epochs, epochs, logs_rate):
     return begin_epoch
 
 
+def enter_stage(previous, current, masks, continued, widening_seed, restart_lr):
+    """The move from stage `previous` to `current` (train_search.StageState each): the new supernet keeps only
+    the candidates in `masks`; with `continued` (--stage_continue, DrNAS) it also takes over the previous
+    stage's weights, architecture and optimisers (carry_over, widening with a generator of `widening_seed`)
+    and sets the op parameters of the candidates dropped to 0 (prune_architecture); without, the new supernet
+    starts afresh, as P-DARTS's stages do."""
+    if continued:
+        carry_over(previous, current, torch.Generator().manual_seed(widening_seed), restart_lr)
+    current.model.set_op_masks(masks)
+    if continued:
+        prune_architecture(current.model, masks)
+
+
 def carry_over(previous, current, generator, restart_lr=True):
     """DrNAS's passage to the next stage: `current` takes over from `previous` (each a train_search.StageState:
     model, w_optimizer, scheduler, architect). The weights widen to the new partial channels as Net2Wider

@@ -59,3 +59,11 @@ def log_stage(logger, stage, stages, model):
     logger.info('stage %d of %d: supernet of %d cells at partial channels K = %d and %.6f M parameters, %d '
                 'candidate(s) per edge, skip dropout %.2f', stage.index + 1, len(stages), stage.layers,
                 stage.partial_channels, utils.count_parameters_in_millions(model), kept, stage.skip_dropout)
+
+
+def log_result(run, genotype):
+    """The end of a search: the cell found, what the run folder holds, and how to retrain the cell."""
+    run.logger.info('final genotype = %s', genotypes.genotype_repr(genotype))
+    run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
+                    'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
+                    run.exp_dir, run.path('genotype.json'))

@@ -24,7 +24,6 @@ import early_stopping
 import cost  # noqa: F401  (registers the cost penalty with methods.py)
 import checkpoints
 import data
-import genotypes
 import loaders
 import loop
 import methods
@@ -125,6 +124,20 @@ def build_parser():
     data.add_data_arguments(parser)
     loaders.add_augmentation_arguments(parser, cutmix=False)
     search_split.add_arguments(parser)
+    add_space_arguments(parser)
+    add_optimisation_arguments(parser)
+    methods.add_arguments(parser)
+    progressive.add_arguments(parser)
+    curvature.add_arguments(parser)
+    early_stopping.add_arguments(parser)
+    selection.add_arguments(parser)
+    precision.add_speed_arguments(parser)
+    loop.add_run_arguments(parser, default_seed=2)
+    return parser
+
+
+def add_space_arguments(parser):
+    """The supernet: its space, size and the options that shape its cells."""
     space = parser.add_argument_group('search space')
     space.add_argument('--search_space', choices=SEARCH_SPACES, default='darts',
                        help="darts: DARTS's cell; nas_bench_201: NAS-Bench-201's, whose 15,625 cells are tabulated; "
@@ -147,6 +160,10 @@ def build_parser():
                        help="pooling candidates without the BatchNorm DARTS puts after them (DrNAS's supernet)")
     space.add_argument('--alpha_attention', action='store_true',
                        help='alpha-DARTS: channel attention, steered by the architecture, picks the searched channels')
+
+
+def add_optimisation_arguments(parser):
+    """DARTS's two optimisers: SGD with a cosine schedule for the weights, Adam for the architecture."""
     opt = parser.add_argument_group('optimisation')
     opt.add_argument('--batch_size', type=utils.bounded(int, 1), default=64, help='batch size')
     opt.add_argument('--learning_rate', type=utils.bounded(float, 0), default=0.025, help='initial learning rate of w')
@@ -177,14 +194,6 @@ def build_parser():
                      help='clip the architecture gradient to this norm (0: not clipped, as DARTS; P-DARTS: 5)')
     opt.add_argument('--warmup_epochs', type=utils.bounded(int, 0), default=0,
                      help='epochs with the architecture frozen')
-    methods.add_arguments(parser)
-    progressive.add_arguments(parser)
-    curvature.add_arguments(parser)
-    early_stopping.add_arguments(parser)
-    selection.add_arguments(parser)
-    precision.add_speed_arguments(parser)
-    loop.add_run_arguments(parser, default_seed=2)
-    return parser
 
 
 def resolve_arguments(parser, argv):
@@ -422,13 +431,9 @@ def search(args, checkpoint, notes, device, distributed):
             state = StageState(model, *build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs,
                                                         generator))
             if stage.index != first:
-                if args.stage_continue:
-                    widening = torch.Generator().manual_seed(args.seed * 1009 + stage.index)
-                    progressive.carry_over(previous, state, widening, restart_lr=args.stage_lr == 'restart')
-                model.set_op_masks(masks)
-                if args.stage_continue:
-                    progressive.prune_architecture(model, masks)
-            if stage.index == first:
+                progressive.enter_stage(previous, state, masks, args.stage_continue,
+                                        args.seed * 1009 + stage.index, restart_lr=args.stage_lr == 'restart')
+            else:
                 begin(session, search_run, checkpoint, state)
                 search_log.log_plan(run.logger, [*notes, loaders.data_line(info, train_queue)], arch,
                                     info.num_classes, args.batch_size, distributed.world_size, len(stages), args.epochs,
@@ -445,10 +450,7 @@ def search(args, checkpoint, notes, device, distributed):
                                                                     schedule_epochs, generator))
             select_cell(search_run, session, state, stages[-1].index, len(stages) * args.epochs, args, checkpoint)
     genotype = early_stopping.kept_genotype(session.history) or arch.genotype()
-    run.logger.info('final genotype = %s', genotypes.genotype_repr(genotype))
-    run.logger.info('wrote %s: genotype.json (the cell), metrics.jsonl (with the architecture weights of every '
-                    'epoch), checkpoint.pt, args.json, log.txt; retrain the cell with: python train.py --arch_path %s',
-                    run.exp_dir, run.path('genotype.json'))
+    search_log.log_result(run, genotype)
     return genotype
 
 
