@@ -122,6 +122,13 @@ def train_step(net, forward, images, targets, criterion, optimizer, amp_autocast
     return loss, logits
 
 
+def build_optimizer(args, parameters):
+    """(SGD of `parameters`, its schedule)."""
+    optimizer = torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay, nesterov=args.nesterov)
+    return optimizer, build_scheduler(optimizer, args)
+
+
 def build_scheduler(optimizer, args):
     """Cosine (CIFAR), step decay (DARTS's ImageNet) or linear decay (PC-DARTS's ImageNet), after a linear warm-up
     of --warmup_epochs for large batches, or with the first --lr_ramp_epochs replaced by a ramp (loop.ramped)."""
@@ -185,6 +192,26 @@ def main(argv=None):
     return parallel.run_distributed(functools.partial(retrain, args, checkpoint), args.device, args.gpu)
 
 
+def build_loaders(args, train_split, test_split, info, device, distributed, channels_last):
+    """Loaders of the training set (less --valid_portion), of that held-out part (False without one) and of
+    the test set."""
+    options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
+                   rank=distributed.rank, world_size=distributed.world_size)
+    train_part, valid_part = (data.first_and_rest(train_split, info.name, 1 - args.valid_portion,
+                                                  f'--valid_portion {args.valid_portion}')
+                              if args.valid_portion else (None, None))
+    # A compiled network would compile again for a smaller last batch: compiled training leaves it out.
+    train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True, drop_last=args.compile,
+                                       augmentation=loaders.Augmentation.from_flags(args), indices=train_part,
+                                       **options)
+    if len(train_loader) == 0:
+        raise utils.UserError(f'--compile leaves out a last batch smaller than --batch_size {args.batch_size}, and '
+                              f'this training set has no full batch; lower --batch_size')
+    valid_loader = valid_part is not None and loaders.make_loader(train_split, info, args.batch_size, train=False,
+                                                                  indices=valid_part, **options)
+    return train_loader, valid_loader, loaders.make_loader(test_split, info, args.batch_size, train=False, **options)
+
+
 def retrain(args, checkpoint, device, distributed):
     """The retraining of one process: `args.epochs` epochs of train() and infer(), each followed by its
     metrics row, weights.pt and a checkpoint."""
@@ -198,27 +225,12 @@ def retrain(args, checkpoint, device, distributed):
     genotype, genotype_source = genotypes.genotype_from_flags(args.genotype, args.arch_path, args.arch,
                                                               space=args.search_space)
     train_split, test_split, info = data.load_dataset(data.DataConfig.from_flags(args), device)
-    loader_options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
-                          rank=distributed.rank, world_size=distributed.world_size)
-    # A compiled network would compile again for a smaller last batch: compiled training leaves it out.
-    train_part, valid_part = (data.first_and_rest(train_split, info.name, 1 - args.valid_portion,
-                                                  f'--valid_portion {args.valid_portion}')
-                              if args.valid_portion else (None, None))
-    train_loader = loaders.make_loader(train_split, info, args.batch_size, train=True, drop_last=args.compile,
-                                       augmentation=loaders.Augmentation.from_flags(args), indices=train_part,
-                                       **loader_options)
-    valid_loader = valid_part is not None and loaders.make_loader(train_split, info, args.batch_size, train=False,
-                                                                  indices=valid_part, **loader_options)
-    if len(train_loader) == 0:
-        raise utils.UserError(f'--compile leaves out a last batch smaller than --batch_size {args.batch_size}, and '
-                              f'this training set has no full batch; lower --batch_size')
-    test_loader = loaders.make_loader(test_split, info, args.batch_size, train=False, **loader_options)
+    train_loader, valid_loader, test_loader = build_loaders(args, train_split, test_split, info, device, distributed,
+                                                            channels_last)
     net, forward, config = prepare_network(args, info, genotype, device, distributed, channels_last)
     run = loop.Run('eval', args.save, args.exp_path, distributed, args.tensorboard)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
-    optimizer = torch.optim.SGD(net.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay, nesterov=args.nesterov)
-    scheduler = build_scheduler(optimizer, args)
+    optimizer, scheduler = build_optimizer(args, net.parameters())
     run_args = {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last}
 
     def checkpoint_at(epoch, step, meters, history):

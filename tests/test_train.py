@@ -129,8 +129,7 @@ def test_test_py_names_mismatching_keys(in_tmp):
 
 def learning_rates(args):
     """The learning rate of every epoch of train.py's schedule for `args`."""
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], args.learning_rate)
-    scheduler = train.build_scheduler(optimizer, args)
+    optimizer, scheduler = train.build_optimizer(args, [torch.zeros(1, requires_grad=True)])
     rates = []
     for _ in range(args.epochs):
         rates.append(scheduler.get_last_lr()[0])
