@@ -37,8 +37,10 @@ class Stage:
         return self.skip_dropout * math.exp(-0.2 * (epoch - warmup_epochs))
 
 
-def plan_stages(stage_layers, stage_keep, skip_dropout, stage_partial_channels, layers, partial_channels, n_ops):
-    """The Stages of the flags: without --stage_layers one stage of --layers cells (DARTS)."""
+def plan_stages(stage_layers, stage_keep, skip_dropout, stage_partial_channels, layers, partial_channels, n_ops,
+                init_channels, continued):
+    """The Stages of the flags: without --stage_layers one stage of --layers cells (DARTS). `continued`
+    (--stage_continue) carries each stage's weights over to the next, which can widen them but not narrow them."""
     depths = tuple(stage_layers or (layers,))
     keep = tuple(stage_keep or ())
     rates = tuple(skip_dropout or (0.0,))
@@ -53,6 +55,14 @@ def plan_stages(stage_layers, stage_keep, skip_dropout, stage_partial_channels, 
     if any(later >= earlier for earlier, later in zip((n_ops,) + keep, keep)) or any(k < 2 for k in keep):
         raise UserError(f'--stage_keep {",".join(map(str, keep))} must fall from stage to stage, stay below the '
                         f'{n_ops} candidates of an edge and keep at least 2 (the last stage chooses one)')
+    for index, width in enumerate(widths):
+        if init_channels % width:
+            flag = (f'--stage_partial_channels: K = {width} of stage {index + 1}' if stage_partial_channels
+                    else f'--partial_channels {width}')
+            raise UserError(f'{flag} must divide --init_channels {init_channels}')
+    if continued and any(later > earlier for earlier, later in zip(widths, widths[1:])):
+        raise UserError('--stage_continue widens the supernet from stage to stage, so --stage_partial_channels '
+                        'must not grow')
     rates = rates * len(depths) if len(rates) == 1 else rates
     return [Stage(i, depth, rate, keep[i] if i < len(keep) else None, width)
             for i, (depth, rate, width) in enumerate(zip(depths, rates, widths))]

@@ -239,18 +239,10 @@ def resolve_arguments(parser, argv):
 
 def search_stages(args):
     """The search's stages (progressive.Stage), from the --stage_* flags and --skip_dropout."""
-    stages = progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout,
-                                     args.stage_partial_channels, args.layers, args.partial_channels,
-                                     spaces.ops_per_edge(args.search_space, args.primitives))
-    for stage in stages:
-        if args.init_channels % stage.partial_channels:
-            flag = (f'--stage_partial_channels: K = {stage.partial_channels} of stage {stage.index + 1}'
-                    if args.stage_partial_channels else f'--partial_channels {stage.partial_channels}')
-            raise utils.UserError(f'{flag} must divide --init_channels {args.init_channels}')
-    if args.stage_continue and any(b.partial_channels > a.partial_channels for a, b in zip(stages, stages[1:])):
-        raise utils.UserError('--stage_continue widens the supernet from stage to stage, so --stage_partial_channels '
-                              'must not grow')
-    return stages
+    return progressive.plan_stages(args.stage_layers, args.stage_keep, args.skip_dropout, args.stage_partial_channels,
+                                   args.layers, args.partial_channels,
+                                   spaces.ops_per_edge(args.search_space, args.primitives), args.init_channels,
+                                   args.stage_continue)
 
 
 def build_architecture(args, info, layers, partial_channels, max_skip):
@@ -271,8 +263,10 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
     return architecture.Architecture(net, methods.build(vars(args)))
 
 
-def build_loaders(args, train_split, info, device, distributed, channels_last, run, resuming):
-    """Loaders of the search split: the weights' half, the architecture's half, and that half for validation."""
+def build_search_run(args, run, train_split, info, device, distributed, channels_last, amp_autocast, rule,
+                     resuming):
+    """The SearchRun of the flags: the loaders of the search split (the weights' half, the architecture's half
+    and that half for validation), NAS-Bench-201's tables, the eigenvalue's batches, DARTS-ES's `rule`."""
     subsets = args.train_subset and dict(
         train_share=args.train_subset, arch_share=args.arch_subset, seed=args.seed, resuming=resuming,
         run_file=run.path(search_split.FILE_NAME), subset_file=args.subset_file, write_file=distributed.is_main)
@@ -280,8 +274,14 @@ def build_loaders(args, train_split, info, device, distributed, channels_last, r
     options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
                    rank=distributed.rank, world_size=distributed.world_size,
                    augmentation=loaders.Augmentation.from_flags(args))
-    return tuple(loaders.make_loader(train_split, info, args.batch_size, train=train, indices=indices, **options)
-                 for indices, train in ((first, True), (rest, True), (rest, False)))
+    train_queue, alpha_queue, valid_queue = (
+        loaders.make_loader(train_split, info, args.batch_size, train=train, indices=indices, **options)
+        for indices, train in ((first, True), (rest, True), (rest, False)))
+    hessian_batches = args.hessian_batches if args.hessian_eigenvalue else 0
+    return SearchRun(run, {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last},
+                     train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip, args.unrolled,
+                     nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None, args.hessian_eigenvalue,
+                     tuple(itertools.islice(valid_queue.iterate(0), hessian_batches)), rule)
 
 
 def build_optimizers(args, arch, distributed, amp_autocast, schedule_epochs, generator=None):
@@ -415,13 +415,8 @@ def search(args, checkpoint, notes, device, distributed):
     arch = architecture_of(stages[first])  # built first: bad options leave no run folder
     state = None
     run = loop.Run('search', args.save, args.exp_path, distributed, args.tensorboard)
-    train_queue, alpha_queue, valid_queue = build_loaders(
-        args, train_split, info, device, distributed, channels_last, run, checkpoint is not None)
-    search_run = SearchRun(run, {**vars(args), 'num_classes': info.num_classes, 'channels_last': channels_last},
-                           train_queue, alpha_queue, valid_queue, amp_autocast, distributed, args.grad_clip,
-                           args.unrolled, nas_bench_201.Benchmark(args.benchmark) if args.benchmark else None,
-                           args.hessian_eigenvalue, tuple(itertools.islice(
-                               valid_queue.iterate(0), args.hessian_batches if args.hessian_eigenvalue else 0)), rule)
+    search_run = build_search_run(args, run, train_split, info, device, distributed, channels_last, amp_autocast,
+                                  rule, checkpoint is not None)
     with loop.Session(run, 'search', args.report_freq, device) as session:
         for stage in stages[first:] if not selecting else ():
             if stage.index != first:
@@ -435,9 +430,9 @@ def search(args, checkpoint, notes, device, distributed):
                                         args.seed * 1009 + stage.index, restart_lr=args.stage_lr == 'restart')
             else:
                 begin(session, search_run, checkpoint, state)
-                search_log.log_plan(run.logger, [*notes, loaders.data_line(info, train_queue)], arch,
+                search_log.log_plan(run.logger, [*notes, loaders.data_line(info, search_run.train_queue)], arch,
                                     info.num_classes, args.batch_size, distributed.world_size, len(stages), args.epochs,
-                                    len(train_queue), args.warmup_epochs, len(valid_queue))
+                                    len(search_run.train_queue), args.warmup_epochs, len(search_run.valid_queue))
                 search_log.log_precision(run.logger, dtype, args.unrolled)
             if len(stages) > 1:
                 search_log.log_stage(run.logger, stage, stages, model)

@@ -18,11 +18,12 @@ TINY = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_size'
 
 
 def test_plan_stages_pairs_depths_with_keeps_and_rates():
-    stages = progressive.plan_stages((5, 11, 17), (5, 3), (0.0, 0.4, 0.7), None, 8, 2, 8)
+    stages = progressive.plan_stages((5, 11, 17), (5, 3), (0.0, 0.4, 0.7), None, 8, 2, 8, 16, False)
     assert [(s.index, s.layers, s.skip_dropout, s.keep, s.partial_channels) for s in stages] == [
         (0, 5, 0.0, 5, 2), (1, 11, 0.4, 3, 2), (2, 17, 0.7, None, 2)]
-    assert progressive.plan_stages(None, None, None, None, 8, 1, 8) == [progressive.Stage(0, 8, 0.0, None, 1)]
-    stages = progressive.plan_stages((2, 3), (4,), (0.3,), (6, 4), 8, 1, 8)
+    one_stage = progressive.plan_stages(None, None, None, None, 8, 1, 8, 16, False)
+    assert one_stage == [progressive.Stage(0, 8, 0.0, None, 1)]
+    stages = progressive.plan_stages((2, 3), (4,), (0.3,), (6, 4), 8, 1, 8, 24, False)
     assert [(s.skip_dropout, s.partial_channels) for s in stages] == [(0.3, 6), (0.3, 4)]
 
 
@@ -36,7 +37,17 @@ def test_plan_stages_pairs_depths_with_keeps_and_rates():
 ])
 def test_plan_stages_refuses_plans_that_do_not_fit(layers, keep, rates, widths, says):
     with pytest.raises(UserError, match=says):
-        progressive.plan_stages(layers, keep, rates, widths, 8, 1, 8)
+        progressive.plan_stages(layers, keep, rates, widths, 8, 1, 8, 16, False)
+
+
+def test_plan_stages_refuses_partial_channels_that_do_not_divide_the_channels_or_grow_when_carried_over():
+    with pytest.raises(UserError, match='--partial_channels 3 must divide --init_channels 16'):
+        progressive.plan_stages(None, None, None, None, 8, 3, 8, 16, False)
+    with pytest.raises(UserError, match='K = 6 of stage 1 must divide --init_channels 16'):
+        progressive.plan_stages((5, 11), (4,), None, (6, 4), 8, 1, 8, 16, False)
+    assert len(progressive.plan_stages((5, 11), (4,), None, (2, 4), 8, 1, 8, 16, False)) == 2
+    with pytest.raises(UserError, match='--stage_continue widens the supernet'):
+        progressive.plan_stages((5, 11), (4,), None, (2, 4), 8, 1, 8, 16, True)
 
 
 def test_skip_dropout_falls_linearly_in_the_warm_up_then_by_exp_minus_0_2_an_epoch():
