@@ -29,6 +29,7 @@ import loop
 import methods
 import model as model_lib
 import model_search
+import model_search_nb201
 import parallel
 import precision
 import progressive
@@ -226,7 +227,7 @@ def resolve_arguments(parser, argv):
     if args.search_space == 'nas_bench_201':
         preset = methods.presets(args.search_space).get(args.method, {})
         origin = f' (set by --method {args.method})' if set(preset) & {'location', 'max_skip'} - set(given) else ''
-        model_search.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
+        model_search_nb201.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
     elif args.benchmark:
         raise utils.UserError('--benchmark looks cells up in NAS-Bench-201; give --search_space nas_bench_201')
     args.primitives, notes = spaces.primitives_in(args.search_space, args.primitives, 'primitives' in given,
@@ -249,7 +250,7 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
     """The architecture searched (architecture.Architecture): the supernet of the flags at a stage's depth and
     partial channels, with the search methods they switch on."""
     if args.search_space == 'nas_bench_201':
-        net = model_search.SearchNetworkNB201(
+        net = model_search_nb201.SearchNetworkNB201(
             args.init_channels, layers, info.num_classes, nn.CrossEntropyLoss(),
             partial_channels=partial_channels, alpha_attention=args.alpha_attention,
             in_channels=info.in_channels, image_size=info.image_size)

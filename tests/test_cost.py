@@ -9,7 +9,7 @@ from conftest import load_script, metrics, supernet
 import cost
 import methods
 from architecture import Architecture
-from model_search import SearchNetworkNB201
+from model_search_nb201 import SearchNetworkNB201
 from operations import OPS
 from utils import UserError
 

@@ -12,7 +12,7 @@ import discretization_aware
 import methods
 import successors
 from architecture import Architecture
-from model_search import SearchNetworkNB201
+from model_search_nb201 import SearchNetworkNB201
 
 # Small integers as op parameters: ties between ops and between edges are common, and softmax keeps them.
 alphas_of = st.lists(st.integers(0, 3), min_size=14 * 8, max_size=14 * 8)

@@ -246,7 +246,7 @@ def test_attention_locations_register_their_weights_and_derive_their_genotype(lo
 
 
 def nb201_supernet(**options):
-    from model_search import SearchNetworkNB201
+    from model_search_nb201 import SearchNetworkNB201
     return Architecture(SearchNetworkNB201(16, 1, 5, image_size=16, **options), methods.build(options))
 
 
@@ -281,10 +281,11 @@ def test_the_supernet_knows_no_method_and_the_architecture_takes_them_composed()
     import ast
     import os
     from conftest import ROOT
-    tree = ast.parse(open(os.path.join(ROOT, 'model_search.py'), encoding='utf-8').read())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not imported & {'methods', 'successors', 'cost', 'architecture'}
+    for module in ('model_search.py', 'model_search_nb201.py'):
+        tree = ast.parse(open(os.path.join(ROOT, module), encoding='utf-8').read())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & {'methods', 'successors', 'cost', 'architecture'}, module
     assert 'methods' not in vars(Network(16, 3, 3, image_size=8))
     with pytest.raises(TypeError, match=r'methods=methods.build\(flags\), or methods.Methods\(\) for DARTS alone'):
         Architecture(Network(16, 3, 3, image_size=8), methods=[])

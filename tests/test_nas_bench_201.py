@@ -74,7 +74,7 @@ def test_strings_parse_print_and_refuse_exactly():
 
 def test_the_supernet_derives_as_the_benchmarks_darts_search_does():
     torch.manual_seed(0)
-    net = train_search.model_search.SearchNetworkNB201(8, 1, 10)
+    net = train_search.model_search_nb201.SearchNetworkNB201(8, 1, 10)
     ours = train_search.architecture.Architecture(net, train_search.methods.Methods())
     assert net.arch_parameters()[0].shape == (6, 5) and net.op_names == list(NAS_BENCH_201)
     theirs = TinyNetworkDarts(8, 1, 4, 10, list(NAS_BENCH_201), False, True)

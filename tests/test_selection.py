@@ -9,7 +9,7 @@ from conftest import load_script, metrics, supernet
 import genotypes
 from architecture import Architecture
 import methods
-import model_search
+import model_search_nb201
 import selection
 from utils import UserError
 
@@ -69,7 +69,7 @@ def test_an_op_round_keeps_the_op_whose_removal_hurts_most_and_never_none():
 
 
 def test_nas_bench_201_rounds_decide_ops_only_and_may_keep_none():
-    net = model_search.SearchNetworkNB201(4, 1, 4)
+    net = model_search_nb201.SearchNetworkNB201(4, 1, 4)
     arch = Architecture(net, methods.Methods())
     assert selection.rounds(net) == 6 and selection.epochs(net, 5) == 26
 

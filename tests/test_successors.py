@@ -245,7 +245,7 @@ def test_gdas_on_nas_bench_201_gives_each_unsampled_op_the_gradient_of_its_edges
     0 in the forward pass, gets d(loss)/d(edge output) summed over its elements, in every cell that shares
     it; in the DARTS space's cell (its MixedOp's forward_gdas: op(x) * weights[index]) it gets nothing."""
     from architecture import Architecture
-    from model_search import NB201SearchCell, SearchNetworkNB201
+    from model_search_nb201 import NB201SearchCell, SearchNetworkNB201
     for arch in (Architecture(SearchNetworkNB201(4, 1, 3, image_size=8), methods.build({'gdas': True})),
                  supernet(4, 3, 3, image_size=8, gdas=True)):
         net = arch.net
