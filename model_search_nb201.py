@@ -11,11 +11,12 @@ from operations import GlobalAvgPool, ResNetBasicBlock, resolve_primitives
 from utils import UserError
 
 
-def check_nb201_options(location, max_skip, primitives_given, origin=''):
+def check_nb201_options(location, max_skip, given, preset, method):
     """NAS-Bench-201's cell has fixed ops and keeps every edge: options that shape a DARTS cell cannot apply.
-    `origin` tells where a value came from when the user did not type it (a preset)."""
+    `given`: the flags typed; `preset`: the settings of --method `method`, named when they set such an option."""
+    origin = f' (set by --method {method})' if set(preset) & {'location', 'max_skip'} - set(given) else ''
     problems = [(location != 'no_attention', f'--location {location} (Att-DARTS\'s attention search)'),
-                (max_skip is not None, '--max_skip'), (primitives_given, '--primitives')]
+                (max_skip is not None, '--max_skip'), ('primitives' in given, '--primitives')]
     for applies, flag in problems:
         if applies:
             raise UserError(f'{flag}{origin} shapes the DARTS cell and cannot apply to --search_space nas_bench_201, '

@@ -14,7 +14,7 @@ import torch
 import loop
 import spaces
 from successors import NB201_DARTS_OF_SDARTS
-from utils import bounded
+from utils import UserError, bounded
 
 OPTIONS = ('darts', 'pt')
 # The search before DARTS-PT's selection as its code runs it (ruocwang/darts-pt 4ec3149): in DARTS's space that of
@@ -41,6 +41,12 @@ def add_arguments(parser):
     group.add_argument('--fix_alpha', action='store_true',
                        help="DARTS-PT's fixed-alpha supernet (its code's 'blank' method): the architecture weights "
                             'keep their initial values through the search and the fine-tuning; needs --selection pt')
+
+
+def check_arguments(selection, fix_alpha):
+    if fix_alpha and selection != 'pt':
+        raise UserError('--fix_alpha leaves the architecture weights where they start, so DARTS-PT chooses the cell: '
+                        'give --selection pt too')
 
 
 def choosable_nodes(net):

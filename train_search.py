@@ -67,9 +67,9 @@ class StageState:
 
 @dataclass
 class SearchRun:
-    """What every stage of a search shares: the run folder and its arguments (for checkpoints and args.json), the
-    loaders of the weights' half, the architecture's half and that half for validation, the precision, the processes,
-    NAS-Bench-201's tables, how often (0: never) and on what the Hessian's eigenvalue is measured, DARTS-ES's rule."""
+    """What every stage of a search shares: the run folder and arguments, the loaders (the weights' half, the
+    architecture's, that again for validation), precision, processes, NAS-Bench-201's tables, DARTS-ES's rule and
+    the eigenvalue's period (0: never) and batches."""
     run: loop.Run
     run_args: dict
     train_queue: object
@@ -211,9 +211,7 @@ def resolve_arguments(parser, argv):
     if args.amp == 'fp16':
         # The architecture step takes gradients with autograd.grad, which a loss scaler does not cover.
         raise utils.UserError('--amp fp16 is for train.py and test.py; search with --amp bf16 or off')
-    if args.fix_alpha and args.selection != 'pt':
-        raise utils.UserError('--fix_alpha leaves the architecture weights where they start, so DARTS-PT chooses '
-                              'the cell: give --selection pt too')
+    selection.check_arguments(args.selection, args.fix_alpha)
     if checkpoint:
         if checkpoints.selecting(checkpoint) and args.selection != 'pt':
             raise utils.UserError('this run is in its DARTS-PT selection; resume it with --selection pt')
@@ -225,9 +223,8 @@ def resolve_arguments(parser, argv):
         if getattr(args, staged) and flag in given:
             raise utils.UserError(f'--{flag} and --{staged} both set the supernet\'s {flag}; give one of them')
     if args.search_space == 'nas_bench_201':
-        preset = methods.presets(args.search_space).get(args.method, {})
-        origin = f' (set by --method {args.method})' if set(preset) & {'location', 'max_skip'} - set(given) else ''
-        model_search_nb201.check_nb201_options(args.location, args.max_skip, 'primitives' in given, origin)
+        model_search_nb201.check_nb201_options(args.location, args.max_skip, given,
+                                               methods.presets(args.search_space).get(args.method, {}), args.method)
     elif args.benchmark:
         raise utils.UserError('--benchmark looks cells up in NAS-Bench-201; give --search_space nas_bench_201')
     args.primitives, notes = spaces.primitives_in(args.search_space, args.primitives, 'primitives' in given,
@@ -266,8 +263,7 @@ def build_architecture(args, info, layers, partial_channels, max_skip):
 
 def build_search_run(args, run, train_split, info, device, distributed, channels_last, amp_autocast, rule,
                      resuming):
-    """The SearchRun of the flags: the loaders of the search split (the weights' half, the architecture's half
-    and that half for validation), NAS-Bench-201's tables, the eigenvalue's batches, DARTS-ES's `rule`."""
+    """The SearchRun of the flags, with DARTS-ES's `rule`."""
     subsets = args.train_subset and dict(
         train_share=args.train_subset, arch_share=args.arch_subset, seed=args.seed, resuming=resuming,
         run_file=run.path(search_split.FILE_NAME), subset_file=args.subset_file, write_file=distributed.is_main)
