@@ -1,21 +1,22 @@
 """The GPU check: what only a GPU can show, measured in one command, into JSON files and a printed table.
 
     python gpu_check.py --output gpu-check             # on one H100 or H200: about 10 minutes (not yet run on one)
-    python gpu_check.py --phases environment,projections,speed,precision,syncs --output gpu-check   # or in two
-    python gpu_check.py --phases recompiles,resume,cuda_tests --output gpu-check                   # calls
+    python gpu_check.py --phases environment,projections,resume,precision,syncs --output gpu-check   # or in two
+    python gpu_check.py --phases cuda_tests,speed,recompiles --output gpu-check                      # calls
     python gpu_check.py --dry --output gpu-check-dry   # every phase at toy size on the CPU (a test runs it)
 
-Phases, each written to FOLDER/PHASE.json; one that fails is reported and the others still run:
+Phases, in this order (by priority), each written to FOLDER/PHASE.json and printed as it ends; one that fails is
+reported and the others still run:
   environment   GPU, PyTorch, cuDNN, TF32 and speed settings
   projections   the hours of the README's runs (NAS-Bench-201 sweep, DARTS's best of four, the ImageNet search
                 on one and eight GPUs) from their steps' and the loader's measured rates
-  speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
-  precision     the second-order architecture gradient under bf16 against float32
-  syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
-  recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
   resume        a training run stopped by SIGTERM and resumed, against an uninterrupted one, with and
                 without --deterministic, and the time --deterministic costs
+  precision     the second-order architecture gradient under bf16 against float32
+  syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
   cuda_tests    python -m pytest -m cuda (in parallel where pytest-xdist is installed)
+  speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
+  recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
 It exits 1 when a phase failed or a check did not hold.
 """
 import contextlib
@@ -400,9 +401,10 @@ def cuda_tests(device, dry, folder):
             'ok': done.returncode == 0}
 
 
-# In this order, so that a run cut short by a time limit has written the README's figures first.
-PHASES = {'environment': environment, 'projections': projections, 'speed': speed, 'precision': precision,
-          'syncs': syncs, 'recompiles': recompiles, 'resume': resume, 'cuda_tests': cuda_tests}
+# By priority, so that a run cut short by a time limit has written what matters most: the README's figures, what
+# --deterministic costs, whether bf16 keeps the second-order gradient, the host reads, the CUDA tests, the rest.
+PHASES = {'environment': environment, 'projections': projections, 'resume': resume, 'precision': precision,
+          'syncs': syncs, 'cuda_tests': cuda_tests, 'speed': speed, 'recompiles': recompiles}
 
 
 def main(argv=None):
@@ -424,7 +426,7 @@ def main(argv=None):
         result['seconds'] = round(time.monotonic() - started, 1)
         utils.write_json(os.path.join(args.output, f'{phase}.json'), result)
         results[phase] = result
-    print(summary_table(results))
+        print(summary_table({phase: result}), flush=True)  # shown at once: a time limit may cut the run short
     if not all(result['ok'] for result in results.values()):
         raise utils.UserError(f'some checks did not hold; see {args.output}/*.json')
     return results
