@@ -12,6 +12,7 @@ import methods
 import operations
 import parallel
 import progressive
+import sampling
 import successors
 from architect import SearchObjective
 from utils import UserError
@@ -60,7 +61,7 @@ def test_beta_decay_pulls_the_op_parameters_together():
 
 def test_clip_rows_projects_onto_the_simplex():
     ops = torch.tensor([[0.5, -0.2, 0.9], [-0.1, -0.3, -0.2], [0.2, 0.3, 0.5]])
-    clipped = successors.clip_rows(ops)
+    clipped = sampling.clip_rows(ops)
     assert torch.allclose(clipped.sum(-1), torch.ones(3)) and (clipped >= 0).all()
     assert torch.allclose(clipped[0], torch.tensor([0.5, 0.0, 0.9]) / 1.4)
     assert torch.equal(clipped[1], torch.tensor([1.0, 0.0, 0.0])), 'an all-negative row keeps its largest entry'
@@ -200,7 +201,7 @@ def test_gumbel_sample_for_known_noise_is_gdas_one_hot_with_the_soft_gradient():
     (log_softmax(alpha) + gumbels) / tau, hardwts = one_hot(argmax) - probs.detach() + probs."""
     alphas = torch.tensor([[1.0, 0.0, -1.0, 2.0]], requires_grad=True)
     gumbels = torch.tensor([[0.5, 1.0, 2.5, -0.3]])  # alpha + gumbel: 1.5, 1.0, 1.5, 1.7, so op 3 is drawn
-    hard, index = successors.gumbel_hard_with(torch.softmax(alphas, dim=-1), gumbels, tau=2.0)
+    hard, index = sampling.gumbel_hard_with(torch.softmax(alphas, dim=-1), gumbels, tau=2.0)
     assert index.tolist() == [3] and hard.detach().tolist() == [[0.0, 0.0, 0.0, 1.0]]
     # The gradient of the soft sample s = softmax((alpha + gumbel) / tau) against values v, by hand:
     # (s * v - s * (s . v)) / tau.
@@ -214,7 +215,7 @@ def test_gumbel_sample_for_known_noise_is_gdas_one_hot_with_the_soft_gradient():
 
 def test_gumbel_samples_are_drawn_with_the_op_weights_frequencies():
     probabilities = torch.softmax(torch.tensor([1.0, 0.0, -1.0, 2.0]), dim=-1)
-    _, indices = successors.gumbel_hard(probabilities.expand(20000, 4), tau=0.5,
+    _, indices = sampling.gumbel_hard(probabilities.expand(20000, 4), tau=0.5,
                                         generator=torch.Generator().manual_seed(0))
     frequencies = torch.bincount(indices, minlength=4) / 20000
     assert torch.allclose(frequencies, probabilities, atol=0.015)
