@@ -7,7 +7,8 @@ import statistics
 
 import genotypes
 import model
-from sweeps import best_run, group_name, read_jsonl, run_folder, state
+from sweeps import best_run, group_name, run_folder, state
+from utils import read_jsonl
 
 def run_results(folder, run):
     """What the table reads from one finished run."""

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from utils import UserError, write_json
+from utils import UserError, read_jsonl, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -325,11 +325,6 @@ def format_seconds(seconds):
 def json_of(path):
     with open(path, encoding='utf-8') as f:
         return json.load(f)
-
-
-def read_jsonl(path):
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f]
 
 
 def status_lines(folder, sweep):
