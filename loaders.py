@@ -293,6 +293,12 @@ def endless_batches(loader, epoch, start_step):
         cycle, step = cycle + 1, 0
 
 
+def process_options(device, seed, channels_last, workers, distributed):
+    """make_loader's keywords that all the loaders of one process (of `distributed`'s) share."""
+    return dict(device=device, seed=seed, channels_last=channels_last, workers=workers, rank=distributed.rank,
+                world_size=distributed.world_size)
+
+
 def make_loader(split, info, batch_size, *, device, train, augmentation=None, seed=0, channels_last=False, workers=4,
                 indices=None, rank=0, world_size=1, drop_last=False):
     """The loader a script needs: a training loader shuffles and augments (`augmentation`, an Augmentation),

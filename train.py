@@ -195,8 +195,7 @@ def main(argv=None):
 def build_loaders(args, train_split, test_split, info, device, distributed, channels_last):
     """Loaders of the training set (less --valid_portion), of that held-out part (False without one) and of
     the test set."""
-    options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
-                   rank=distributed.rank, world_size=distributed.world_size)
+    options = loaders.process_options(device, args.seed, channels_last, args.workers, distributed)
     train_part, valid_part = (data.first_and_rest(train_split, info.name, 1 - args.valid_portion,
                                                   f'--valid_portion {args.valid_portion}')
                               if args.valid_portion else (None, None))

@@ -268,8 +268,7 @@ def build_search_run(args, run, train_split, info, device, distributed, channels
         train_share=args.train_subset, arch_share=args.arch_subset, seed=args.seed, resuming=resuming,
         run_file=run.path(search_split.FILE_NAME), subset_file=args.subset_file, write_file=distributed.is_main)
     first, rest = search_split.indices(train_split, info.name, args.train_portion, args.split_file, subsets)
-    options = dict(device=device, seed=args.seed, channels_last=channels_last, workers=args.workers,
-                   rank=distributed.rank, world_size=distributed.world_size,
+    options = dict(loaders.process_options(device, args.seed, channels_last, args.workers, distributed),
                    augmentation=loaders.Augmentation.from_flags(args))
     train_queue, alpha_queue, valid_queue = (
         loaders.make_loader(train_split, info, args.batch_size, train=train, indices=indices, **options)
