@@ -14,7 +14,7 @@ reported and the others still run:
                 without --deterministic, and the time --deterministic costs
   precision     the second-order architecture gradient under bf16 against float32
   syncs         host synchronisations per search step of every preset (torch.cuda.set_sync_debug_mode)
-  cuda_tests    python -m pytest -m cuda (in parallel where pytest-xdist is installed)
+  cuda_tests    python -m pytest -m cuda (4 processes where pytest-xdist is installed; one in a dry run)
   speed         bench.py's search and retraining steps, bf16 + channels_last and the baseline, with projections
   recompiles    graphs that compiled retraining makes over epochs (drop path rising, partial last batches)
 It exits 1 when a phase failed or a check did not hold.
@@ -393,7 +393,7 @@ def resume(device, dry, folder):
 
 
 def cuda_tests(device, dry, folder):
-    parallel = ['-n', '4'] if importlib.util.find_spec('xdist') else []
+    parallel = ['-n', '4'] if importlib.util.find_spec('xdist') and not dry else []  # a dry run's CPU has few cores
     command = [sys.executable, '-m', 'pytest', '-q', '-m', 'cuda', 'tests/test_cuda.py', '-p', 'no:cacheprovider',
                *parallel]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60 if dry else 300)
