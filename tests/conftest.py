@@ -14,9 +14,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-# One thread: several tests start processes of their own, and two OpenMP threads per process on two
-# cores make tiny ops many times slower when anything else runs.
+# One thread, here and in every process a test starts (they inherit the variable: the scripts, torchrun's
+# workers, a sweep's submitit jobs): two OpenMP threads per process on two cores make tiny ops many times
+# slower when anything else runs.
 torch.set_num_threads(1)
+os.environ['OMP_NUM_THREADS'] = '1'
 
 
 def supernet(*sizes, **flags):
@@ -43,9 +45,8 @@ def load_script(name):
 
 
 def run_script(name, args, cwd, **kwargs):
-    """Start a script in its own process (for signals and exit codes); stdout and stderr are captured.
-    One thread each: two processes with two OpenMP threads apiece on two cores slow tiny ops twentyfold."""
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', **kwargs.pop('env', {})}
+    """Start a script in its own process (for signals and exit codes); stdout and stderr are captured."""
+    env = {**os.environ, **kwargs.pop('env', {})}
     return subprocess.Popen([sys.executable, os.path.join(ROOT, f'{name}.py'), *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 

@@ -82,8 +82,7 @@ def test_sigterm_on_cuda_exits_143_and_the_run_resumes_to_its_end(in_tmp):
 def torchrun(script, args, cwd):
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=1',
                os.path.join(ROOT, f'{script}.py'), *args]
-    return subprocess.Popen(command, cwd=cwd, env={**os.environ, 'OMP_NUM_THREADS': '1'}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_one_process_nccl_job_trains_searches_and_tests(in_tmp):

@@ -21,8 +21,7 @@ SYNTHETIC = ['--dataset', 'synthetic', '--image_size', '16', '--synthetic_train_
 def torchrun(script, args, cwd, processes=2):
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={processes}',
                os.path.join(ROOT, f'{script}.py'), *args]
-    return subprocess.Popen(command, cwd=cwd, env={**os.environ, 'OMP_NUM_THREADS': '1'},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow

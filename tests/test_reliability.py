@@ -122,14 +122,12 @@ def test_a_requeued_job_script_resumes_with_its_command_line_unchanged_but_for_r
     the same job script again with --resume added."""
     flags = ' '.join(SEARCH + ['--method', 'pc_darts', '--partial_channels', '2', '--exp_path', 'run'])
     (in_tmp / 'job.sh').write_text(f'exec "{sys.executable}" "{os.path.join(ROOT, "train_search.py")}" {flags} "$@"\n')
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    job = subprocess.Popen(['sh', 'job.sh'], cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True)
+    job = subprocess.Popen(['sh', 'job.sh'], cwd=in_tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_log(in_tmp / 'run' / 'log.txt', r'\bsearch epoch 1/3 step 3/6', job)
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 143, err
-    requeued = subprocess.run(['sh', 'job.sh', '--resume'], cwd=in_tmp, env=env, capture_output=True, text=True,
+    requeued = subprocess.run(['sh', 'job.sh', '--resume'], cwd=in_tmp, capture_output=True, text=True,
                               timeout=600)
     assert requeued.returncode == 0, requeued.stderr
     assert re.search(r'resumed from epoch [12], step \d+ ', requeued.stdout), requeued.stdout
@@ -156,7 +154,7 @@ def test_a_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     torn = 0
     for delay in (0.0, 0.01, 0.03, 0.07, 0.15):
         saver = subprocess.Popen([sys.executable, '-c', SAVER.format(root=ROOT), str(path)],
-                                 stdout=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                                 stdout=subprocess.PIPE, text=True)
         saver.stdout.readline()  # one save has completed
         time.sleep(delay)
         saver.kill()
