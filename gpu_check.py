@@ -45,9 +45,8 @@ from model_search import Network
 from precision import amp_dtype
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-# CIFAR-10: a search epoch trains w on 25,000 images, a retraining epoch on 50,000.
-PROJECTIONS = {'search': (50, 25_000), 'train': (600, 50_000)}
-
+# (epochs, images an epoch) of CIFAR-10's search (w trains on 25,000 images) and retraining (on 50,000).
+CIFAR_RUNS = {'search': (50, 25_000), 'train': (600, 50_000)}
 
 
 def build_parser():
@@ -165,7 +164,7 @@ def speed(device, dry, folder):
                for name, flags in (('default', []), ('baseline', ['--baseline']))}
     rows = []
     for default, baseline in zip(reports['default']['results'], reports['baseline']['results']):
-        epochs, images = PROJECTIONS[default['case'].split()[0]]
+        epochs, images = CIFAR_RUNS[default['case'].split()[0]]
         rows.append({'case': default['case'], 'batch': default['batch'], 'images_per_s': default['images_per_s'],
                      'baseline_images_per_s': baseline['images_per_s'], 'peak_memory_mb': default['peak_memory_mb'],
                      'baseline_peak_memory_mb': baseline['peak_memory_mb'],
