@@ -214,14 +214,18 @@ class _ShardSampler(torch.utils.data.Sampler):
     """One rank's sample indices of an epoch, from a given batch on; `position` is set before iterating."""
 
     def __init__(self, loader):
-        self.order = loader._order
+        # The loader's fields, not the loader: a reference back would make a cycle that only the garbage collector
+        # frees, its persistent workers running on till then (and a worker forked meanwhile collecting it too).
+        self.shard = (loader.num_samples, loader.shuffle, loader.seed, loader.rank, loader.world_size)
         self.batch_size = loader.batch_size
         self.samples = _rank_samples(loader.num_samples, loader.shuffle, loader.rank, loader.world_size)
         self.position = (0, 0)  # (epoch, start_step)
 
     def __iter__(self):
         epoch, start_step = self.position
-        return iter(self.order(epoch)[start_step * self.batch_size:].tolist())
+        num_samples, shuffle, seed, rank, world_size = self.shard
+        order = _shard_order(num_samples, shuffle, seed, epoch, rank, world_size)
+        return iter(order[start_step * self.batch_size:].tolist())
 
     def __len__(self):
         return max(0, self.samples - self.position[1] * self.batch_size)

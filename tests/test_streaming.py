@@ -1,5 +1,6 @@
 """Images streamed from their files: JPEG decoded on the device (its CPU path here) against PIL in the workers,
 the batched augmentation against torchvision's, unreadable files, and a folder too large to hold."""
+import gc
 import math
 import os
 
@@ -81,6 +82,25 @@ def test_the_device_paths_random_crops_are_seeded_bounded_and_resumable(tmp_path
             assert 0 <= top and top + h <= height and 0 <= left and left + w <= width and h > 0 and w > 0
     # Too narrow for any ratio in [3/4, 4/3]: RandomResizedCrop's fallback, the centred crop of the nearest ratio.
     assert streaming.crop_box(300, 20, torch.Generator().manual_seed(1))[2:] == (27, 20)
+
+
+def test_a_dropped_loader_stops_its_workers_at_once(tmp_path):
+    """Without the garbage collector: a loader in a reference cycle kept its persistent workers running, and
+    the workers of the next loader, forked meanwhile, collected it too and failed ('can only test a child
+    process'), as bench.py's loader cases did one after the other."""
+    write_jpegs(tmp_path)
+    train, _, info = data.load_dataset(data.DataConfig(dataset='imagenet', data=str(tmp_path), image_size=24))
+    loader = loaders.FolderLoader(train, info, 4, device='cpu', shuffle=True, augment=False, workers=1)
+    assert len(list(loader.iterate(0))) == 3
+    workers = loader.loader._iterator._workers
+    gc.disable()
+    try:
+        del loader
+        for worker in workers:
+            worker.join(timeout=10)
+        assert not any(worker.is_alive() for worker in workers)
+    finally:
+        gc.enable()
 
 
 def test_the_batched_colour_jitter_is_torchvisions_per_image():
