@@ -169,8 +169,9 @@ def speed(device, dry, folder):
                      'baseline_images_per_s': baseline['images_per_s'], 'peak_memory_mb': default['peak_memory_mb'],
                      'baseline_peak_memory_mb': baseline['peak_memory_mb'],
                      f'projected_{epochs}_epochs_h': epochs * images / default['images_per_s'] / 3600})
-    curvature = bench.main(['--cases', 'curvature', '--device', str(device), '--output',
-                            os.path.join(folder, 'bench-curvature.json')] + (timing if dry else ['--steps', '3']))
+    measurements = timing if dry else ['--steps', '3', '--warmup', '1']  # each one is some seconds on a GPU
+    curvature = bench.main(['--cases', 'curvature', '--device', str(device), *measurements,
+                            '--output', os.path.join(folder, 'bench-curvature.json')])
     for row in curvature['results']:
         seconds = row['ms_per_step'] / 1e3
         rows.append({'case': row['case'], 'batch': row['batch'], 'seconds_per_measurement': seconds,
