@@ -96,4 +96,4 @@ def add_arguments(parser):
                             'the log, TensorBoard and the history plots')
     group.add_argument('--hessian_batches', type=utils.bounded(int, 1), default=1,
                        help="how many batches of the architecture's half (always the same ones, its first) the "
-                            'eigenvalue is measured on (RobustDARTS: one)')
+                            'eigenvalue is measured on (RobustDARTS: one); the memory it takes grows with them')
